@@ -1,0 +1,203 @@
+"""Model loading: official MIIL checkpoints, timm layouts, the HF cache, refusals and offline behaviour."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from tresnet_nb import checkpoints, models
+from tresnet_nb.checkpoints import UnsafeCheckpointError, write_miil_checkpoint
+from tresnet_nb.models import WeightsUnavailableError, data_config, load_model, weights_info
+
+TRESNETS = [name for name in models.ARCHS if name.startswith("tresnet")]
+# Key counts of the official checkpoints (FACTS.md): tresnet_m 434, tresnet_v2_l 746.
+OFFICIAL_KEYS = {"tresnet_m": 434, "tresnet_v2_l": 746}
+
+
+def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """``model`` in eval mode with non-trivial BN statistics and affine parameters (BN weights in [0.5, 1.5])."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.weight.data = 0.5 + torch.rand(n, generator=gen)
+            module.bias.data = 0.1 * torch.randn(n, generator=gen)
+            module.running_mean = 0.1 * torch.randn(n, generator=gen)
+            module.running_var = 0.5 + torch.rand(n, generator=gen)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", TRESNETS)
+@pytest.mark.parametrize("wrapper", ["model", "state_dict"])
+def test_official_miil_checkpoint_gives_reference_logits(tmp_path, arch, wrapper):
+    torch.manual_seed(0)
+    reference = randomised(timm.create_model(arch, num_classes=1000))
+    path = write_miil_checkpoint(reference, tmp_path / f"{arch}_miil.pth", wrapper=wrapper)
+
+    raw = torch.load(path, weights_only=True)[wrapper]
+    assert "body.conv1.0.weight" in raw and "body.conv1.bn.weight" not in raw  # InplaceABN layout
+    assert any(".0.0.weight" in k for k in raw)  # conv2d_ABN nested before an anti-alias layer
+    assert any(k.endswith(".1.weight") and v.ndim == 1 and (v < 0).any() for k, v in raw.items())
+    if arch in OFFICIAL_KEYS:
+        assert len(raw) == OFFICIAL_KEYS[arch]
+
+    model = load_model(arch, weights=path).eval()
+    timm_loaded = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours, ref, timms = model(x), reference(x), timm_loaded(x)
+    assert torch.allclose(ours, ref, atol=1e-5, rtol=0), (ours - ref).abs().max()
+    assert torch.allclose(ours, timms, atol=1e-5, rtol=0)
+    info = weights_info(model)
+    assert (info.pretrained, info.source, info.head, info.num_classes) == (True, "file", "pretrained", 1000)
+
+
+def test_forgetting_the_inplace_abn_weight_conversion_changes_logits():
+    """The oracle above can fail: loading the MIIL weights as stored (without |w| + eps) gives other logits."""
+    reference = randomised(timm.create_model("tresnet_m", num_classes=10))
+    raw = checkpoints.to_miil_layout(reference)
+    naive = timm.create_model("tresnet_m", num_classes=10).eval()
+    naive.load_state_dict({k: raw[checkpoints._miil_name(reference, k)] for k in reference.state_dict()})
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (naive(x) - reference(x)).abs().max() > 1e-3
+
+
+def test_timm_layout_safetensors_round_trip_keeps_the_head(tmp_path):
+    model = randomised(load_model("tresnet_m", weights=None, num_classes=7))
+    path = tmp_path / "finetuned.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    loaded = load_model("tresnet_m", weights=path).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-5, rtol=0)
+    assert weights_info(loaded).num_classes == 7 and weights_info(loaded).head == "pretrained"
+    replaced = load_model("tresnet_m", weights=path, num_classes=3)
+    assert replaced.num_classes == 3 and weights_info(replaced).head == "new"
+
+
+def test_malicious_pickle_is_refused_and_its_payload_never_runs(tmp_path):
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"head.fc.weight": torch.zeros(2, 2)}, "extra": Payload()}, path)
+    with pytest.raises(UnsafeCheckpointError, match="not executed") as err:
+        load_model("tresnet_m", weights=path)
+    assert str(path) in str(err.value)
+    assert not marker.exists()
+    # control: the file really carries a payload that a plain unpickle runs
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_key_mismatch_names_the_keys(tmp_path):
+    state = timm.create_model("tresnet_m", num_classes=10).state_dict()
+    del state["body.layer1.0.se.fc1.bias"]
+    state["body.extra.weight"] = torch.zeros(3)
+    path = tmp_path / "broken.pth"
+    torch.save(state, path)
+    with pytest.raises(KeyError) as err:
+        load_model("tresnet_m", weights=path)
+    message = str(err.value)
+    assert "body.layer1.0.se.fc1.bias" in message and "body.extra.weight" in message
+
+
+def test_wrong_architecture_names_the_keys(tmp_path):
+    path = tmp_path / "m.pth"
+    torch.save(timm.create_model("tresnet_m", num_classes=10).state_dict(), path)
+    with pytest.raises(KeyError, match=r"body\.layer1\.3\.conv1\.conv\.weight"):
+        load_model("tresnet_l", weights=path)
+
+
+@pytest.mark.parametrize("offline_flag", [False, True])
+def test_pretrained_tag_offline_fails_fast_with_the_fix(closed_hub, monkeypatch, offline_flag):
+    if offline_flag:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError) as err:
+        load_model("tresnet_m", weights="miil_in21k")
+    assert time.perf_counter() - start < 2.0
+    message = str(err.value)
+    assert "timm/tresnet_m.miil_in21k" in message and "model.safetensors" in message and str(closed_hub) in message
+    assert "weights='/path/to/file'" in message
+
+
+def test_auto_falls_back_to_random_and_says_so(closed_hub):
+    with pytest.warns(UserWarning, match="RANDOM initialisation"):
+        model = load_model("tresnet_m", weights="auto", num_classes=10)
+    info = weights_info(model)
+    assert (info.pretrained, info.source, info.head, info.num_classes) == (False, "random", "random", 10)
+    assert "cannot be reached" in info.note
+
+
+def _put_in_hf_cache(cache, repo: str, model: torch.nn.Module) -> None:
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    revision = "0" * 40
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(revision)
+    snapshot = folder / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(snapshot / "model.safetensors"))
+
+
+@pytest.mark.parametrize(
+    ("tag", "classes", "size", "crop"), [("miil_in21k", 11221, 224, "center"), ("miil_in1k_448", 1000, 448, "squash")]
+)
+def test_tag_loads_from_the_hf_cache_offline(closed_hub, tag, classes, size, crop):
+    reference = randomised(timm.create_model("tresnet_m", num_classes=classes))
+    _put_in_hf_cache(closed_hub, f"timm/tresnet_m.{tag}", reference)
+    model = load_model(f"tresnet_m.{tag}", weights="auto").eval()
+    info = weights_info(model)
+    assert (info.pretrained, info.source, info.tag, info.num_classes, info.head) == (
+        True,
+        "hf-cache",
+        tag,
+        classes,
+        "pretrained",
+    )
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference(x), atol=1e-5, rtol=0)
+    cfg = data_config(model)
+    assert cfg["input_size"] == (3, size, size) and cfg["crop_mode"] == crop
+    assert cfg["mean"] == (0.0, 0.0, 0.0) and cfg["std"] == (1.0, 1.0, 1.0)  # TResNet: raw [0, 1] pixels
+    transfer = load_model("tresnet_m", weights=tag, num_classes=5)
+    assert weights_info(transfer).head == "new" and transfer.num_classes == 5
+
+
+@pytest.mark.parametrize("size", [100, 0, 31, 225])
+def test_image_size_must_be_a_multiple_of_32(size):
+    with pytest.raises(ValueError, match=f"Image size {size} is not a positive multiple of 32"):
+        models.check_img_size(size)
+
+
+@pytest.mark.parametrize("arch", ["tresnet_s", "tresnet_m.nope", "vit_base"])
+def test_unknown_architecture_or_tag_is_refused(arch):
+    with pytest.raises(ValueError, match="Unknown"):
+        load_model(arch, weights=None)
+
+
+def test_missing_file_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model("tresnet_m", weights=str(tmp_path / "nothere.pth"))
+
+
+@pytest.mark.parametrize("arch", list(models.ARCHS))
+def test_every_architecture_builds_at_random_with_its_preprocessing(arch):
+    model = load_model(arch, weights=None, num_classes=4)
+    assert model.num_classes == 4 and not weights_info(model).pretrained
+    cfg = data_config(model, 64)
+    assert cfg["input_size"] == (3, 64, 64)
+    if arch.startswith("tresnet"):
+        assert cfg["mean"] == (0.0, 0.0, 0.0) and cfg["std"] == (1.0, 1.0, 1.0)
+    else:
+        assert cfg["mean"] != (0.0, 0.0, 0.0)

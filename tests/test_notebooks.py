@@ -1,0 +1,76 @@
+"""Notebooks: committed clean (no outputs, no defs, literal parameters) and executed under papermill."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import nbformat
+import pytest
+from conftest import NOTEBOOKS
+
+from tresnet_nb import load_model, weights_info
+from tresnet_nb.report import REQUIRED_KEYS
+from tresnet_nb.runner import run_notebooks
+
+PARAMETERS = {"PRESET", "ARCH", "WEIGHTS", "DATASET", "DATA_ROOT", "IMG_SIZE", "BATCH_SIZE", "EPOCHS", "LR",
+              "MAX_ITEMS", "SEED", "PRECISION", "OUTPUT_DIR"}  # fmt: skip
+
+
+def test_there_are_notebooks():
+    assert any(p.name == "00_quickstart.ipynb" for p in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, "exactly one cell tagged 'parameters'"
+    tree = ast.parse(params[0].source)
+    names = set()
+    for node in tree.body:
+        assert isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant), ast.dump(node)[:80]
+        names |= {t.id for t in node.targets}
+    assert PARAMETERS <= names
+    for cell in code:
+        assert cell.outputs == [] and cell.execution_count is None, "commit notebooks without outputs"
+        for node in ast.walk(ast.parse(cell.source)):
+            assert not isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)), (
+                "logic goes in tresnet_nb"
+            )
+        assert "!pip" not in cell.source and "%pip" not in cell.source
+
+
+@pytest.mark.slow
+def test_quickstart_smoke_run(tmp_path, closed_hub):
+    out = tmp_path / "runs"
+    outcomes = run_notebooks(["notebooks/00_quickstart.ipynb"], out, preset="smoke")
+    assert [o.status for o in outcomes] == ["ok"], outcomes[0].error
+    run_dir = out / "00_quickstart"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(REQUIRED_KEYS) <= set(metrics)
+    assert metrics["notebook"] == "00_quickstart" and metrics["preset"] == "smoke"
+    assert metrics["pretrained"] is False and metrics["weights_source"] == "random"  # smoke: WEIGHTS 'none'
+    assert metrics["metric_name"] == "accuracy" and 0.0 <= metrics["metric_value"] <= 1.0
+    assert metrics["img_size"] == 64 and metrics["epochs"] == 1 and metrics["train_seconds"] > 0
+    assert set(metrics["versions"]) == {"torch", "timm", "fastai"}
+    for name in ("00_quickstart.ipynb", "run_config.json", "samples.png", "class_counts.png", "training.png",
+                 "confusion.png", "predictions.png", "model.safetensors"):  # fmt: skip
+        assert (run_dir / name).is_file(), name
+    config = json.loads((run_dir / "run_config.json").read_text())
+    assert config["output_dir"] == str(run_dir.resolve()) and config["max_items"] == 64
+    reloaded = load_model(metrics["arch"], weights=run_dir / "model.safetensors")
+    assert reloaded.num_classes == 10 and weights_info(reloaded).head == "pretrained"
+
+
+@pytest.mark.slow
+def test_quickstart_says_plainly_when_auto_weights_fall_back(tmp_path, closed_hub):
+    out = tmp_path / "runs"
+    outcomes = run_notebooks(["notebooks/00_quickstart.ipynb"], out, preset="smoke", params={"WEIGHTS": "auto"})
+    assert [o.status for o in outcomes] == ["ok"], outcomes[0].error
+    metrics = outcomes[0].metrics
+    assert metrics["pretrained"] is False and metrics["weights"] == "auto" and metrics["weights_source"] == "random"
+    executed = (out / "00_quickstart" / "00_quickstart.ipynb").read_text()
+    assert "Weights: RANDOM initialisation" in executed

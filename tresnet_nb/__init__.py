@@ -1,0 +1,51 @@
+"""tresnet-nb: transfer learning with TResNet image classifiers, on fastai and timm.
+
+The notebooks call these names; each lives in the module of its concern.
+"""
+
+import warnings
+
+# fastai decorates a few layers with torch.jit.script at import, which torch 2.10+ flags as deprecated; the
+# warning is about fastai's source, not about anything a user of this package can change.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
+from .checkpoints import UnsafeCheckpointError, read_state_dict, to_miil_layout, write_miil_checkpoint
+from .config import PRESETS, RunConfig
+from .datasets import DATASETS, DatasetSpec, get_dataset
+from .datasets.arrays import ArraySplits, array_dls, load_splits
+from .metrics import ClassificationReport, classify_report, topk_accuracy
+from .models import (
+    ARCHS,
+    WeightsInfo,
+    WeightsUnavailableError,
+    check_img_size,
+    count_parameters,
+    data_config,
+    describe_model,
+    load_model,
+    weights_info,
+)
+from .report import build_metrics, device, environment, run_record, save_weights, summary_line, write_metrics
+from .train import Autocast, ChannelsLast, FitResult, build_learner, export_summary, fit, predict
+from .views import (
+    config_table,
+    plot_class_counts,
+    plot_confusion,
+    plot_predictions,
+    plot_samples,
+    plot_training,
+    show,
+    weights_banner,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ARCHS", "DATASETS", "PRESETS", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
+    "DatasetSpec", "FitResult", "RunConfig", "UnsafeCheckpointError", "WeightsInfo", "WeightsUnavailableError",
+    "array_dls", "build_learner", "build_metrics", "check_img_size", "classify_report", "config_table", "count_parameters",
+    "data_config", "describe_model", "device", "environment", "export_summary", "fit", "get_dataset", "load_model",
+    "load_splits", "plot_class_counts", "plot_confusion", "plot_predictions", "plot_samples", "plot_training",
+    "predict", "read_state_dict", "run_record", "save_weights", "show", "summary_line", "to_miil_layout", "topk_accuracy",
+    "weights_banner", "weights_info", "write_metrics", "write_miil_checkpoint",
+]  # fmt: skip

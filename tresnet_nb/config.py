@@ -1,0 +1,143 @@
+"""Run configuration: the notebook parameters as a frozen, validated dataclass, presets, and JSON round-trip."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .datasets import DATASETS
+from .models import check_img_size, split_arch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Values a notebook uses when neither the call nor the preset sets them.
+DEFAULTS: dict[str, Any] = {
+    "arch": "tresnet_m",
+    "weights": "auto",
+    "dataset": "fashion_mnist",
+    "data_root": None,
+    "img_size": 224,
+    "batch_size": 32,
+    "epochs": 5,
+    "lr": None,
+    "max_items": None,
+    "seed": 42,
+    "precision": "auto",
+    "output_dir": None,
+}
+# A preset fills what the call did not set; an explicit parameter always wins (DESIGN.md).
+PRESETS: dict[str, dict[str, Any]] = {
+    # CI: a few dozen items, 64 px, one epoch, random weights (no download): seconds on any machine.
+    "smoke": {"weights": "none", "img_size": 64, "batch_size": 16, "epochs": 1, "max_items": 64},
+    # A real but small run on a laptop CPU (the quickstart: about 5 minutes on 2 cores, fp32 or bf16).
+    "cpu": {"img_size": 64, "batch_size": 32, "epochs": 5},
+    # The paper's setting, for a GPU: 224 px (datasets with a paper resolution override it).
+    "paper": {"img_size": 224, "batch_size": 64, "epochs": 20},
+}
+INT_FIELDS = ("img_size", "batch_size", "epochs", "seed", "max_items")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_output_dir(notebook: str) -> Path:
+    """``runs/<notebook>`` in the project checkout (wherever the notebook runs from), else under the cwd."""
+    root = PROJECT_ROOT if (PROJECT_ROOT / "notebooks").is_dir() else Path.cwd()
+    return root / "runs" / notebook
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run depends on; built by :meth:`from_params`, validated on creation, saved as run_config.json."""
+
+    notebook: str
+    preset: str
+    arch: str
+    weights: str
+    dataset: str
+    data_root: str | None
+    img_size: int
+    batch_size: int
+    epochs: int
+    lr: float | None
+    max_items: int | None
+    seed: int
+    precision: str
+    output_dir: str
+    extra: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"Unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        split_arch(self.arch)
+        if self.dataset not in DATASETS:
+            raise ValueError(f"Unknown dataset {self.dataset!r}; choose one of {sorted(DATASETS)}")
+        for name in INT_FIELDS:
+            value = getattr(self, name)
+            if value is None and name == "max_items":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name.upper()} must be an integer, not {value!r} ({type(value).__name__})")
+        check_img_size(self.img_size)
+        for name, low in (("batch_size", 1), ("epochs", 1), ("max_items", 1)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ValueError(f"{name.upper()} must be at least {low}, not {value!r}")
+        if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or self.lr <= 0):
+            raise ValueError(f"LR must be a positive number or None (the recipe's default), not {self.lr!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"Unknown precision {self.precision!r}; choose one of {PRECISIONS}")
+        if not isinstance(self.weights, str) or not self.weights:
+            raise ValueError(
+                f"WEIGHTS must be a string: 'auto', 'none' (random init), a timm tag or a file path, not {self.weights!r}"
+            )
+
+    @classmethod
+    def from_params(cls, notebook: str, preset: str = "cpu", extra: dict[str, Any] | None = None, **params: Any):
+        """Build the config of ``notebook`` from its parameters (None means 'not set'), the ``preset`` and defaults."""
+        if preset not in PRESETS:
+            raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        params = {k.lower(): v for k, v in params.items()}
+        unknown = sorted(set(params) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"Unknown parameters {unknown}; RunConfig takes {sorted(DEFAULTS)} (extras go in extra=)")
+        values = {**DEFAULTS, **PRESETS[preset], **{k: v for k, v in params.items() if v is not None}}
+        if values["output_dir"] is None:
+            values["output_dir"] = str(default_output_dir(notebook))
+        if isinstance(values["lr"], int) and not isinstance(values["lr"], bool):
+            values["lr"] = float(values["lr"])
+        return cls(notebook=notebook, preset=preset, extra=dict(extra or {}), **values)
+
+    @property
+    def pretrained_requested(self) -> bool:
+        """True unless the weights ask for random initialisation."""
+        return self.weights.lower() not in ("none", "random")
+
+    @property
+    def out(self) -> Path:
+        """The output folder, created on first use."""
+        path = Path(self.output_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: Path | str | None = None) -> Path:
+        """Write the config as JSON to ``path`` (default: OUTPUT_DIR/run_config.json)."""
+        path = Path(path) if path is not None else self.out / "run_config.json"
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: Path | str) -> RunConfig:
+        """Read a config written by :meth:`save`."""
+        data = json.loads(Path(path).read_text())
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{str(path)!r} has unknown fields {unknown}; a run_config.json has {sorted(names)}")
+        return cls(**data)
+
+    def with_changes(self, **changes: Any) -> RunConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        return replace(self, **changes)

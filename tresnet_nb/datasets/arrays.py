@@ -1,0 +1,131 @@
+"""In-memory image arrays (small datasets such as Fashion-MNIST) as fastai DataLoaders at the run's size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
+from fasttransform import ItemTransform
+
+from . import get_dataset
+
+
+@dataclass(frozen=True)
+class ArraySplits:
+    """Train and evaluation images (N, H, W[, C] uint8) with integer labels, and the class names."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    valid_x: np.ndarray
+    valid_y: np.ndarray
+    class_names: tuple[str, ...]
+
+    def counts(self) -> dict[str, np.ndarray]:
+        """Items per class in each split."""
+        n = len(self.class_names)
+        return {"train": np.bincount(self.train_y, minlength=n), "valid": np.bincount(self.valid_y, minlength=n)}
+
+
+def stratified_head(labels: np.ndarray, max_items: int | None, n_classes: int) -> np.ndarray:
+    """Indices of at most ``max_items`` items, the first of each class in turn (balanced), in file order."""
+    if max_items is None or max_items >= len(labels):
+        return np.arange(len(labels))
+    per_class = [list(np.flatnonzero(labels == c)) for c in range(n_classes)]
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < max_items and any(depth < len(p) for p in per_class):
+        chosen.extend(p[depth] for p in per_class if depth < len(p))
+        depth += 1
+    return np.sort(np.array(chosen[:max_items], dtype=np.int64))
+
+
+def load_splits(dataset: str, root: str | Path | None = None, max_items: int | None = None) -> ArraySplits:
+    """Read ``dataset``'s train and evaluation splits from ``root`` (None: embedded), capped at ``max_items``."""
+    spec = get_dataset(dataset)
+    train_x, train_y = spec.reader(None if root is None else Path(root), spec.train_split)
+    valid_x, valid_y = spec.reader(None if root is None else Path(root), spec.eval_split)
+    n = len(spec.class_names)
+    keep_train = stratified_head(train_y, max_items, n)
+    keep_valid = stratified_head(valid_y, None if max_items is None else max(n, max_items // 2), n)
+    return ArraySplits(
+        train_x[keep_train], train_y[keep_train], valid_x[keep_valid], valid_y[keep_valid], spec.class_names
+    )
+
+
+def to_tensor_images(images: np.ndarray, img_size: int) -> torch.Tensor:
+    """uint8 (N, H, W) grey or (N, H, W, 3) colour images as a (N, 3, S, S) uint8 tensor resized once to ``img_size``."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = x.unsqueeze(1).expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    out = torch.empty((x.shape[0], 3, img_size, img_size), dtype=torch.uint8)
+    for start in range(0, x.shape[0], 512):  # chunks keep the float copy small
+        chunk = x[start : start + 512].float()
+        resized = F.interpolate(chunk, size=(img_size, img_size), mode="bilinear", align_corners=False, antialias=True)
+        out[start : start + 512] = resized.round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+class TensorItems(torch.utils.data.Dataset):
+    """Items ``(image uint8 CxHxW, label)`` from two tensors."""
+
+    def __init__(self, images: torch.Tensor, labels: np.ndarray) -> None:
+        self.images, self.labels = images, torch.as_tensor(labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i]
+
+
+class Preprocess(ItemTransform):
+    """Batch transform: uint8 to float in [0, 1], the model's mean/std, and (train only) flip and shift."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], augment: bool, max_shift: float = 0.1) -> None:
+        super().__init__()
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.augment, self.max_shift = augment, max_shift
+
+    def encodes(self, batch):  # untyped: fasttransform dispatches on annotations
+        x, y = batch
+        x = x.float().div_(255)
+        if self.augment:
+            x = self._augment(x)
+        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        return x, y
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        flip = torch.rand(n, device=x.device) < 0.5
+        x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+        # a random translation of up to max_shift of the side, zero padded (the classic small-image augmentation)
+        pad = max(1, int(round(h * self.max_shift)))
+        padded = F.pad(x, (pad, pad, pad, pad))
+        dy, dx = torch.randint(0, 2 * pad + 1, (2,)).tolist()
+        return padded[:, :, dy : dy + h, dx : dx + w]
+
+
+def array_dls(
+    splits: ArraySplits, img_size: int, batch_size: int, data_cfg: dict[str, Any], device: torch.device
+) -> DataLoaders:
+    """fastai DataLoaders over ``splits`` at ``img_size``, normalised as the model's ``data_cfg`` says."""
+    train = TensorItems(to_tensor_images(splits.train_x, img_size), splits.train_y)
+    valid = TensorItems(to_tensor_images(splits.valid_x, img_size), splits.valid_y)
+    mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
+    bs = min(batch_size, len(train))
+    train_dl = DataLoader(
+        train, bs=bs, shuffle=True, drop_last=len(train) >= 2 * bs, num_workers=0, device=device,
+        after_batch=Preprocess(mean, std, augment=True),
+    )  # fmt: skip
+    valid_dl = DataLoader(
+        valid, bs=batch_size * 2, shuffle=False, num_workers=0, device=device, after_batch=Preprocess(mean, std, False)
+    )
+    dls = DataLoaders(train_dl, valid_dl, device=device)
+    dls.vocab = list(splits.class_names)
+    return dls

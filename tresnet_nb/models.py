@@ -1,0 +1,265 @@
+"""TResNet (and the paper's ResNet50 baseline) over timm: architectures, weight sources, safe loading, preprocessing.
+
+Weights come from one of three places, resolved by :func:`load_model`:
+1. a timm pretrained tag (``tresnet_m.miil_in21k``): the local Hugging Face cache first, the hub when reachable;
+2. a local file: an official Alibaba-MIIL checkpoint (InplaceABN layout) or a timm-layout .pth/.safetensors;
+3. ``None``: random initialisation.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import timm
+import timm.data
+import torch
+from timm.models import get_pretrained_cfg, list_pretrained
+from timm.models.tresnet import checkpoint_filter_fn as tresnet_filter
+from torch import nn
+
+from .checkpoints import check_keys, read_state_dict
+
+
+def _identity_filter(state_dict: dict, model: nn.Module) -> dict:
+    return state_dict
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One architecture: its default pretrained tag, checkpoint filter and the paper's ImageNet top-1."""
+
+    default_tag: str
+    filter_fn: Callable[[dict, nn.Module], dict]
+    paper_top1: float | None  # official TResNet README (Alibaba-MIIL/TResNet), 224 px, ImageNet-1K
+
+
+ARCHS: dict[str, ArchSpec] = {
+    "tresnet_m": ArchSpec("miil_in21k_ft_in1k", tresnet_filter, 80.8),
+    "tresnet_l": ArchSpec("miil_in1k", tresnet_filter, 81.5),
+    "tresnet_xl": ArchSpec("miil_in1k", tresnet_filter, 82.0),
+    "tresnet_v2_l": ArchSpec("miil_in21k_ft_in1k", tresnet_filter, 83.9),
+    "resnet50": ArchSpec("a1_in1k", _identity_filter, 79.0),
+}
+# Preprocessing that differs from timm's cfg: the official 448 px evaluation squishes the whole image to 448x448
+# (Alibaba-MIIL/TResNet validate.py), where timm's cfg says centre crop 0.875.
+TAG_PREPROCESSING: dict[str, dict[str, Any]] = {
+    "miil_in1k_448": {"crop_pct": 1.0, "crop_mode": "squash"},
+}
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".tar", ".safetensors", ".ckpt")
+HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's hub repos hold, safest first
+OFFLINE_BUDGET_S = 1.5  # how long a reachability check may take before weights count as unavailable
+STRIDE = 32  # TResNet and ResNet50 downsample by 32: other sizes break the last stage's pooling grid
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Requested pretrained weights are neither cached nor downloadable from here."""
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a model's weights came from; saved with every run (``pretrained`` is what metrics.json reports)."""
+
+    arch: str
+    requested: str | None
+    source: str  # 'random', 'hf-cache', 'hub' or 'file'
+    location: str | None  # file path or hub repo
+    tag: str | None  # timm pretrained tag when the weights came from the hub or its cache
+    pretrained: bool
+    head: str  # 'pretrained' (kept), 'new' (replaced for num_classes) or 'random'
+    num_classes: int
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def split_arch(arch: str) -> tuple[str, str | None]:
+    """Split ``arch`` ('tresnet_m' or 'tresnet_m.miil_in21k') into a known name and an optional tag."""
+    name, _, tag = arch.partition(".")
+    if name not in ARCHS:
+        raise ValueError(f"Unknown architecture {arch!r}; choose one of {sorted(ARCHS)} (optionally 'name.tag')")
+    if tag and f"{name}.{tag}" not in list_pretrained(f"{name}.*"):
+        raise ValueError(f"Unknown weight tag {tag!r} for {name}; timm knows {list_pretrained(f'{name}.*')}")
+    return name, tag or None
+
+
+def check_img_size(img_size: int) -> int:
+    """Return ``img_size`` if the networks accept it (a positive multiple of 32), else raise."""
+    if not isinstance(img_size, int) or isinstance(img_size, bool) or img_size < STRIDE or img_size % STRIDE:
+        lower = max(STRIDE, (int(img_size) // STRIDE) * STRIDE) if isinstance(img_size, (int, float)) else 224
+        raise ValueError(
+            f"Image size {img_size!r} is not a positive multiple of {STRIDE}, which TResNet needs (it downsamples "
+            f"by {STRIDE}); use e.g. {lower} or {lower + STRIDE}"
+        )
+    return img_size
+
+
+def _is_file_request(weights: str) -> bool:
+    return os.sep in weights or weights.endswith(WEIGHT_FILE_SUFFIXES) or Path(weights).exists()
+
+
+def _host_reachable(url: str, budget_s: float = OFFLINE_BUDGET_S) -> bool:
+    """True if a TCP connection to ``url``'s host opens within ``budget_s`` (DNS included, in a thread)."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((parsed.hostname, port), timeout=budget_s).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(budget_s)
+    return bool(result and result[0])
+
+
+def _offline_flag() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def fetch_pretrained(name: str, tag: str) -> tuple[Path, str]:
+    """Path of the weights for ``name.tag`` (HF cache, else downloaded) and 'hf-cache' or 'hub'; fails fast offline."""
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+
+    repo = get_pretrained_cfg(f"{name}.{tag}").hf_hub_id
+    for filename in HUB_FILES:
+        cached = try_to_load_from_cache(repo, filename)
+        if isinstance(cached, str):
+            return Path(cached), "hf-cache"
+    endpoint = constants.ENDPOINT
+    if _offline_flag() or not _host_reachable(endpoint):
+        why = "HF_HUB_OFFLINE is set" if _offline_flag() else f"{endpoint} cannot be reached"
+        raise WeightsUnavailableError(
+            f"Weights {name}.{tag} are not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and {why}. "
+            f"Fix, either: (a) on a machine with internet run `huggingface-cli download {repo} {HUB_FILES[0]}` "
+            f"and copy its cache folder to {constants.HF_HUB_CACHE} here (or point HF_HOME at it); or (b) get "
+            f"{endpoint}/{repo}/resolve/main/{HUB_FILES[0]} (or an official Alibaba-MIIL .pth) and pass its path "
+            f"as weights='/path/to/file'. weights=None trains from random initialisation."
+        )
+    from huggingface_hub.errors import EntryNotFoundError
+
+    for filename in HUB_FILES:
+        try:
+            return Path(hf_hub_download(repo, filename)), "hub"
+        except EntryNotFoundError:
+            continue
+    raise WeightsUnavailableError(f"Hub repo {repo} holds none of {HUB_FILES}")
+
+
+def _head_classes(state_dict: dict[str, torch.Tensor], model: nn.Module) -> int:
+    """Number of classes of the classifier stored in ``state_dict`` (0 if it has none)."""
+    classifier = model.pretrained_cfg.get("classifier", "head.fc")
+    weight = state_dict.get(f"{classifier}.weight")
+    return int(weight.shape[0]) if weight is not None else 0
+
+
+def _build_from_state_dict(name: str, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
+    probe = timm.create_model(name, pretrained=False, num_classes=0)
+    state_dict = ARCHS[name].filter_fn(state_dict, probe)
+    model = timm.create_model(name, pretrained=False, num_classes=_head_classes(state_dict, probe))
+    check_keys(model, state_dict, source)
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def load_model(
+    arch: str, weights: str | Path | None = "auto", num_classes: int | None = None, **timm_kwargs: Any
+) -> nn.Module:
+    """Create ``arch`` with ``weights`` ('auto', a timm tag, a file path or None) and a head of ``num_classes``.
+
+    ``num_classes=None`` keeps the checkpoint's head (1K or 21K); another number replaces it (transfer).
+    ``weights='auto'`` uses the arch's default tag and falls back to random init, saying so, when offline.
+    The model's ``weights_info`` attribute records what happened. Extra keywords go to ``timm.create_model``.
+    """
+    name, arch_tag = split_arch(arch)
+    requested = None if weights is None else str(weights)
+    if requested is not None and requested.lower() in ("none", "random", ""):
+        requested = None
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive int or None (keep the pretrained head), not {num_classes!r}")
+    note = ""
+    state_dict, source, location, tag = None, "random", None, None
+    if requested is not None:
+        if requested != "auto" and _is_file_request(requested):
+            state_dict, source, location = read_state_dict(requested), "file", requested
+        else:
+            tag = arch_tag or ARCHS[name].default_tag
+            if requested != "auto":
+                _, tag = split_arch(requested if requested.startswith(f"{name}.") else f"{name}.{requested}")
+            try:
+                path, source = fetch_pretrained(name, tag)
+                state_dict, location = read_state_dict(path), str(path)
+            except WeightsUnavailableError as err:
+                if requested != "auto":
+                    raise
+                note = f"pretrained weights unavailable, RANDOM initialisation: {err}"
+                warnings.warn(note, stacklevel=2)
+                source, tag = "random", None
+    if state_dict is None:
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes or 1000, **timm_kwargs)
+        head = "random"
+    else:
+        model = _build_from_state_dict(name, state_dict, source=f"weights {location!r}")
+        head = "pretrained"
+        if num_classes is not None and num_classes != model.num_classes:
+            model.reset_classifier(num_classes)
+            head = "new"
+    model.weights_info = WeightsInfo(
+        arch=name, requested=requested, source=source, location=location, tag=tag, pretrained=state_dict is not None,
+        head=head, num_classes=model.num_classes, note=note,
+    )  # fmt: skip
+    return model
+
+
+def weights_info(model: nn.Module) -> WeightsInfo:
+    """The :class:`WeightsInfo` that :func:`load_model` attached to ``model``."""
+    info = getattr(model, "weights_info", None)
+    if not isinstance(info, WeightsInfo):
+        raise ValueError("This model was not created by tresnet_nb.load_model, so its weights' origin is unknown")
+    return info
+
+
+def data_config(model: nn.Module, img_size: int | None = None) -> dict[str, Any]:
+    """Preprocessing of ``model`` from its timm pretrained cfg (plus MIIL's 448 squish), at ``img_size`` if given."""
+    cfg = dict(timm.data.resolve_model_data_config(model))
+    info = getattr(model, "weights_info", None)
+    cfg.update(TAG_PREPROCESSING.get(getattr(info, "tag", None) or "", {}))
+    if img_size is not None:
+        cfg["input_size"] = (3, check_img_size(img_size), check_img_size(img_size))
+    return cfg
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe_model(model: nn.Module, img_size: int | None = None) -> dict[str, Any]:
+    """Architecture, parameter count, weights' origin and preprocessing of ``model``, for a notebook table."""
+    info = weights_info(model)
+    cfg = data_config(model, img_size)
+    return {
+        "arch": info.arch,
+        "parameters": f"{count_parameters(model) / 1e6:.2f}M",
+        "weights": info.requested or "none",
+        "pretrained": info.pretrained,
+        "source": info.source if info.location is None else f"{info.source}: {info.location}",
+        "head": f"{info.head} ({info.num_classes} classes)",
+        "input_size": cfg["input_size"],
+        "mean": cfg["mean"],
+        "std": cfg["std"],
+        "interpolation": cfg["interpolation"],
+        "crop": f"{cfg['crop_mode']} {cfg['crop_pct']}",
+    }

@@ -1,0 +1,179 @@
+"""Plots and notebook views. Every figure is saved as PNG in the run folder and shown when a notebook runs it;
+headless (papermill, scripts) the PNG and a printed text are the fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from .models import WeightsInfo
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, Colab, papermill), False in a terminal or script."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def show(obj: Any) -> None:
+    """Display ``obj`` (DataFrame, Markdown, figure) in a notebook, or print it."""
+    if in_notebook():
+        from IPython.display import display
+
+        display(obj)
+    else:
+        print(obj.to_string() if isinstance(obj, pd.DataFrame) else obj)
+
+
+def _finish(fig: plt.Figure, path: Path | str | None) -> Path | None:
+    fig.tight_layout()
+    saved = None
+    if path is not None:
+        saved = Path(path)
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(saved, dpi=110)
+    if in_notebook():
+        from IPython.display import display
+
+        display(fig)
+    plt.close(fig)
+    return saved
+
+
+def weights_banner(info: WeightsInfo) -> str:
+    """A plain statement of where the weights came from; loud when they are random."""
+    if info.pretrained:
+        text = f"**Weights:** {info.arch} pretrained, from {info.source} `{info.location}`; head: {info.head}."
+    else:
+        reason = f" Reason: {info.note}" if info.note else " (asked for: random initialisation)"
+        text = f"**Weights: RANDOM initialisation** for {info.arch}; results are from training from scratch.{reason}"
+    if in_notebook():
+        from IPython.display import Markdown, display
+
+        display(Markdown(text))
+    else:
+        print(text.replace("**", "").replace("`", ""))
+    return text
+
+
+def _as_display_image(img: np.ndarray) -> tuple[np.ndarray, str | None]:
+    return (img, "gray") if img.ndim == 2 else (img, None)
+
+
+def plot_samples(
+    images: np.ndarray, labels: Sequence[int], class_names: Sequence[str], path: Path | str | None = None, n: int = 32
+) -> Path | None:
+    """A grid of the first ``n`` ``images`` with their class names."""
+    n = min(n, len(images))
+    cols = min(8, n)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows), squeeze=False)
+    for ax, i in zip(axes.flat, range(rows * cols), strict=False):
+        ax.axis("off")
+        if i < n:
+            img, cmap = _as_display_image(images[i])
+            ax.imshow(img, cmap=cmap)
+            ax.set_title(class_names[int(labels[i])], fontsize=7)
+    return _finish(fig, path)
+
+
+def plot_class_counts(counts: dict[str, np.ndarray], class_names: Sequence[str], path: Path | str | None = None):
+    """Bars of items per class for each split in ``counts``."""
+    fig, ax = plt.subplots(figsize=(8, 3))
+    width = 0.8 / len(counts)
+    x = np.arange(len(class_names))
+    for k, (split, c) in enumerate(counts.items()):
+        ax.bar(x + k * width, c, width=width, label=f"{split} ({int(c.sum())})")
+    ax.set_xticks(x + width * (len(counts) - 1) / 2, class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("items")
+    ax.legend()
+    return _finish(fig, path)
+
+
+def plot_training(summary: dict[str, Any], path: Path | str | None = None) -> Path | None:
+    """Training loss per batch (and its running mean) and the per-epoch validation values."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.2))
+    losses = np.array(summary["train_losses"])
+    ax1.plot(losses, alpha=0.35, label="batch loss (smoothed by fastai)")
+    ax1.set_xlabel("batch")
+    ax1.set_ylabel("train loss")
+    ax1.legend(fontsize=8)
+    epochs = np.array([[np.nan if v is None else v for v in row] for row in summary["epochs"]], dtype=float)
+    names = summary["metric_names"]
+    for j, name in enumerate(names):
+        if epochs.size and j < epochs.shape[1]:
+            ax2.plot(np.arange(1, len(epochs) + 1), epochs[:, j], marker="o", label=name)
+    ax2.set_xlabel("epoch")
+    ax2.legend(fontsize=8)
+    return _finish(fig, path)
+
+
+def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: Path | str | None = None):
+    """The confusion matrix, rows normalised (true class), with counts in the cells."""
+    norm = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    size = max(4.0, 0.5 * len(class_names))
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(ticks, class_names, fontsize=8)
+    if len(class_names) <= 20:
+        for i in ticks:
+            for j in ticks:
+                ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _finish(fig, path)
+
+
+def plot_predictions(
+    images: np.ndarray,
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    class_names: Sequence[str],
+    path: Path | str | None = None,
+    n: int = 16,
+    worst: bool = False,
+) -> Path | None:
+    """A gallery of predictions: the first ``n``, or the ``n`` most confident mistakes when ``worst``."""
+    pred = probs.argmax(1)
+    conf = probs.max(1).values
+    order = np.arange(len(pred))
+    if worst:
+        wrong = (pred != targets).nonzero().flatten()
+        order = wrong[conf[wrong].argsort(descending=True)].numpy()
+    order = order[:n]
+    if len(order) == 0:
+        print("No predictions to show (no mistakes)" if worst else "No predictions to show")
+        return None
+    cols = min(8, len(order))
+    rows = int(np.ceil(len(order) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, order, strict=False):
+        img, cmap = _as_display_image(images[i])
+        ax.imshow(img, cmap=cmap)
+        ok = int(pred[i]) == int(targets[i])
+        ax.set_title(
+            f"{class_names[int(pred[i])]} {float(conf[i]):.2f}\n(true {class_names[int(targets[i])]})",
+            fontsize=6.5, color="green" if ok else "red",
+        )  # fmt: skip
+    return _finish(fig, path)
+
+
+def config_table(cfg: Any) -> pd.DataFrame:
+    """The run's configuration as a two-column table (parameter, value)."""
+    return pd.DataFrame([(k.upper(), repr(v)) for k, v in cfg.to_dict().items()], columns=["parameter", "value"])
