@@ -1,4 +1,4 @@
-"""fp32 vs bf16 autocast + channels_last on this machine's CPU, through the library's own Learner.
+"""fp32 vs bf16 autocast (both channels_last) on this machine's CPU, through the library's own Learner.
 
 Prints training and inference throughput for each precision, measured side by side in one run, and their ratio.
 Usage: python benchmarks/bench_precision.py [--arch tresnet_m] [--img-size 64] [--batch-size 32] [--items 256]
@@ -54,7 +54,7 @@ def main() -> None:
     results = {p: measure(p, args) for p in ("fp32", "bf16")}
     for p, r in results.items():
         print(f"{p:5s} train {r['train']:7.1f} img/s (spread {r['train_spread']:.1f})  infer {r['infer']:7.1f} img/s")
-    print(f"bf16+channels_last / fp32: train x{results['bf16']['train'] / results['fp32']['train']:.2f}, "
+    print(f"bf16+channels_last / fp32+channels_last: train x{results['bf16']['train'] / results['fp32']['train']:.2f}, "
           f"infer x{results['bf16']['infer'] / results['fp32']['infer']:.2f}")  # fmt: skip
 
 

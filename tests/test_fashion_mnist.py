@@ -33,8 +33,9 @@ def test_bad_magic_and_truncation_are_reported(tmp_path):
     (tmp_path / "x").write_bytes(b"\x00\x00\x08\x01" + b"\x00\x00\x00\x02" + b"\x00")
     with pytest.raises(ValueError, match="holds 1 labels; its header promises 2"):
         fm.read_idx_labels(tmp_path / "x")
-    with pytest.raises(ValueError, match="magic 0x00000801"):
-        fm.read_idx_images(tmp_path / "x")
+    (tmp_path / "y").write_bytes(b"\x00\x00\x08\x01" + bytes(16))
+    with pytest.raises(ValueError, match="magic 0x00000801; an idx image file has 0x00000803"):
+        fm.read_idx_images(tmp_path / "y")
 
 
 def test_missing_files_name_where_to_get_them(tmp_path):

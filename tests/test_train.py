@@ -12,7 +12,6 @@ from tresnet_nb import (
     build_learner,
     classify_report,
     data_config,
-    export_summary,
     fit,
     load_model,
     load_splits,
@@ -51,7 +50,7 @@ def test_precision_is_what_the_convolutions_compute_in(tmp_path, precision, dtyp
     probs, targets = predict(learn)
     assert probs.dtype == torch.float32 and probs.shape == (len(targets), 10)
     assert torch.allclose(probs.sum(1), torch.ones(len(targets)), atol=1e-3)
-    summary = export_summary(learn)
+    summary = result.history
     assert len(summary["train_losses"]) == len(learn.dls.train) and summary["metric_names"][-1] == "accuracy"
 
 

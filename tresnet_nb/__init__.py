@@ -26,7 +26,7 @@ from .models import (
     weights_info,
 )
 from .report import build_metrics, device, environment, run_record, save_weights, summary_line, write_metrics
-from .train import Autocast, ChannelsLast, FitResult, build_learner, export_summary, fit, predict
+from .train import Autocast, ChannelsLast, FitResult, build_learner, fit, history, predict
 from .views import (
     config_table,
     plot_class_counts,
@@ -44,7 +44,7 @@ __all__ = [
     "ARCHS", "DATASETS", "PRESETS", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
     "DatasetSpec", "FitResult", "RunConfig", "UnsafeCheckpointError", "WeightsInfo", "WeightsUnavailableError",
     "array_dls", "build_learner", "build_metrics", "check_img_size", "classify_report", "config_table", "count_parameters",
-    "data_config", "describe_model", "device", "environment", "export_summary", "fit", "get_dataset", "load_model",
+    "data_config", "describe_model", "device", "environment", "history", "fit", "get_dataset", "load_model",
     "load_splits", "plot_class_counts", "plot_confusion", "plot_predictions", "plot_samples", "plot_training",
     "predict", "read_state_dict", "run_record", "save_weights", "show", "summary_line", "to_miil_layout", "topk_accuracy",
     "weights_banner", "weights_info", "write_metrics", "write_miil_checkpoint",

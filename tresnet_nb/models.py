@@ -165,10 +165,12 @@ def _head_classes(state_dict: dict[str, torch.Tensor], model: nn.Module) -> int:
     return int(weight.shape[0]) if weight is not None else 0
 
 
-def _build_from_state_dict(name: str, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
-    probe = timm.create_model(name, pretrained=False, num_classes=0)
+def _build_from_state_dict(name: str, tag: str | None, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
+    # created under its tag, the model carries that tag's pretrained cfg (input size, crop) for preprocessing
+    full_name = f"{name}.{tag}" if tag else name
+    probe = timm.create_model(full_name, pretrained=False, num_classes=0)
     state_dict = ARCHS[name].filter_fn(state_dict, probe)
-    model = timm.create_model(name, pretrained=False, num_classes=_head_classes(state_dict, probe))
+    model = timm.create_model(full_name, pretrained=False, num_classes=_head_classes(state_dict, probe))
     check_keys(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True)
     return model
@@ -211,7 +213,7 @@ def load_model(
         model = timm.create_model(name, pretrained=False, num_classes=num_classes or 1000, **timm_kwargs)
         head = "random"
     else:
-        model = _build_from_state_dict(name, state_dict, source=f"weights {location!r}")
+        model = _build_from_state_dict(name, tag, state_dict, source=f"weights {location!r}")
         head = "pretrained"
         if num_classes is not None and num_classes != model.num_classes:
             model.reset_classifier(num_classes)

@@ -26,13 +26,24 @@ def device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict[str, Any]:
     """Device, library versions and CPU threads, recorded with every run."""
     import fastai
     import timm
 
     dev = device()
-    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else (platform.processor() or platform.machine())
+    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else cpu_name()
     return {
         "device": f"{dev.type}: {name}",
         "threads": torch.get_num_threads(),
@@ -110,11 +121,11 @@ def save_weights(model: nn.Module, path: Path | str) -> Path:
 
 def summary_line(record: dict[str, Any], wall_seconds: float | None = None) -> str:
     """One line: arch, weights (pretrained or not), dataset, metric and wall time."""
-    pretrained = "pretrained" if record["pretrained"] else "NOT pretrained (random init)"
+    pretrained = "pretrained" if record["pretrained"] else "NOT pretrained: random init"
     value = record["metric_value"]
     wall = f", wall {wall_seconds:.0f}s" if wall_seconds is not None else ""
     return (
-        f"{record['notebook']}: {record['arch']} weights={record['weights']} ({pretrained}) on {record['dataset']} "
+        f"{record['notebook']}: {record['arch']}, weights={record['weights']} ({pretrained}), {record['dataset']} "
         f"@{record['img_size']}px x{record['epochs']} ep: {record['metric_name']}={value:.4f} "
         f"(train {record['train_seconds']:.0f}s{wall})"
     )

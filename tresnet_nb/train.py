@@ -26,7 +26,7 @@ from .config import RunConfig
 
 # Learning rates when the config leaves LR unset: fastai's fine_tune default for pretrained bodies, and a
 # higher one-cycle peak for random initialisation (measured on the embedded Fashion-MNIST, see README).
-DEFAULT_LR = {"pretrained": 2e-3, "random": 4e-3}
+DEFAULT_LR = {"pretrained": 2e-3, "random": 3e-3}
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -113,13 +113,14 @@ def build_learner(cfg: RunConfig, dls: DataLoaders, model: nn.Module) -> Learner
 
 @dataclass(frozen=True)
 class FitResult:
-    """What :func:`fit` did: recipe, learning rate, epochs, and wall time in seconds."""
+    """What :func:`fit` did: recipe, learning rate, epochs, wall time, and the recorded history."""
 
     recipe: str
     lr: float
     epochs: int
     seconds: float
     images_per_second: float
+    history: dict[str, Any]
 
 
 def fit(learn: Learner, cfg: RunConfig, pretrained: bool) -> FitResult:
@@ -136,7 +137,7 @@ def fit(learn: Learner, cfg: RunConfig, pretrained: bool) -> FitResult:
         seen_epochs = cfg.epochs
     seconds = time.perf_counter() - start
     n_train = len(learn.dls.train) * learn.dls.train.bs
-    return FitResult(recipe, lr, cfg.epochs, seconds, n_train * seen_epochs / seconds)
+    return FitResult(recipe, lr, cfg.epochs, seconds, n_train * seen_epochs / seconds, history(learn))
 
 
 def predict(learn: Learner) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,8 +146,8 @@ def predict(learn: Learner) -> tuple[torch.Tensor, torch.Tensor]:
     return probs.float(), targets
 
 
-def export_summary(learn: Learner) -> dict[str, Any]:
-    """Training losses and per-epoch validation values recorded by fastai, for plots and reports."""
+def history(learn: Learner) -> dict[str, Any]:
+    """Training losses and per-epoch validation values fastai recorded in the last fit (get_preds resets them)."""
     rec = learn.recorder
     return {
         "train_losses": [float(v) for v in rec.losses],

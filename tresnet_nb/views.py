@@ -26,7 +26,9 @@ def in_notebook() -> bool:
 
 
 def show(obj: Any) -> None:
-    """Display ``obj`` (DataFrame, Markdown, figure) in a notebook, or print it."""
+    """Display ``obj`` (DataFrame, dict as a two-column table, Markdown, figure) in a notebook, or print it."""
+    if isinstance(obj, dict):
+        obj = pd.DataFrame([(k, v if isinstance(v, str) else repr(v)) for k, v in obj.items()], columns=["", "value"])
     if in_notebook():
         from IPython.display import display
 
@@ -35,19 +37,17 @@ def show(obj: Any) -> None:
         print(obj.to_string() if isinstance(obj, pd.DataFrame) else obj)
 
 
-def _finish(fig: plt.Figure, path: Path | str | None) -> Path | None:
+def _finish(fig: plt.Figure, path: Path | str | None) -> None:
+    """Save ``fig`` to ``path`` (if given), show it in a notebook, and free it."""
     fig.tight_layout()
-    saved = None
     if path is not None:
-        saved = Path(path)
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(saved, dpi=110)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
     if in_notebook():
         from IPython.display import display
 
         display(fig)
     plt.close(fig)
-    return saved
 
 
 def weights_banner(info: WeightsInfo) -> str:
@@ -72,7 +72,7 @@ def _as_display_image(img: np.ndarray) -> tuple[np.ndarray, str | None]:
 
 def plot_samples(
     images: np.ndarray, labels: Sequence[int], class_names: Sequence[str], path: Path | str | None = None, n: int = 32
-) -> Path | None:
+) -> None:
     """A grid of the first ``n`` ``images`` with their class names."""
     n = min(n, len(images))
     cols = min(8, n)
@@ -87,7 +87,9 @@ def plot_samples(
     return _finish(fig, path)
 
 
-def plot_class_counts(counts: dict[str, np.ndarray], class_names: Sequence[str], path: Path | str | None = None):
+def plot_class_counts(
+    counts: dict[str, np.ndarray], class_names: Sequence[str], path: Path | str | None = None
+) -> None:
     """Bars of items per class for each split in ``counts``."""
     fig, ax = plt.subplots(figsize=(8, 3))
     width = 0.8 / len(counts)
@@ -100,7 +102,7 @@ def plot_class_counts(counts: dict[str, np.ndarray], class_names: Sequence[str],
     return _finish(fig, path)
 
 
-def plot_training(summary: dict[str, Any], path: Path | str | None = None) -> Path | None:
+def plot_training(summary: dict[str, Any], path: Path | str | None = None) -> None:
     """Training loss per batch (and its running mean) and the per-epoch validation values."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.2))
     losses = np.array(summary["train_losses"])
@@ -118,7 +120,7 @@ def plot_training(summary: dict[str, Any], path: Path | str | None = None) -> Pa
     return _finish(fig, path)
 
 
-def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: Path | str | None = None):
+def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: Path | str | None = None) -> None:
     """The confusion matrix, rows normalised (true class), with counts in the cells."""
     norm = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
     size = max(4.0, 0.5 * len(class_names))
@@ -146,7 +148,7 @@ def plot_predictions(
     path: Path | str | None = None,
     n: int = 16,
     worst: bool = False,
-) -> Path | None:
+) -> None:
     """A gallery of predictions: the first ``n``, or the ``n`` most confident mistakes when ``worst``."""
     pred = probs.argmax(1)
     conf = probs.max(1).values
@@ -157,7 +159,7 @@ def plot_predictions(
     order = order[:n]
     if len(order) == 0:
         print("No predictions to show (no mistakes)" if worst else "No predictions to show")
-        return None
+        return
     cols = min(8, len(order))
     rows = int(np.ceil(len(order) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)

@@ -104,6 +104,8 @@ class Preprocess(ItemTransform):
         n, _, h, w = x.shape
         flip = torch.rand(n, device=x.device) < 0.5
         x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+        if self.max_shift <= 0:
+            return x
         # a random translation of up to max_shift of the side, zero padded (the classic small-image augmentation)
         pad = max(1, int(round(h * self.max_shift)))
         padded = F.pad(x, (pad, pad, pad, pad))
@@ -112,16 +114,22 @@ class Preprocess(ItemTransform):
 
 
 def array_dls(
-    splits: ArraySplits, img_size: int, batch_size: int, data_cfg: dict[str, Any], device: torch.device
+    splits: ArraySplits,
+    img_size: int,
+    batch_size: int,
+    data_cfg: dict[str, Any],
+    device: torch.device,
+    max_shift: float = 0.0,
 ) -> DataLoaders:
-    """fastai DataLoaders over ``splits`` at ``img_size``, normalised as the model's ``data_cfg`` says."""
+    """fastai DataLoaders over ``splits`` at ``img_size``, normalised as the model's ``data_cfg`` says; training
+    batches are flipped at random and, if ``max_shift`` > 0, shifted by up to that fraction of the side."""
     train = TensorItems(to_tensor_images(splits.train_x, img_size), splits.train_y)
     valid = TensorItems(to_tensor_images(splits.valid_x, img_size), splits.valid_y)
     mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
     bs = min(batch_size, len(train))
     train_dl = DataLoader(
         train, bs=bs, shuffle=True, drop_last=len(train) >= 2 * bs, num_workers=0, device=device,
-        after_batch=Preprocess(mean, std, augment=True),
+        after_batch=Preprocess(mean, std, augment=True, max_shift=max_shift),
     )  # fmt: skip
     valid_dl = DataLoader(
         valid, bs=batch_size * 2, shuffle=False, num_workers=0, device=device, after_batch=Preprocess(mean, std, False)
