@@ -44,10 +44,13 @@ def test_notebook_is_committed_clean(path):
 
 
 @pytest.mark.slow
-def test_quickstart_smoke_run(tmp_path, closed_hub):
+def test_quickstart_smoke_run(tmp_path, closed_hub, capsys):
     out = tmp_path / "runs"
     outcomes = run_notebooks(["notebooks/00_quickstart.ipynb"], out, preset="smoke")
     assert [o.status for o in outcomes] == ["ok"], outcomes[0].error
+    printed = capsys.readouterr().out
+    assert "00_quickstart epoch 1/1: train_loss" in printed  # live progress relayed from the kernel
+    assert "00_quickstart: tresnet_m, weights=none (NOT pretrained: random init)" in printed
     run_dir = out / "00_quickstart"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(REQUIRED_KEYS) <= set(metrics)

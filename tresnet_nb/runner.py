@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jupyter_client.manager import KernelManager
+from tqdm.auto import tqdm
+from traitlets import Unicode
+
 from .config import PRESETS
 from .report import summary_line
+from .train import ECHO_ENV, ECHO_PREFIX
 
 SUMMARY_COLUMNS = (
     "notebook",
@@ -22,6 +28,29 @@ SUMMARY_COLUMNS = (
     "wall_seconds",
     "error",
 )
+
+
+class IPCKernelManager(KernelManager):
+    """Kernels talk over local IPC sockets instead of unencrypted TCP ports on 127.0.0.1."""
+
+    transport = Unicode("ipc")
+
+
+class EchoProgress:
+    """A file-like sink for the kernel's stdout that relays only the per-epoch lines of :class:`EpochLog`."""
+
+    def __init__(self) -> None:
+        self.pending = ""  # stream messages are not aligned to lines
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if line.startswith(ECHO_PREFIX):
+                tqdm.write("  " + line[len(ECHO_PREFIX) :])
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 def parse_value(text: str) -> Any:
@@ -94,16 +123,18 @@ def run_one(path: Path, out: Path, preset: str | None, params: dict[str, Any], k
         parameters["PRESET"] = preset
     start = time.perf_counter()
     status, error = "ok", ""
+    os.environ[ECHO_ENV] = "1"  # the kernel inherits it and prints a line per epoch, relayed by EchoProgress
     try:
         papermill.execute_notebook(
             str(path), str(run_dir / path.name), parameters=parameters, kernel_name=kernel_name,
-            cwd=str(path.parent), progress_bar=True,
+            cwd=str(path.parent), progress_bar=True, stdout_file=EchoProgress(),
+            kernel_manager_class=IPCKernelManager,
         )  # fmt: skip
     except Exception as err:  # papermill raises for any failed cell; the executed notebook holds the traceback
-        status, error = (
-            "failed",
-            f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}",
-        )
+        last_line = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+        status, error = "failed", f"{type(err).__name__}: {last_line}"
+    finally:
+        os.environ.pop(ECHO_ENV, None)
     wall = time.perf_counter() - start
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if status == "ok" and metrics_path.is_file() else {}

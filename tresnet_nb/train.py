@@ -6,6 +6,7 @@ precision is handled here by :class:`Autocast`, which uses the autocast of the d
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +84,34 @@ class ChannelsLast(Callback):
         self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x for x in self.xb)
 
 
+ECHO_ENV = "TRESNET_NB_ECHO"  # set by the batch runner: kernels then print a line per epoch that it relays
+ECHO_PREFIX = "[tresnet-nb] "
+
+
+class EpochLog(Callback):
+    """Print one line per epoch (losses, metrics, time) so a headless run shows live progress."""
+
+    order = 60  # after the Recorder has the epoch's values
+
+    def __init__(self, label: str) -> None:
+        self.label, self.trained = label, False
+
+    def before_epoch(self) -> None:
+        self._start, self.trained = time.perf_counter(), False
+
+    def before_train(self) -> None:
+        self.trained = True  # get_preds runs validation-only epochs (with before_fit); those are not reported
+
+    def after_epoch(self) -> None:
+        if not self.trained:
+            return
+        names = self.recorder.metric_names[1:-1]
+        values = self.recorder.values[-1] if self.recorder.values else []
+        shown = ", ".join(f"{n} {v:.4f}" for n, v in zip(names, values, strict=False) if v is not None)
+        elapsed = time.perf_counter() - self._start
+        print(f"{ECHO_PREFIX}{self.label} epoch {self.epoch + 1}/{self.n_epoch}: {shown} ({elapsed:.0f}s)", flush=True)
+
+
 def head_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
     """Two parameter groups, body then classifier, so fastai can freeze the body of a pretrained model."""
     head = model.get_classifier()
@@ -107,6 +136,8 @@ def build_learner(cfg: RunConfig, dls: DataLoaders, model: nn.Module) -> Learner
         dls, model.to(dls.device), loss_func=CrossEntropyLossFlat(), metrics=accuracy, splitter=head_splitter,
         cbs=precision_callbacks(precision, dls.device),
     )  # fmt: skip
+    if os.environ.get(ECHO_ENV):
+        learn.add_cb(EpochLog(cfg.notebook))
     learn.precision = precision
     return learn
 

@@ -84,7 +84,7 @@ def plot_samples(
             img, cmap = _as_display_image(images[i])
             ax.imshow(img, cmap=cmap)
             ax.set_title(class_names[int(labels[i])], fontsize=7)
-    return _finish(fig, path)
+    _finish(fig, path)
 
 
 def plot_class_counts(
@@ -99,25 +99,29 @@ def plot_class_counts(
     ax.set_xticks(x + width * (len(counts) - 1) / 2, class_names, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("items")
     ax.legend()
-    return _finish(fig, path)
+    _finish(fig, path)
 
 
-def plot_training(summary: dict[str, Any], path: Path | str | None = None) -> None:
-    """Training loss per batch (and its running mean) and the per-epoch validation values."""
+def plot_training(history: dict[str, Any], path: Path | str | None = None) -> None:
+    """Losses (train per batch, validation per epoch) on the left, validation metrics per epoch on the right."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.2))
-    losses = np.array(summary["train_losses"])
-    ax1.plot(losses, alpha=0.35, label="batch loss (smoothed by fastai)")
-    ax1.set_xlabel("batch")
-    ax1.set_ylabel("train loss")
+    losses = np.array(history["train_losses"])
+    values = np.array([[np.nan if v is None else v for v in row] for row in history["epochs"]], dtype=float)
+    names = list(history["metric_names"])
+    ax1.plot(np.arange(1, len(losses) + 1), losses, label="train (smoothed)")
+    if len(values) and "valid_loss" in names:
+        per_epoch = len(losses) / len(values)
+        ends = per_epoch * np.arange(1, len(values) + 1)
+        ax1.plot(ends, values[:, names.index("valid_loss")], marker="o", label="validation")
+    ax1.set(xlabel="batch", ylabel="loss")
     ax1.legend(fontsize=8)
-    epochs = np.array([[np.nan if v is None else v for v in row] for row in summary["epochs"]], dtype=float)
-    names = summary["metric_names"]
     for j, name in enumerate(names):
-        if epochs.size and j < epochs.shape[1]:
-            ax2.plot(np.arange(1, len(epochs) + 1), epochs[:, j], marker="o", label=name)
-    ax2.set_xlabel("epoch")
+        if name not in ("train_loss", "valid_loss") and len(values):
+            ax2.plot(np.arange(1, len(values) + 1), values[:, j], marker="o", label=name)
+    ax2.set(xlabel="epoch", ylabel="validation metric", ylim=(0, 1))
+    ax2.set_xticks(np.arange(1, len(values) + 1))
     ax2.legend(fontsize=8)
-    return _finish(fig, path)
+    _finish(fig, path)
 
 
 def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: Path | str | None = None) -> None:
@@ -137,7 +141,7 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: Path
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    return _finish(fig, path)
+    _finish(fig, path)
 
 
 def plot_predictions(
@@ -173,7 +177,7 @@ def plot_predictions(
             f"{class_names[int(pred[i])]} {float(conf[i]):.2f}\n(true {class_names[int(targets[i])]})",
             fontsize=6.5, color="green" if ok else "red",
         )  # fmt: skip
-    return _finish(fig, path)
+    _finish(fig, path)
 
 
 def config_table(cfg: Any) -> pd.DataFrame:
