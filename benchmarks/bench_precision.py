@@ -11,7 +11,6 @@ import statistics
 import time
 
 import torch
-from fastai.callback.progress import ProgressCallback
 
 import tresnet_nb as tnb
 
@@ -25,15 +24,15 @@ def measure(precision: str, args: argparse.Namespace) -> dict[str, float]:
     splits = tnb.load_splits(cfg.dataset, None, cfg.max_items)
     dls = tnb.array_dls(splits, cfg.img_size, cfg.batch_size, tnb.data_config(model, cfg.img_size), tnb.device())
     learn = tnb.build_learner(cfg, dls, model)
-    learn.remove_cb(ProgressCallback)
     train_rates, infer_rates = [], []
     for _ in range(args.repeats + 1):  # the first round warms up (allocator, oneDNN kernel selection)
-        start = time.perf_counter()
-        learn.fit(1, lr=1e-3)
-        elapsed = time.perf_counter() - start
-        infer_start = time.perf_counter()
-        learn.get_preds(dl=dls.valid)
-        infer = time.perf_counter() - infer_start
+        with learn.no_bar(), learn.no_logging():
+            start = time.perf_counter()
+            learn.fit(1, lr=1e-3)
+            elapsed = time.perf_counter() - start
+            infer_start = time.perf_counter()
+            learn.get_preds(dl=dls.valid)
+            infer = time.perf_counter() - infer_start
         n_train, n_valid = len(dls.train) * dls.train.bs, len(dls.valid.dataset)
         train_rates.append(n_train / elapsed)  # the epoch includes its validation pass, as users see it
         infer_rates.append(n_valid / infer)
