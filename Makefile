@@ -23,6 +23,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_precision.py
+	$(PY) benchmarks/bench_highres.py
 
 clean-runs:
 	rm -rf runs

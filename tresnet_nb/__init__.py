@@ -8,6 +8,8 @@ import warnings
 # fastai decorates a few layers with torch.jit.script at import, which torch 2.10+ flags as deprecated; the
 # warning is about fastai's source, not about anything a user of this package can change.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+# fastai.tabular sets a pandas option that pandas 3 deprecates; likewise nothing for a user to act on.
+warnings.filterwarnings("ignore", message=r"The 'mode\.chained_assignment' option is deprecated")
 
 from .checkpoints import UnsafeCheckpointError, read_state_dict, to_miil_layout, write_miil_checkpoint
 from .config import PRESETS, RunConfig

@@ -1,4 +1,10 @@
-"""Command line: ``python -m tresnet_nb run NOTEBOOK... [--preset NAME] [-p KEY VALUE]... [--out DIR]``."""
+"""Command line (DESIGN.md):
+
+python -m tresnet_nb run NOTEBOOK... [--preset NAME] [-p KEY VALUE]... [--out DIR]
+python -m tresnet_nb data verify DATASET --root PATH
+python -m tresnet_nb data fixtures DATASET --root PATH
+python -m tresnet_nb data get DATASET --root PATH
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ from .runner import parse_value, run_notebooks
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .datasets import DATASETS
+
     parser = argparse.ArgumentParser(prog="python -m tresnet_nb", description="TResNet transfer-learning workbook")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute notebooks headless with papermill")
@@ -18,20 +26,63 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set a notebook parameter; VALUE parsed like papermill's -p")  # fmt: skip
     run.add_argument("--out", default="runs", help="output folder (default: runs)")
     run.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+
+    data = sub.add_parser("data", help="verify datasets, write fixtures, get the real data")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    for name, text in (
+        ("verify", "check layout and labels and open every image; exit 1 with a report"),
+        ("fixtures", "write a tiny dataset in the official format"),
+        ("get", "download the dataset (public URLs) or print the steps to get it"),
+    ):
+        cmd = data_sub.add_parser(name, help=text)
+        cmd.add_argument("dataset", choices=sorted(DATASETS))
+        cmd.add_argument("--root", required=True, help="dataset folder")
+        if name == "verify":
+            cmd.add_argument("--no-images", action="store_true", help="skip opening every image")
+        if name == "fixtures":
+            cmd.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def data_command(args: argparse.Namespace) -> int:
+    from .datasets import DatasetError, get_dataset
+    from .datasets.verify import verify
+
+    spec = get_dataset(args.dataset)
+    if args.data_command == "fixtures":
+        root = spec.write_fixture(args.root, seed=args.seed)
+        report = verify(args.dataset, root)
+        print(f"wrote a {args.dataset} fixture at {root}")
+        print(report.text())
+        return 0 if report.ok else 1
+    if args.data_command == "verify":
+        report = verify(args.dataset, args.root, open_images=not args.no_images)
+        print(report.text())
+        return 0 if report.ok else 1
+    download = getattr(spec.module, "download", None)
+    if download is None:
+        print(f"{args.dataset} cannot be downloaded automatically.\nHow to get it: {spec.get_it}\n"
+              f"Expected layout under {args.root}: {spec.layout}")  # fmt: skip
+        return 1
+    try:
+        print(f"downloaded {args.dataset} to {download(args.root)}")
+    except (DatasetError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "run":
-        params = {key: parse_value(value) for key, value in args.parameter}
-        try:
-            outcomes = run_notebooks(args.notebooks, args.out, args.preset, params, args.kernel)
-        except (ValueError, FileNotFoundError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        return 0 if all(o.status == "ok" for o in outcomes) else 1
-    return 2
+    if args.command == "data":
+        return data_command(args)
+    params = {key: parse_value(value) for key, value in args.parameter}
+    try:
+        outcomes = run_notebooks(args.notebooks, args.out, args.preset, params, args.kernel)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0 if all(o.status == "ok" for o in outcomes) else 1
 
 
 if __name__ == "__main__":

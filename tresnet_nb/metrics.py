@@ -1,7 +1,9 @@
-"""Task metrics for single-label classification: top-1/top-5, macro-F1, per-class table, confusion matrix."""
+"""Task metrics: single-label (top-1/top-5, macro-F1, per-class table, confusion matrix) and multi-label (mean
+column-wise ROC-AUC, the Plant Pathology 2020 metric)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,3 +58,56 @@ def classify_report(
         confusion=confusion_matrix(y_true, y_pred, labels=labels),
         n_items=len(y_true),
     )
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x``, ties getting the mean of their ranks."""
+    order = np.argsort(x, kind="stable")
+    _, first, counts = np.unique(x[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat(first + (counts + 1) / 2, counts)
+    return ranks
+
+
+def column_aucs(probs: np.ndarray, targets: np.ndarray, columns: Sequence[str] | None = None) -> dict[str, float]:
+    """ROC-AUC of each column of ``probs`` (N, C) against 0/1 ``targets`` (N, C), keyed by ``columns``."""
+    probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets)
+    columns = [str(j) for j in range(probs.shape[1])] if columns is None else list(columns)
+    if probs.ndim != 2 or probs.shape != targets.shape or probs.shape[1] != len(columns):
+        raise ValueError(f"probs {probs.shape} and targets {targets.shape} do not fit the columns {columns}")
+    out = {}
+    for j, name in enumerate(columns):
+        positive = targets[:, j] == 1
+        n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+        if n_pos == 0 or n_neg == 0:
+            raise ValueError(
+                f"column {name!r} has only {'negative' if n_pos == 0 else 'positive'} targets; ROC-AUC needs both. "
+                "Evaluate on a larger or stratified split"
+            )
+        # Mann-Whitney U: AUC is the chance a random positive outscores a random negative (Hanley & McNeil 1982)
+        u = _ranks(probs[:, j])[positive].sum() - n_pos * (n_pos + 1) / 2
+        out[name] = float(u / (n_pos * n_neg))
+    return out
+
+
+def mean_column_auc(probs: np.ndarray, targets: np.ndarray, columns: Sequence[str] | None = None) -> float:
+    """Mean over columns of the ROC-AUC of ``probs`` (N, C) against 0/1 ``targets``; the Plant Pathology metric."""
+    return float(np.mean(list(column_aucs(probs, targets, columns).values())))
+
+
+def macro_f1(pred: np.ndarray, targets: np.ndarray, n_classes: int, all_classes: bool = False) -> float:
+    """Macro-F1 of class indices (or scores (N, C), arg-maxed) ``pred`` against ``targets`` in 0..``n_classes``-1,
+    averaged over the classes in targets or predictions (scikit-learn's default, the Herbarium metric), or over
+    all ``n_classes`` when ``all_classes``."""
+    pred, targets = np.asarray(pred), np.asarray(targets, dtype=np.int64)
+    pred = pred.argmax(1) if pred.ndim == 2 else pred.astype(np.int64)
+    if pred.shape != targets.shape:
+        raise ValueError(f"pred {pred.shape} and targets {targets.shape} differ in shape")
+    for name, v in (("pred", pred), ("targets", targets)):
+        if v.size and (v.min() < 0 or v.max() >= n_classes):
+            raise ValueError(f"{name} range over {v.min()}..{v.max()}, outside the classes 0..{n_classes - 1}")
+    tp = np.bincount(targets[pred == targets], minlength=n_classes)
+    # F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted + actual); 0 for a class never predicted or never present
+    total = np.bincount(pred, minlength=n_classes) + np.bincount(targets, minlength=n_classes)
+    f1 = np.divide(2 * tp, total, out=np.zeros(n_classes), where=total > 0)
+    return float(f1.mean() if all_classes else f1[total > 0].mean())

@@ -9,14 +9,11 @@ Weights come from one of three places, resolved by :func:`load_model`:
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import timm
 import timm.data
@@ -26,6 +23,7 @@ from timm.models.tresnet import checkpoint_filter_fn as tresnet_filter
 from torch import nn
 
 from .checkpoints import check_keys, read_state_dict
+from .net import host_reachable
 
 
 def _identity_filter(state_dict: dict, model: nn.Module) -> dict:
@@ -55,7 +53,6 @@ TAG_PREPROCESSING: dict[str, dict[str, Any]] = {
 }
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".tar", ".safetensors", ".ckpt")
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's hub repos hold, safest first
-OFFLINE_BUDGET_S = 1.5  # how long a reachability check may take before weights count as unavailable
 STRIDE = 32  # TResNet and ResNet50 downsample by 32: other sizes break the last stage's pooling grid
 
 
@@ -106,25 +103,6 @@ def _is_file_request(weights: str) -> bool:
     return os.sep in weights or weights.endswith(WEIGHT_FILE_SUFFIXES) or Path(weights).exists()
 
 
-def _host_reachable(url: str, budget_s: float = OFFLINE_BUDGET_S) -> bool:
-    """True if a TCP connection to ``url``'s host opens within ``budget_s`` (DNS included, in a thread)."""
-    parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    result: list[bool] = []
-
-    def attempt() -> None:
-        try:
-            socket.create_connection((parsed.hostname, port), timeout=budget_s).close()
-            result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=attempt, daemon=True)
-    thread.start()
-    thread.join(budget_s)
-    return bool(result and result[0])
-
-
 def _offline_flag() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
@@ -139,7 +117,7 @@ def fetch_pretrained(name: str, tag: str) -> tuple[Path, str]:
         if isinstance(cached, str):
             return Path(cached), "hf-cache"
     endpoint = constants.ENDPOINT
-    if _offline_flag() or not _host_reachable(endpoint):
+    if _offline_flag() or not host_reachable(endpoint):
         why = "HF_HUB_OFFLINE is set" if _offline_flag() else f"{endpoint} cannot be reached"
         raise WeightsUnavailableError(
             f"Weights {name}.{tag} are not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and {why}. "

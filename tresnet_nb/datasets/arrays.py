@@ -46,15 +46,21 @@ def stratified_head(labels: np.ndarray, max_items: int | None, n_classes: int) -
 
 
 def load_splits(dataset: str, root: str | Path | None = None, max_items: int | None = None) -> ArraySplits:
-    """Read ``dataset``'s train and evaluation splits from ``root`` (None: embedded), capped at ``max_items``."""
+    """Read in-memory ``dataset``'s train split and the split its metric is reported on, capped at ``max_items``."""
     spec = get_dataset(dataset)
-    train_x, train_y = spec.reader(None if root is None else Path(root), spec.train_split)
-    valid_x, valid_y = spec.reader(None if root is None else Path(root), spec.eval_split)
-    n = len(spec.class_names)
-    keep_train = stratified_head(train_y, max_items, n)
-    keep_valid = stratified_head(valid_y, None if max_items is None else max(n, max_items // 2), n)
+    ds = spec.read(root)
+    train, valid = ds["train"], ds[spec.eval_split]
+    if train.images is None or valid.images is None:
+        raise ValueError(f"{dataset} is a dataset of image files, not arrays; use tresnet_nb.datasets.highres.file_dls")
+    n = len(ds.class_names)
+    keep_train = stratified_head(train.labels, max_items, n)
+    keep_valid = stratified_head(valid.labels, None if max_items is None else max(n, max_items // 2), n)
     return ArraySplits(
-        train_x[keep_train], train_y[keep_train], valid_x[keep_valid], valid_y[keep_valid], spec.class_names
+        train.images[keep_train],
+        train.labels[keep_train],
+        valid.images[keep_valid],
+        valid.labels[keep_valid],
+        ds.class_names,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -92,6 +93,7 @@ class Dataset:
     task: str
     splits: dict[str, Split]
     notes: tuple[str, ...] = field(default_factory=tuple)  # e.g. how the holdout was drawn
+    meta: dict[str, Any] = field(default_factory=dict)  # format-specific facts, e.g. Herbarium's category ids
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -145,6 +147,19 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     held_arr = np.sort(np.array(held, dtype=np.int64))
     train = np.setdiff1d(np.arange(len(keys)), held_arr)
     return train, held_arr
+
+
+def draw_holdout(train: Split, fraction: float, seed: int) -> tuple[Split, Split, str]:
+    """Split ``train`` into (train, valid) holding out ``fraction`` of each class (seed ``seed``), and a note."""
+    keep, held = stratified_holdout(train.labels, fraction, seed)
+    keys = train.labels if train.labels.ndim == 1 else np.unique(train.labels, axis=0, return_inverse=True)[1]
+    singles = int((np.unique(np.asarray(keys).reshape(-1), return_counts=True)[1] == 1).sum())
+    kind = "classes" if train.labels.ndim == 1 else "label combinations"
+    note = (
+        f"valid: {len(held)} of {len(train)} training items held out, stratified by {kind[:-1]} "
+        f"(fraction {fraction}, seed {seed}); {singles} {kind} with a single item stay in train only"
+    )
+    return train.subset(keep), train.subset(held), note
 
 
 def require(path: Path, what: str, layout: str) -> Path:

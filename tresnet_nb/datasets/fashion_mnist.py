@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import Dataset, Split
+
 CLASS_NAMES: tuple[str, ...] = (
     "T-shirt/top",
     "Trouser",
@@ -132,3 +134,39 @@ def write_embedded_subset(source: Path, dest: Path, per_class: dict[str, int] = 
         prefix = SPLIT_PREFIX[split]
         write_idx(Path(dest) / f"{prefix}-images-idx3-ubyte.gz", images[keep])
         write_idx(Path(dest) / f"{prefix}-labels-idx1-ubyte.gz", labels[keep])
+
+
+LAYOUT = (
+    "ROOT/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (the original idx files); "
+    "DATA_ROOT=None reads the subset embedded in data/fashion_mnist"
+)
+GET_IT = (
+    "Debian: apt-get install dataset-fashion-mnist (files in /usr/share/datasets/fashion-mnist); or the idx files "
+    "from the Fashion-MNIST repository of Zalando Research. A balanced subset ships in data/fashion_mnist."
+)
+
+
+def read(root: Path | None = None) -> Dataset:
+    """Fashion-MNIST from the idx files under ``root`` (None: the embedded subset) as train and test splits."""
+    splits = {}
+    for split in ("train", "test"):
+        images, labels = read_split(root, split)
+        ids = tuple(f"{split}-{i}" for i in range(len(labels)))
+        splits[split] = Split(ids=ids, labels=labels.astype(np.int64), images=images)
+    return Dataset("fashion_mnist", CLASS_NAMES, "single-label", splits)
+
+
+def write_fixture(root: Path, seed: int = 0, per_class: int = 3) -> Path:
+    """Write ``per_class`` images of every class per split, taken from the embedded subset, as idx files."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split, prefix in SPLIT_PREFIX.items():
+        images, labels = read_split(None, split)
+        keep = np.sort(
+            np.concatenate(
+                [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in range(len(CLASS_NAMES))]
+            )
+        )
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images[keep])
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels[keep])
+    return root

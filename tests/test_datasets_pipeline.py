@@ -1,0 +1,190 @@
+"""The dataset table, verification, bad-image screening, the resize-once cache and the CLI, over every format."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tresnet_nb.__main__ import main
+from tresnet_nb.datasets import DATASETS, DatasetError, Split, get_dataset
+from tresnet_nb.datasets.highres import cache_split, decode_resized, file_dls
+from tresnet_nb.datasets.verify import screen_images, verify
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_every_dataset_reads_and_verifies_its_fixture(tmp_path, name):
+    spec = get_dataset(name)
+    root = spec.write_fixture(tmp_path / name, seed=0)
+    ds = spec.read(root)
+    assert spec.eval_split in ds.splits and "train" in ds.splits
+    assert ds.task == spec.task
+    n = len(ds.class_names)
+    for split in ds.splits.values():
+        if split.labels is not None and ds.task == "single-label":
+            assert split.labels.dtype == np.int64 and split.labels.min() >= 0 and split.labels.max() < n
+        if split.labels is not None and ds.task == "multi-label":
+            assert split.labels.shape == (len(split), n) and set(np.unique(split.labels)) <= {0.0, 1.0}
+    assert len(ds["train"]) > 0 and len(ds[spec.eval_split]) > 0
+    report = verify(name, root)
+    assert report.ok, report.text()
+    assert sum(report.counts["train"].values()) >= len(ds["train"])
+    img = ds["train"].load(0)
+    assert img.mode == "RGB" and min(img.size) > 0
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_missing_root_is_named_with_the_layout(tmp_path, name):
+    report = verify(name, tmp_path / "absent")
+    assert not report.ok and "absent" in report.problems[0]
+
+
+def write_images(folder, n=4, size=(96, 64)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        path = folder / f"img_{i}.jpg"
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def image_split(paths, boxes=None):
+    return Split(ids=tuple(p.stem for p in paths), labels=np.arange(len(paths)) % 2, paths=tuple(paths), boxes=boxes)
+
+
+def break_images(paths):
+    """Truncate the second image and overwrite the third with garbage."""
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[: len(data) // 2])
+    paths[2].write_bytes(b"this is not an image")
+
+
+def test_verify_names_truncated_and_corrupt_images(tmp_path):
+    root = get_dataset("folder").write_fixture(tmp_path / "f")
+    ds = get_dataset("folder").read(root)
+    paths = list(ds["train"].paths)
+    break_images(paths)
+    report = verify("folder", root)
+    assert not report.ok
+    text = "\n".join(report.problems)
+    assert str(paths[1]) in text and "truncated" in text
+    assert str(paths[2]) in text and "cannot identify image" in text
+
+
+def test_screen_images_error_names_each_bad_file_and_skip_lists_them(tmp_path):
+    paths = write_images(tmp_path / "imgs", n=5)
+    break_images(paths)
+    split = image_split(paths)
+    with pytest.raises(DatasetError) as err:
+        screen_images(split, "error", label="train")
+    assert "img_1" in str(err.value) and "img_2" in str(err.value) and "on_bad_image='skip'" in str(err.value)
+    log = tmp_path / "run" / "skipped_images.txt"
+    kept = screen_images(split, "skip", log=log)
+    assert kept.ids == ("img_0", "img_3", "img_4")
+    assert log.read_text().count("\n") == 2 and "img_1" in log.read_text()
+    with pytest.raises(ValueError, match="Unknown on_bad_image 'ignore'"):
+        screen_images(split, "ignore")
+
+
+def test_cache_resizes_once_and_is_reused(tmp_path):
+    paths = write_images(tmp_path / "imgs", n=3, size=(300, 200))
+    cached = cache_split(image_split(paths), 64, tmp_path / "cache", workers=1)
+    assert all(Image.open(p).size == (64, 64) for p in cached.paths)
+    assert cached.ids == tuple(p.stem for p in paths) and np.array_equal(cached.labels, [0, 1, 0])
+    stamps = [os.stat(p).st_mtime_ns for p in cached.paths]
+    again = cache_split(image_split(paths), 64, tmp_path / "cache", workers=1)
+    assert again.paths == cached.paths and [os.stat(p).st_mtime_ns for p in again.paths] == stamps
+    other = cache_split(image_split(paths), 96, tmp_path / "cache", workers=1)
+    assert set(other.paths).isdisjoint(cached.paths)
+    # the cached pixels are the directly resized ones, up to JPEG re-encoding
+    direct = np.asarray(decode_resized(paths[0], 64, draft=False), dtype=float)
+    assert np.abs(np.asarray(Image.open(cached.paths[0]), dtype=float) - direct).mean() < 12
+
+
+def test_cache_crops_to_boxes(tmp_path):
+    path = tmp_path / "two_halves.png"
+    pixels = np.zeros((100, 200, 3), dtype=np.uint8)
+    pixels[:, 100:] = 255
+    Image.fromarray(pixels).save(path)
+    split = image_split([path], boxes=np.array([[100, 0, 200, 100]]))
+    cached = cache_split(split, 32, tmp_path / "cache", crop=True, workers=1)
+    assert np.asarray(Image.open(cached.paths[0])).mean() > 250  # only the white half
+
+
+def test_cache_names_undecodable_images(tmp_path):
+    paths = write_images(tmp_path / "imgs", n=4)
+    break_images(paths)
+    with pytest.raises(DatasetError, match="img_2.jpg"):
+        cache_split(image_split(paths), 32, tmp_path / "cache", workers=1)
+
+
+def test_file_dls_deliver_batches_at_the_run_size(tmp_path):
+    import torch
+
+    paths = write_images(tmp_path / "imgs", n=6, size=(120, 80))
+    split = cache_split(image_split(paths), 64, tmp_path / "cache", workers=1)
+    cfg = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+    dls = file_dls(split, split, 64, 4, cfg, torch.device("cpu"), num_workers=0)
+    x, y = dls.valid.one_batch()
+    assert x.shape == (6, 3, 64, 64) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert y.tolist() == [0, 1, 0, 1, 0, 1]
+
+
+def test_cli_fixtures_verify_and_get(tmp_path, capsys):
+    assert main(["data", "fixtures", "flowers102", "--root", str(tmp_path / "fl")]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert main(["data", "verify", "flowers102", "--root", str(tmp_path / "fl")]) == 0
+    assert main(["data", "verify", "flowers102", "--root", str(tmp_path / "nothing")]) == 1
+    assert "nothing" in capsys.readouterr().out
+    assert main(["data", "get", "stanford_cars", "--root", str(tmp_path / "cars")]) == 1
+    assert "Expected layout" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["folder", "plant_pathology", "stanford_cars"])
+def test_prepare_file_dls_end_to_end_on_fixtures(tmp_path, name):
+    import torch
+
+    from tresnet_nb.datasets.highres import prepare_file_dls
+
+    spec = get_dataset(name)
+    ds = spec.read(spec.write_fixture(tmp_path / name))
+    cfg = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+    dls = prepare_file_dls(
+        ds, spec.eval_split, 32, 4, cfg, torch.device("cpu"), tmp_path / "run", cache_dir=tmp_path / "c"
+    )
+    x, y = dls.train.one_batch()
+    assert x.shape[1:] == (3, 32, 32) and len(y) == len(x)
+    assert (y.ndim == 2) == (ds.task == "multi-label")
+
+
+def test_verify_reports_empty_classes_by_name(tmp_path):
+    import json
+
+    root = get_dataset("herbarium2020").write_fixture(tmp_path / "h")
+    meta_path = root / "nybg2020" / "train" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["categories"].append({"id": 30000, "name": "Nemo", "family": "F", "genus": "G"})
+    meta_path.write_text(json.dumps(meta))
+    report = verify("herbarium2020", root)
+    assert not report.ok and any("classes have no images: ['Nemo']" in p for p in report.problems)
+
+
+def test_verify_reports_a_hostile_pickle_without_running_it(tmp_path):
+    import pickle
+
+    root = get_dataset("cifar10").write_fixture(tmp_path / "c")
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    batch = root / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(pickle.dumps({b"data": Payload()}, protocol=2))
+    report = verify("cifar10", root)
+    assert not report.ok and "data_batch_3" in report.problems[0] and "mkdir" in report.problems[0]
+    assert not marker.exists()

@@ -1,0 +1,130 @@
+"""Kaggle submission writers and checks, and the two competition metrics against scikit-learn."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, roc_auc_score
+
+from tresnet_nb import metrics
+from tresnet_nb import submissions as sub
+from tresnet_nb.datasets import herbarium2020 as herb
+from tresnet_nb.datasets import plant_pathology as pp
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+# --- Herbarium 2020 -----------------------------------------------------------------------------------------------
+
+
+def test_herbarium_submission_gives_original_category_ids(tmp_path):
+    ds = herb.read(herb.write_fixture(tmp_path / "h"))
+    valid = ds["valid"]
+    path = sub.write_herbarium_submission(tmp_path / "s.csv", valid.ids, valid.labels, herb.category_ids(ds))
+    table = rows(path)
+    assert table[0] == ["Id", "Predicted"] and [r[0] for r in table[1:]] == list(valid.ids)
+    truth = {str(a["image_id"]): a["category_id"] for a in herb.load_metadata(
+        tmp_path / "h" / "nybg2020" / "train" / "metadata.json")["annotations"]}  # fmt: skip
+    assert [int(r[1]) for r in table[1:]] == [truth[i] for i in valid.ids]
+    test = ds["test"]
+    pred = np.arange(len(test)) % 5
+    path = sub.write_herbarium_submission(tmp_path / "t.csv", test.ids, pred, herb.category_ids(ds), test.ids)
+    assert [int(r[1]) for r in rows(path)[1:]] == [[3, 17, 911, 5120, 23004][k] for k in pred]
+    assert sub.check_submission(path, test.ids, sub.HERBARIUM_COLUMNS) == len(test)
+
+
+def test_herbarium_submission_errors_name_the_ids():
+    ids = np.array([3, 17, 23004])
+    with pytest.raises(sub.SubmissionError, match=r"1 ids occur more than once, e.g. \['0'\]"):
+        sub.write_herbarium_submission("x.csv", ["0", "1", "0"], np.array([0, 1, 2]), ids)
+    with pytest.raises(sub.SubmissionError, match=r"1 expected ids are missing \(e.g. \['2'\]\)"):
+        sub.write_herbarium_submission("x.csv", ["0", "1"], np.array([0, 1]), ids, expected_ids=["0", "1", "2"])
+    with pytest.raises(sub.SubmissionError, match="test id '1' has class index 3, outside 0..2"):
+        sub.write_herbarium_submission("x.csv", ["0", "1"], np.array([0, 3]), ids)
+    with pytest.raises(sub.SubmissionError, match=r"probs.argmax\(1\)"):
+        sub.write_herbarium_submission("x.csv", ["0", "1"], np.zeros((2, 3)), ids)
+
+
+# --- Plant Pathology 2020 -----------------------------------------------------------------------------------------
+
+
+def test_plant_pathology_submission_matches_the_sample(tmp_path):
+    root = pp.write_fixture(tmp_path / "p")
+    test = pp.read(root)["test"]
+    probs = np.random.default_rng(0).random((len(test), 4))
+    path = sub.write_plant_pathology_submission(tmp_path / "s.csv", test.ids, probs, expected_ids=test.ids)
+    table = rows(path)
+    assert ",".join(table[0]) == "image_id,healthy,multiple_diseases,rust,scab"
+    assert [r[0] for r in table[1:]] == [r[0] for r in rows(root / "test.csv")[1:]]
+    assert np.array([[float(v) for v in r[1:]] for r in table[1:]]).tolist() == probs.tolist()  # no rounding
+    assert sub.check_submission(path, root / "sample_submission.csv", sub.PLANT_PATHOLOGY_COLUMNS) == len(test)
+
+
+@pytest.mark.parametrize(("value", "shown"), [(1.5, "1.5"), (-0.1, "-0.1"), (np.nan, "nan")])
+def test_plant_pathology_probabilities_outside_0_1_are_named(value, shown):
+    probs = np.full((2, 4), 0.5)
+    probs[1, 2] = value
+    with pytest.raises(sub.SubmissionError, match=f"test id 'b' has {shown} in column 'rust'"):
+        sub.write_plant_pathology_submission("x.csv", ["a", "b"], probs)
+    with pytest.raises(sub.SubmissionError, match=r"expected \(2, 4\)"):
+        sub.write_plant_pathology_submission("x.csv", ["a", "b"], probs[:, :3])
+
+
+def test_check_submission_names_what_differs(tmp_path):
+    root = pp.write_fixture(tmp_path / "p")
+    sample = root / "sample_submission.csv"
+    table = rows(sample)
+    bad = tmp_path / "bad.csv"
+
+    def check(t):
+        with open(bad, "w", newline="") as f:
+            csv.writer(f).writerows(t)
+        sub.check_submission(bad, sample, sub.PLANT_PATHOLOGY_COLUMNS)
+
+    with pytest.raises(sub.SubmissionError, match="has header image_id,healthy,rust,scab; expected image_id,healthy"):
+        check([[r[0], r[1], r[3], r[4]] for r in table])
+    with pytest.raises(sub.SubmissionError, match=r"1 expected ids are missing \(e.g. \['Test_7'\]\) and 0 are not"):
+        check(table[:-1])
+    with pytest.raises(sub.SubmissionError, match=r"1 are not expected \(e.g. \['Test_99'\]\)"):
+        check([*table, ["Test_99", 0, 0, 0, 0]])
+    with pytest.raises(sub.SubmissionError, match="line 3: column 'rust' is empty"):
+        check([*table[:2], ["Test_1", 0.1, 0.2, "", 0.3], *table[3:]])
+
+
+# --- metrics against scikit-learn ---------------------------------------------------------------------------------
+
+
+def test_mean_column_auc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    targets = np.eye(4)[rng.integers(0, 4, 200)]
+    probs = np.round(rng.random((200, 4)) * 0.6 + targets * 0.4, 1)  # rounding makes many ties
+    expected = np.mean([roc_auc_score(targets[:, j], probs[:, j]) for j in range(4)])
+    assert metrics.mean_column_auc(probs, targets) == pytest.approx(expected, abs=1e-12)
+    aucs = metrics.column_aucs(probs, targets, pp.LABEL_COLUMNS)
+    assert list(aucs) == list(pp.LABEL_COLUMNS)
+    assert aucs["rust"] == pytest.approx(roc_auc_score(targets[:, 2], probs[:, 2]))
+    assert metrics.mean_column_auc(targets, targets) == 1.0 and metrics.mean_column_auc(-targets, targets) == 0.0
+
+
+def test_mean_column_auc_names_a_column_with_one_class():
+    targets = np.array([[1, 0], [0, 0], [1, 0]])
+    with pytest.raises(ValueError, match="column 'multiple_diseases' has only negative targets"):
+        metrics.mean_column_auc(np.zeros((3, 2)), targets, ["healthy", "multiple_diseases"])
+
+
+def test_macro_f1_matches_sklearn():
+    rng = np.random.default_rng(1)
+    targets = rng.integers(0, 6, 300)  # class 6 and 7 never occur; class 7 is sometimes predicted
+    pred = np.where(rng.random(300) < 0.6, targets, rng.integers(0, 8, 300))
+    assert metrics.macro_f1(pred, targets, 9) == pytest.approx(f1_score(targets, pred, average="macro"))
+    expected_all = f1_score(targets, pred, labels=np.arange(9), average="macro", zero_division=0)
+    assert metrics.macro_f1(pred, targets, 9, all_classes=True) == pytest.approx(expected_all)
+    scores = np.eye(9)[pred] + 0.01
+    assert metrics.macro_f1(scores, targets, 9) == metrics.macro_f1(pred, targets, 9)
+    with pytest.raises(ValueError, match="pred range over 0..7, outside the classes 0..6"):
+        metrics.macro_f1(pred, targets, 7)

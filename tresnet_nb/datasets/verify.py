@@ -1,0 +1,138 @@
+"""Dataset verification: layout and labels (through the reader), every image opened, counts per split and class.
+
+Used by ``python -m tresnet_nb data verify`` and, before training, by :func:`screen_images`, so that a run never
+dies hours in on one bad image.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastprogress.fastprogress import progress_bar
+from PIL import Image
+
+from . import get_dataset
+from .base import Dataset, DatasetError, Split
+
+BAD_IMAGE_POLICIES = ("error", "skip")
+PROGRESS_FROM = 500  # items: below this a check takes a few seconds and needs no progress bar
+
+
+def image_problem(path: Path) -> str | None:
+    """Why the image at ``path`` cannot be used (missing, not an image, truncated, corrupt), or None if it decodes.
+    JPEGs are decoded at 1/8 scale: that still reads every coded block, so truncation shows, at a fraction of
+    the cost."""
+    try:
+        with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+            img.load()
+    except FileNotFoundError:
+        return f"{path}: file not found"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        return f"{path}: {type(err).__name__}: {err}"
+    return None
+
+
+def bad_images(split: Split, workers: int = 2, label: str = "") -> list[tuple[int, str]]:
+    """Indices and reasons of the items of ``split`` whose image cannot be decoded (arrays are always fine)."""
+    if split.paths is None or len(split) == 0:
+        return []
+    paths = [Path(p) for p in split.paths]
+    show = len(paths) >= PROGRESS_FROM  # a bar for long checks only
+    if workers > 1 and len(paths) > 64:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(progress_bar(pool.map(image_problem, paths, chunksize=32), total=len(paths), display=show))
+    else:
+        results = [image_problem(p) for p in progress_bar(paths, display=show)]
+    return [(i, msg) for i, msg in enumerate(results) if msg]
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` found: counts per split and class, and every problem, each naming its item."""
+
+    dataset: str
+    root: str
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def text(self, max_classes: int = 30) -> str:
+        """The report as text: a line per split, the smallest classes, then the problems."""
+        lines = [f"{self.dataset} at {self.root}: {'OK' if self.ok else f'{len(self.problems)} problem(s)'}"]
+        for split, per_class in self.counts.items():
+            total = sum(per_class.values())
+            lines.append(f"  {split}: {total} items in {sum(1 for v in per_class.values() if v)} classes")
+            if per_class and len(per_class) <= max_classes:
+                lines.append("    " + ", ".join(f"{k}: {v}" for k, v in per_class.items()))
+        lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  PROBLEM: {p}" for p in self.problems[:200]]
+        if len(self.problems) > 200:
+            lines.append(f"  ... and {len(self.problems) - 200} more problems")
+        return "\n".join(lines)
+
+
+def _counts(ds: Dataset) -> dict[str, dict[str, int]]:
+    out = {}
+    for name, split in ds.splits.items():
+        if split.labels is None:
+            out[name] = {"(unlabelled)": len(split)}
+        else:
+            counts = split.class_counts(len(ds.class_names))
+            out[name] = {c: int(n) for c, n in zip(ds.class_names, counts, strict=True)}
+    return out
+
+
+def verify(name: str, root: Path | str | None, open_images: bool = True, **options: Any) -> VerifyReport:
+    """Check dataset ``name`` at ``root``: the reader's layout and label checks, duplicate ids, empty classes,
+    and (with ``open_images``) that every image decodes."""
+    spec = get_dataset(name)
+    report = VerifyReport(name, str(root))
+    try:
+        ds = spec.read(root, **options)
+    except (DatasetError, FileNotFoundError, KeyError) as err:
+        report.problems.append(err.args[0] if isinstance(err, KeyError) and err.args else str(err))
+        return report
+    report.counts, report.notes = _counts(ds), list(ds.notes)
+    for split_name, split in ds.splits.items():
+        duplicates = [k for k, n in Counter(split.ids).items() if n > 1]
+        if duplicates:
+            report.problems.append(f"{split_name}: duplicate ids {duplicates[:10]} ({len(duplicates)} in all)")
+        if open_images:
+            for i, message in bad_images(split, label=split_name):
+                report.problems.append(f"{split_name} item {split.ids[i]!r}: {message}")
+    if "train" in ds.splits and ds["train"].labels is not None and ds.task == "single-label":
+        empty = [c for c, n in report.counts["train"].items() if n == 0]
+        if empty:
+            report.problems.append(f"train: {len(empty)} classes have no images: {empty[:10]}")
+    return report
+
+
+def screen_images(split: Split, policy: str = "error", log: Path | None = None, label: str = "") -> Split:
+    """``split`` after checking every image: 'error' raises naming each bad one; 'skip' drops them and lists
+    them in ``log`` (the run's skipped_images.txt)."""
+    if policy not in BAD_IMAGE_POLICIES:
+        raise ValueError(f"Unknown on_bad_image {policy!r}; choose one of {BAD_IMAGE_POLICIES}")
+    bad = bad_images(split, label=label)
+    if not bad:
+        return split
+    listing = "\n".join(f"{split.ids[i]}\t{msg}" for i, msg in bad)
+    if policy == "error":
+        raise DatasetError(
+            f"{len(bad)} images of {label or 'the split'} cannot be decoded:\n{listing[:4000]}\n"
+            f"Fix: replace them, or set on_bad_image='skip' to train without them (they are then listed in the run)"
+        )
+    if log is not None:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        Path(log).write_text(listing + "\n")
+    keep = sorted(set(range(len(split))) - {i for i, _ in bad})
+    return split.subset(keep)
