@@ -188,3 +188,26 @@ def test_verify_reports_a_hostile_pickle_without_running_it(tmp_path):
     report = verify("cifar10", root)
     assert not report.ok and "data_batch_3" in report.problems[0] and "mkdir" in report.problems[0]
     assert not marker.exists()
+
+
+def test_balanced_sampling_evens_out_a_long_tail():
+    from tresnet_nb.datasets.highres import balanced_indices
+
+    labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
+    draw = balanced_indices(labels, seed=0)
+    counts = np.bincount(labels[np.concatenate([draw() for _ in range(30)])], minlength=3)
+    assert counts.sum() == 3000 and np.all(np.abs(counts / 3000 - 1 / 3) < 0.05), counts
+    assert np.bincount(labels)[0] / len(labels) == 0.9  # the unbalanced source it started from
+    with pytest.raises(ValueError, match="single-label"):
+        balanced_indices(np.zeros((4, 2)), 0)
+
+
+def test_file_dls_balanced_loader_draws_every_class(tmp_path):
+    import torch
+
+    paths = write_images(tmp_path / "imgs", n=12, size=(40, 40))
+    split = Split(ids=tuple(p.stem for p in paths), labels=np.array([0] * 11 + [1]), paths=tuple(paths))
+    cfg = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+    dls = file_dls(split, split, 32, 12, cfg, torch.device("cpu"), num_workers=0, balanced=True, seed=1)
+    ys = torch.cat([y for _, y in dls.train] + [y for _ in range(3) for _, y in dls.train])
+    assert 0.25 < ys.float().mean() < 0.75  # class 1 is 1 of 12 items but about half of the draws

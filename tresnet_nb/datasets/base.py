@@ -162,6 +162,17 @@ def draw_holdout(train: Split, fraction: float, seed: int) -> tuple[Split, Split
     return train.subset(keep), train.subset(held), note
 
 
+def class_balanced_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-item sampling weights, inversely proportional to the frequency of each item's class in ``labels`` (of
+    ``n_classes``), summing to 1: every class present is drawn equally often."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"labels range over {labels.min()}..{labels.max()}, outside the classes 0..{n_classes - 1}")
+    # for torch.utils.data.WeightedRandomSampler(weights, num_samples=len(weights), replacement=True)
+    weights = 1.0 / np.bincount(labels, minlength=n_classes)[labels]
+    return weights / weights.sum()
+
+
 def require(path: Path, what: str, layout: str) -> Path:
     """Return ``path`` if it exists, else raise a :class:`DatasetError` naming it and the expected ``layout``."""
     if not path.exists():

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Dataset, DatasetError, Split, draw_holdout, require
+from .base import Dataset, DatasetError, Split, class_balanced_weights, draw_holdout, require
 from .fixtures import write_image
 
+# class_balanced_weights lives in base (samplers use it for any dataset); herbarium users find it here too
+__all__ = ["GET_IT", "LAYOUT", "category_ids", "class_balanced_weights", "load_metadata", "read", "write_fixture"]
 SLUG = "herbarium-2020-fgvc7"
 LAYOUT = (
     "ROOT/nybg2020/train/metadata.json, ROOT/nybg2020/train/images/<a>/<b>/<image id>.jpg, "
@@ -166,17 +168,6 @@ def category_ids(dataset_or_root: Dataset | Path) -> np.ndarray:
     path = Path(dataset_or_root) / "nybg2020" / "train" / "metadata.json"
     categories = _entries(load_metadata(path), "categories", ("id",), path)
     return np.array(sorted({c["id"] for c in categories}), dtype=np.int64)
-
-
-def class_balanced_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Per-item sampling weights, inversely proportional to the frequency of each item's class in ``labels`` (of
-    ``n_classes``), summing to 1: every class present is drawn equally often."""
-    labels = np.asarray(labels, dtype=np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(f"labels range over {labels.min()}..{labels.max()}, outside the classes 0..{n_classes - 1}")
-    # for torch.utils.data.WeightedRandomSampler(weights, num_samples=len(weights), replacement=True)
-    weights = 1.0 / np.bincount(labels, minlength=n_classes)[labels]
-    return weights / weights.sum()
 
 
 # Non-contiguous ids, written out of order, like the real file; 911 has a single image (stays out of the holdout).

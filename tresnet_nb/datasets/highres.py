@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from fastprogress.fastprogress import progress_bar
 from PIL import Image
 
 from .arrays import Preprocess, stratified_head
-from .base import Dataset, DatasetError, Split
+from .base import Dataset, DatasetError, Split, class_balanced_weights
 from .verify import PROGRESS_FROM, screen_images
 
 CACHE_QUALITY = 93  # JPEG quality of cached images: visually lossless at these sizes, about 40 KB at 448 px
@@ -130,21 +131,35 @@ def file_dls(
     data_cfg: dict[str, Any],
     device: torch.device,
     num_workers: int | None = None,
+    balanced: bool = False,
+    seed: int = 0,
 ) -> DataLoaders:
-    """fastai DataLoaders over image-file splits at ``size`` (flip augmentation on train, the model's mean/std)."""
+    """fastai DataLoaders over image-file splits at ``size`` (flip augmentation on train, the model's mean/std);
+    ``balanced`` draws training items class-balanced (long-tailed sets such as Herbarium 2020)."""
     workers = min(2, os.cpu_count() or 1) if num_workers is None else num_workers
     mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
     train_items, valid_items = FileItems(train, size), FileItems(valid, size)
     bs = min(batch_size, len(train_items))
+    extra = {"get_idxs": balanced_indices(train.labels, seed)} if balanced else {"shuffle": True}
     train_dl = DataLoader(
-        train_items, bs=bs, shuffle=True, drop_last=len(train_items) >= 2 * bs, num_workers=workers,
-        device=device, after_batch=Preprocess(mean, std, augment=True),
+        train_items, bs=bs, drop_last=len(train_items) >= 2 * bs, num_workers=workers,
+        device=device, after_batch=Preprocess(mean, std, augment=True), **extra,
     )  # fmt: skip
     valid_dl = DataLoader(
         valid_items, bs=batch_size * 2, num_workers=workers, device=device,
         after_batch=Preprocess(mean, std, augment=False),
     )  # fmt: skip
     return DataLoaders(train_dl, valid_dl, device=device)
+
+
+def balanced_indices(labels: np.ndarray, seed: int) -> Callable[[], list[int]]:
+    """An epoch-order function for fastai's DataLoader: len(labels) draws with replacement, each class equally
+    likely (single-label ``labels``), from a generator seeded with ``seed``."""
+    if labels is None or labels.ndim != 1:
+        raise ValueError("class-balanced sampling needs single-label training labels")
+    weights = class_balanced_weights(labels, int(labels.max()) + 1)
+    rng = np.random.default_rng(seed)
+    return lambda: rng.choice(len(labels), size=len(labels), replace=True, p=weights).tolist()
 
 
 def cap_items(split: Split, max_items: int | None, n_classes: int) -> Split:
@@ -168,6 +183,8 @@ def prepare_file_dls(
     max_items: int | None = None,
     crop: bool = False,
     cache_dir: Path | None = None,
+    balanced: bool = False,
+    seed: int = 0,
 ) -> DataLoaders:
     """DataLoaders for ``ds`` (train and ``eval_split``): every image checked first (``on_bad_image`` 'error' or
     'skip', skipped files listed in ``out_dir``/skipped_images.txt), then resized once into the cache."""
@@ -177,7 +194,9 @@ def prepare_file_dls(
         split = cap_items(ds[name], max_items if name == "train" else _eval_cap(max_items, n), n)
         split = screen_images(split, on_bad_image, log=Path(out_dir) / f"skipped_images_{name}.txt", label=name)
         splits[name] = cache_split(split, size, cache_dir, crop=crop)
-    return file_dls(splits["train"], splits[eval_split], size, batch_size, data_cfg, device)
+    return file_dls(
+        splits["train"], splits[eval_split], size, batch_size, data_cfg, device, balanced=balanced, seed=seed
+    )
 
 
 def _eval_cap(max_items: int | None, n_classes: int) -> int | None:
