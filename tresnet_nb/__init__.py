@@ -11,6 +11,7 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
 # fastai.tabular sets a pandas option that pandas 3 deprecates; likewise nothing for a user to act on.
 warnings.filterwarnings("ignore", message=r"The 'mode\.chained_assignment' option is deprecated")
 
+from .callbacks import EMA, Autocast, ChannelsLast
 from .checkpoints import UnsafeCheckpointError, read_state_dict, to_miil_layout, write_miil_checkpoint
 from .config import PRESETS, RunConfig
 from .datasets import DATASETS, DatasetSpec, get_dataset
@@ -28,7 +29,7 @@ from .models import (
     weights_info,
 )
 from .report import build_metrics, device, environment, run_record, save_weights, summary_line, write_metrics
-from .train import Autocast, ChannelsLast, FitResult, build_learner, fit, history, predict
+from .train import RECIPES, FitResult, Recipe, build_learner, fit, history, predict, seed_everything
 from .views import (
     config_table,
     plot_class_counts,
@@ -43,11 +44,11 @@ from .views import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARCHS", "DATASETS", "PRESETS", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
+    "ARCHS", "DATASETS", "EMA", "PRESETS", "RECIPES", "Recipe", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
     "DatasetSpec", "FitResult", "RunConfig", "UnsafeCheckpointError", "WeightsInfo", "WeightsUnavailableError",
     "array_dls", "build_learner", "build_metrics", "check_img_size", "classify_report", "config_table", "count_parameters",
     "data_config", "describe_model", "device", "environment", "history", "fit", "get_dataset", "load_model",
     "load_splits", "plot_class_counts", "plot_confusion", "plot_predictions", "plot_samples", "plot_training",
-    "predict", "read_state_dict", "run_record", "save_weights", "show", "summary_line", "to_miil_layout", "topk_accuracy",
+    "predict", "read_state_dict", "run_record", "save_weights", "seed_everything", "show", "summary_line", "to_miil_layout", "topk_accuracy",
     "weights_banner", "weights_info", "write_metrics", "write_miil_checkpoint",
 ]  # fmt: skip

@@ -1,115 +1,83 @@
-"""fastai Learner over a timm TResNet: CPU bf16 autocast, channels_last, and the quickstart's training recipe.
+"""Training: the recipes table, a staged fit that checkpoints every epoch and resumes, multi-label, predictions.
 
-fastai's own ``to_fp16()``/``to_bf16()`` hard-code CUDA autocast and silently train in fp32 on a CPU, so the
-precision is handled here by :class:`Autocast`, which uses the autocast of the device the data lives on.
+A recipe becomes a plan of stages (e.g. fastai's fine_tune: one frozen epoch, then all layers). :func:`fit` runs
+the plan and, when OUTPUT_DIR already holds a checkpoint of the same configuration, resumes from its last complete
+epoch: weights, EMA, optimizer state, RNG states and history are restored, so a resumed run ends where an
+uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from fastai.callback import progress as _progress  # noqa: F401  (adds the fastprogress bar to every Learner)
-from fastai.callback import schedule as _schedule  # noqa: F401  (defines Learner.fit_one_cycle and fine_tune)
-from fastai.callback.core import Callback
-from fastai.callback.fp16 import MixedPrecision
+from fastai.callback import schedule as _schedule  # noqa: F401  (defines Learner.fit_one_cycle)
+from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine_scheds
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
-from fastai.losses import CrossEntropyLossFlat
-from fastai.metrics import accuracy
+from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
+from fastai.metrics import AccumMetric, accuracy
+from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
 from torch import nn
 
+from .callbacks import ECHO_ENV, EMA, Checkpoint, EpochLog, precision_callbacks, resolve_precision
 from .config import RunConfig
+from .losses import AsymmetricLoss
+from .metrics import mean_column_auc
 
-# Learning rates when the config leaves LR unset: fastai's fine_tune default for pretrained bodies, and a
-# higher one-cycle peak for random initialisation (measured on the embedded Fashion-MNIST, see README).
-DEFAULT_LR = {"pretrained": 2e-3, "random": 3e-3}
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """The precision to train in: 'auto' is bf16 on CPU (where it is about 1.6x faster here) and fp16 on CUDA."""
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "bf16"
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"PRECISION 'fp16' needs a CUDA device; this run is on {device.type}: use 'bf16' or 'fp32'")
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"Unknown precision {precision!r}; choose one of ('auto', 'fp32', 'bf16', 'fp16')")
-    return precision
+CHECKPOINT = "checkpoint.pth"
 
 
-class Autocast(Callback):
-    """Run forward and loss under ``torch.autocast`` on the batch's device (bf16 needs no grad scaler)."""
+@dataclass(frozen=True)
+class Recipe:
+    """How to train: optimizer, learning rate and schedule, regularisation, and where each number comes from."""
 
-    order = 10  # where fastai's MixedPrecision sits: after the batch is on its device
-
-    def __init__(self, dtype: torch.dtype = torch.bfloat16) -> None:
-        self.dtype, self._ctx = dtype, None
-
-    def _exit(self) -> None:
-        if self._ctx is not None:
-            self._ctx.__exit__(None, None, None)
-            self._ctx = None
-
-    def before_batch(self) -> None:
-        self._exit()  # an earlier batch that raised mid-forward left its context open
-        self._ctx = torch.autocast(device_type=self.xb[0].device.type, dtype=self.dtype)
-        self._ctx.__enter__()
-
-    def after_pred(self) -> None:
-        self.learn.pred = self.pred.float()  # loss and metrics in fp32
-
-    def after_loss(self) -> None:
-        self._exit()
-
-    def after_cancel_batch(self) -> None:
-        self._exit()
-
-    def after_fit(self) -> None:
-        self._exit()
+    lr: float
+    weight_decay: float  # never applied to biases and norm weights (fastai's wd_bn_bias=False)
+    decoupled_wd: bool  # AdamW-style (True) or L2 added to the gradient, as torch/timm Adam does (False)
+    eps: float
+    sqr_mom: float
+    schedule: str  # 'one_cycle' or 'cosine_warmup'
+    warmup_pct: float
+    label_smoothing: float
+    ema_decay: float | None
+    freeze_epochs: int  # head-only epochs first, for pretrained bodies
+    lr_mult: float  # discriminative learning rates after unfreezing: body at lr / lr_mult
+    source: str
 
 
-class ChannelsLast(Callback):
-    """Keep model and inputs in channels_last memory format (faster convolutions with oneDNN and cuDNN)."""
-
-    order = 5
-
-    def before_fit(self) -> None:
-        self.learn.model.to(memory_format=torch.channels_last)
-
-    def before_batch(self) -> None:
-        self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x for x in self.xb)
-
-
-ECHO_ENV = "TRESNET_NB_ECHO"  # set by the batch runner: kernels then print a line per epoch that it relays
-ECHO_PREFIX = "[tresnet-nb] "
+RECIPES: dict[str, Recipe] = {
+    # Random initialisation: one-cycle with fastai's Adam defaults; the peak lr was picked on the embedded
+    # Fashion-MNIST (3 epochs at 64 px: 0.836 accuracy, README).
+    "scratch": Recipe(3e-3, 0.01, True, 1e-5, 0.99, "one_cycle", 0.25, 0.0, None, 0, 1.0, "measured here"),
+    # fastai's fine_tune (fastai/callback/schedule.py): a frozen one-cycle epoch at base_lr, then base_lr/2 with
+    # slice(lr/100, lr), pct_start 0.3, div 5.
+    "fastai": Recipe(2e-3, 0.01, True, 1e-5, 0.99, "one_cycle", 0.3, 0.0, None, 1, 100.0, "fastai fine_tune"),
+    # The TResNet authors' transfer recipe (their advice and timm command for CIFAR-100, see FACTS.md): Adam with
+    # L2 weight decay 1e-4, lr 2e-4, cosine with 3 of 50 epochs of warm-up, label smoothing 0.1, EMA 0.995.
+    "miil": Recipe(2e-4, 1e-4, False, 1e-8, 0.999, "cosine_warmup", 0.06, 0.1, 0.995, 0, 1.0, "Alibaba-MIIL"),
+}
 
 
-class EpochLog(Callback):
-    """Print one line per epoch (losses, metrics, time) so a headless run shows live progress."""
+def default_recipe(pretrained: bool) -> str:
+    """The recipe used when none is named: fine-tuning for pretrained bodies, one-cycle from scratch otherwise."""
+    return "fastai" if pretrained else "scratch"
 
-    order = 60  # after the Recorder has the epoch's values
 
-    def __init__(self, label: str) -> None:
-        self.label, self.trained = label, False
-
-    def before_epoch(self) -> None:
-        self._start, self.trained = time.perf_counter(), False
-
-    def before_train(self) -> None:
-        self.trained = True  # get_preds runs validation-only epochs (with before_fit); those are not reported
-
-    def after_epoch(self) -> None:
-        if not self.trained:
-            return
-        names = self.recorder.metric_names[1:-1]
-        values = self.recorder.values[-1] if self.recorder.values else []
-        shown = ", ".join(f"{n} {v:.4f}" for n, v in zip(names, values, strict=False) if v is not None)
-        elapsed = time.perf_counter() - self._start
-        print(f"{ECHO_PREFIX}{self.label} epoch {self.epoch + 1}/{self.n_epoch}: {shown} ({elapsed:.0f}s)", flush=True)
+def get_recipe(name: str) -> Recipe:
+    """The :class:`Recipe` called ``name``."""
+    if name not in RECIPES:
+        raise ValueError(f"Unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
+    return RECIPES[name]
 
 
 def head_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
@@ -119,32 +87,117 @@ def head_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
     return [[p for p in model.parameters() if id(p) not in head_ids], list(head.parameters())]
 
 
-def precision_callbacks(precision: str, device: torch.device) -> list[Callback]:
-    """Callbacks for ``precision`` (after :func:`resolve_precision`) on ``device``."""
-    if precision == "bf16":
-        return [Autocast(torch.bfloat16), ChannelsLast()]
-    if precision == "fp16":
-        return [MixedPrecision(), ChannelsLast()]
-    return [ChannelsLast()]
+def _roc_auc(preds: torch.Tensor, targets: torch.Tensor) -> float:
+    return mean_column_auc(preds.float().numpy(), targets.float().numpy())
 
 
-def build_learner(cfg: RunConfig, dls: DataLoaders, model: nn.Module) -> Learner:
-    """A fastai Learner for ``model`` on ``dls`` with the precision of ``cfg`` (seeded with ``cfg.seed``)."""
-    set_seed(cfg.seed, reproducible=True)
+def task_loss_and_metrics(task: str, recipe: Recipe, multi_label_loss: str = "bce") -> tuple[nn.Module, list]:
+    """Loss and fastai metrics for ``task`` ('single-label' or 'multi-label')."""
+    if task == "single-label":
+        return CrossEntropyLossFlat(label_smoothing=recipe.label_smoothing), [accuracy]
+    if task != "multi-label":
+        raise ValueError(f"Unknown task {task!r}; choose 'single-label' or 'multi-label'")
+    losses = {"bce": BCEWithLogitsLossFlat(), "asl": AsymmetricLoss()}
+    if multi_label_loss not in losses:
+        raise ValueError(f"Unknown multi-label loss {multi_label_loss!r}; choose one of {sorted(losses)}")
+    return losses[multi_label_loss], [AccumMetric(_roc_auc, activation="sigmoid", flatten=False, name="roc_auc")]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (and make cuDNN deterministic), before the model is created."""
+    set_seed(seed, reproducible=True)
+
+
+def build_learner(
+    cfg: RunConfig, dls: DataLoaders, model: nn.Module, task: str = "single-label", recipe: str | None = None,
+    multi_label_loss: str = "bce",
+) -> Learner:  # fmt: skip
+    """A fastai Learner for ``model`` on ``dls`` with the precision of ``cfg`` and the loss and optimizer of
+    ``recipe`` (default: by whether the weights are pretrained) for ``task``."""
+    pretrained = bool(getattr(getattr(model, "weights_info", None), "pretrained", False))
+    name = recipe or default_recipe(pretrained)
+    rec = get_recipe(name)
+    loss, metrics = task_loss_and_metrics(task, rec, multi_label_loss)
     precision = resolve_precision(cfg.precision, dls.device)
-    learn = Learner(
-        dls, model.to(dls.device), loss_func=CrossEntropyLossFlat(), metrics=accuracy, splitter=head_splitter,
-        cbs=precision_callbacks(precision, dls.device),
-    )  # fmt: skip
+    opt = lambda params, lr: Adam(params, lr, sqr_mom=rec.sqr_mom, eps=rec.eps, wd=rec.weight_decay,  # noqa: E731
+                                  decouple_wd=rec.decoupled_wd)  # fmt: skip
+    cbs = precision_callbacks(precision, dls.device)
+    if rec.ema_decay:
+        cbs.append(EMA(rec.ema_decay))
     if os.environ.get(ECHO_ENV):
-        learn.add_cb(EpochLog(cfg.notebook))
-    learn.precision = precision
+        cbs.append(EpochLog(cfg.notebook))
+    learn = Learner(dls, model.to(dls.device), loss_func=loss, opt_func=opt, metrics=metrics, splitter=head_splitter,
+                    wd=rec.weight_decay, cbs=cbs)  # fmt: skip
+    learn.precision, learn.recipe_name, learn.task = precision, name, task
     return learn
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One fastai fit of a plan: frozen body or not, epochs, learning rate (or a slice), schedule."""
+
+    frozen: bool
+    epochs: int
+    lr: float | tuple[float, float]
+    schedule: str
+    pct_start: float
+    div: float
+
+
+def plan(recipe: Recipe, epochs: int, lr: float | None, pretrained: bool) -> list[Stage]:
+    """The stages that train ``epochs`` epochs with ``recipe`` (a frozen stage first for pretrained bodies)."""
+    lr = recipe.lr if lr is None else lr
+    if pretrained and recipe.freeze_epochs:
+        body_lr = lr / 2  # fastai's fine_tune halves base_lr after the frozen epochs
+        return [
+            Stage(True, recipe.freeze_epochs, lr, recipe.schedule, 0.99, 25.0),
+            Stage(False, epochs, (body_lr / recipe.lr_mult, body_lr), recipe.schedule, recipe.warmup_pct, 5.0),
+        ]
+    return [Stage(False, epochs, lr, recipe.schedule, recipe.warmup_pct, 25.0)]
+
+
+def _run_stage(learn: Learner, stage: Stage, start_epoch: int) -> None:
+    if start_epoch == 0:  # fastai's freeze/unfreeze also clear the optimizer state: not when resuming mid-stage
+        learn.freeze() if stage.frozen else learn.unfreeze()
+    lr = slice(*stage.lr) if isinstance(stage.lr, tuple) else stage.lr
+    if stage.schedule == "one_cycle":
+        learn.fit_one_cycle(stage.epochs, lr, pct_start=stage.pct_start, div=stage.div, start_epoch=start_epoch)
+        return
+    # one peak per parameter group (body, head), as fastai spreads a slice
+    peak = np.array(stage.lr) if isinstance(stage.lr, tuple) else stage.lr
+    warm = combine_scheds([stage.pct_start, 1 - stage.pct_start], [SchedLin(peak / 25, peak), SchedCos(peak, 0.0)])
+    learn.fit(stage.epochs, peak, cbs=ParamScheduler({"lr": warm}), start_epoch=start_epoch)
+
+
+def rng_state(learn: Learner) -> dict[str, Any]:
+    """Every RNG a training epoch draws from, as tensors and lists (loadable with weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "loader": [list(x) if isinstance(x, tuple) else x for x in learn.dls.train.rng.getstate()],
+    }
+
+
+def set_rng_state(learn: Learner, state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+    learn.dls.train.rng.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["loader"]))
+
+
+def fingerprint(cfg: RunConfig, stages: list[Stage], recipe: str) -> str:
+    """What must match for a checkpoint to be resumed: the config (less where it is written) and the plan."""
+    config = {k: v for k, v in cfg.to_dict().items() if k != "output_dir"}
+    return json.dumps({"config": config, "recipe": recipe, "plan": [asdict(s) for s in stages]}, sort_keys=True)
+
+
+@dataclass(frozen=True)
 class FitResult:
-    """What :func:`fit` did: recipe, learning rate, epochs, wall time, and the recorded history."""
+    """What :func:`fit` did: recipe, learning rate, epochs, wall time, the history, and where it resumed."""
 
     recipe: str
     lr: float
@@ -152,27 +205,77 @@ class FitResult:
     seconds: float
     images_per_second: float
     history: dict[str, Any]
+    resumed_from: str | None = None
 
 
-def fit(learn: Learner, cfg: RunConfig, pretrained: bool) -> FitResult:
-    """Train: ``fine_tune`` (one frozen epoch, then all layers) for a pretrained body, else ``fit_one_cycle``."""
-    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR["pretrained" if pretrained else "random"]
+def _load_checkpoint(path: Path, expected: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("fingerprint") != expected:
+        raise ValueError(
+            f"{path} holds a checkpoint of a different configuration or plan, so it cannot be resumed. Fix: use "
+            f"another OUTPUT_DIR for this run, or delete {path} to start this one afresh."
+        )
+    return state
+
+
+def _restore(learn: Learner, state: dict[str, Any], stage: Stage) -> None:
+    learn.model.load_state_dict(state["model"])
+    if learn.opt is None:
+        learn.create_opt()
+    learn.freeze() if stage.frozen else learn.unfreeze()
+    learn.opt.load_state_dict(state["opt"])
+    ema = next((cb for cb in learn.cbs if isinstance(cb, EMA)), None)
+    if ema is not None and state["ema"] is not None:
+        ema.load_state_dict(state["ema"])
+    set_rng_state(learn, state["rng"])
+
+
+def fit(learn: Learner, cfg: RunConfig, pretrained: bool, checkpoint_dir: Path | str | None = None) -> FitResult:
+    """Train with the learner's recipe, checkpointing every epoch in ``checkpoint_dir`` (default OUTPUT_DIR) and
+    resuming from a checkpoint of the same configuration found there."""
+    recipe = get_recipe(learn.recipe_name)
+    stages = plan(recipe, cfg.epochs, cfg.lr, pretrained)
+    path = Path(checkpoint_dir or cfg.out) / CHECKPOINT
+    print_ = fingerprint(cfg, stages, learn.recipe_name)
+    state = _load_checkpoint(path, print_)
+    ckpt = Checkpoint(path, print_)
+    learn.add_cb(ckpt)
+    start_stage, start_epoch, resumed = 0, 0, None
+    if state is not None:
+        start_stage, start_epoch = state["stage"], state["epoch"] + 1
+        if start_epoch >= stages[start_stage].epochs:
+            start_stage, start_epoch = start_stage + 1, 0
+        _restore(learn, state, stages[min(start_stage, len(stages) - 1)])
+        ckpt.prefix = state["history"]
+        if start_epoch > 0:  # mid-stage: the running train loss goes on; a new stage starts it afresh, as fastai does
+            ckpt.smooth_loss = (state["smooth_loss"][0], state["smooth_loss"][1])
+        resumed = f"stage {state['stage'] + 1} epoch {state['epoch'] + 1} of {path}"
+        print(f"Resuming after {resumed}" if start_stage < len(stages) else f"Training already complete in {path}")
     start = time.perf_counter()
-    if pretrained:
-        recipe = "fine_tune"
-        learn.fine_tune(cfg.epochs, base_lr=lr, freeze_epochs=1)
-        seen_epochs = cfg.epochs + 1
-    else:
-        recipe = "fit_one_cycle"
-        learn.fit_one_cycle(cfg.epochs, lr_max=lr)
-        seen_epochs = cfg.epochs
+    images = 0
+    try:
+        for index in range(start_stage, len(stages)):
+            ckpt.stage = index
+            _run_stage(learn, stages[index], start_epoch if index == start_stage else 0)
+            done = history(learn)
+            ckpt.prefix = {"train_losses": ckpt.prefix["train_losses"] + done["train_losses"],
+                           "epochs": ckpt.prefix["epochs"] + done["epochs"], "metric_names": done["metric_names"]}  # fmt: skip
+            images += len(done["epochs"]) * len(learn.dls.train) * learn.dls.train.bs
+    finally:
+        learn.remove_cb(ckpt)
+    if state is not None and start_stage >= len(stages):
+        ema = next((cb for cb in learn.cbs if isinstance(cb, EMA)), None)
+        if ema is not None and state["ema"] is not None:
+            learn.model.load_state_dict(state["ema"])  # a finished EMA run ends on the average
     seconds = time.perf_counter() - start
-    n_train = len(learn.dls.train) * learn.dls.train.bs
-    return FitResult(recipe, lr, cfg.epochs, seconds, n_train * seen_epochs / seconds, history(learn))
+    lr = cfg.lr if cfg.lr is not None else recipe.lr
+    return FitResult(learn.recipe_name, lr, cfg.epochs, seconds, images / max(seconds, 1e-9), ckpt.prefix, resumed)
 
 
 def predict(learn: Learner) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities and targets on the validation DataLoader (fp32 probabilities)."""
+    """Probabilities (softmax, or sigmoid for multi-label) and targets on the validation DataLoader, in fp32."""
     probs, targets = learn.get_preds(dl=learn.dls.valid)
     return probs.float(), targets
 
@@ -183,5 +286,6 @@ def history(learn: Learner) -> dict[str, Any]:
     return {
         "train_losses": [float(v) for v in rec.losses],
         "metric_names": list(rec.metric_names[1:-1]),
-        "epochs": [[float(v) if v is not None else None for v in row] for row in rec.values],
+        # epochs skipped on resume leave empty rows
+        "epochs": [[float(v) if v is not None else None for v in row] for row in rec.values if len(row)],
     }

@@ -1,0 +1,148 @@
+"""Never lose a run: a checkpoint every epoch, and a resumed run ends where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from fastai.callback.core import Callback
+from fastai.callback.progress import ProgressCallback
+
+from tresnet_nb import RunConfig, array_dls, build_learner, data_config, fit, load_model, load_splits, seed_everything
+from tresnet_nb.train import CHECKPOINT
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAt(Callback):
+    """Raise before epoch ``epoch`` of the ``fit_number``-th fit (1-based), as a crash between epochs would."""
+
+    def __init__(self, fit_number: int, epoch: int) -> None:
+        self.fit_number, self.epoch_at, self.fits = fit_number, epoch, 0
+
+    def before_fit(self) -> None:
+        self.fits += 1
+
+    def before_epoch(self) -> None:
+        if self.fits == self.fit_number and self.epoch == self.epoch_at:
+            raise Interrupt("simulated crash between epochs")
+
+
+def run(out: Path, recipe: str, epochs: int, pretrained: bool, interrupt: tuple[int, int] | None = None):
+    cfg = RunConfig.from_params(
+        "r", preset="smoke", precision="fp32", max_items=16, batch_size=8, epochs=epochs, output_dir=str(out)
+    )
+    seed_everything(cfg.seed)
+    model = load_model(cfg.arch, cfg.weights, num_classes=10)
+    splits = load_splits(cfg.dataset, None, cfg.max_items)
+    dls = array_dls(splits, cfg.img_size, cfg.batch_size, data_config(model, cfg.img_size), torch.device("cpu"))
+    learn = build_learner(cfg, dls, model, recipe=recipe)
+    learn.remove_cb(ProgressCallback)
+    if interrupt:
+        learn.add_cb(InterruptAt(*interrupt))
+    result = fit(learn, cfg, pretrained=pretrained)
+    return result, {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
+
+
+def assert_same_run(a, b):
+    (ra, wa), (rb, wb) = a, b
+    assert len(ra.history["epochs"]) == len(rb.history["epochs"])
+    for x, y in zip(ra.history["epochs"], rb.history["epochs"], strict=True):
+        assert x == pytest.approx(y, abs=1e-4)
+    assert ra.history["train_losses"] == pytest.approx(rb.history["train_losses"], abs=1e-4)
+    for key in wa:
+        if wa[key].dtype.is_floating_point:
+            assert torch.allclose(wa[key], wb[key], atol=1e-4), key
+
+
+@pytest.mark.parametrize(
+    ("recipe", "epochs", "pretrained", "interrupt"),
+    [
+        ("scratch", 3, False, (1, 2)),  # one one-cycle fit, stopped before its third epoch
+        ("fastai", 2, True, (2, 1)),  # fine_tune: frozen stage done, stopped inside the second stage
+        ("miil", 3, False, (1, 1)),  # cosine with warm-up, label smoothing and EMA
+    ],
+)
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, recipe, epochs, pretrained, interrupt):
+    whole = run(tmp_path / "whole", recipe, epochs, pretrained)
+    with pytest.raises(Interrupt):
+        run(tmp_path / "broken", recipe, epochs, pretrained, interrupt)
+    assert (tmp_path / "broken" / CHECKPOINT).is_file()
+    resumed = run(tmp_path / "broken", recipe, epochs, pretrained)
+    assert resumed[0].resumed_from is not None
+    assert_same_run(whole, resumed)
+
+
+def test_rerunning_a_finished_run_trains_nothing_and_keeps_its_weights(tmp_path):
+    first = run(tmp_path, "scratch", 1, False)
+    again = run(tmp_path, "scratch", 1, False)
+    assert again[0].resumed_from is not None and again[0].images_per_second == 0
+    assert_same_run(first, again)
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
+    run(tmp_path, "scratch", 1, False)
+    with pytest.raises(ValueError, match="different configuration or plan.*use another OUTPUT_DIR"):
+        run(tmp_path, "scratch", 2, False)
+
+
+def test_checkpoint_holds_only_tensors_and_plain_data(tmp_path):
+    run(tmp_path, "miil", 1, False)
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    assert {"model", "opt", "ema", "rng", "history", "fingerprint"} <= set(state)
+    assert state["ema"] is not None and state["epoch"] == 0
+
+
+SCRIPT = """
+import sys, json
+from fastai.callback.progress import ProgressCallback
+import torch
+from tresnet_nb import RunConfig, array_dls, build_learner, data_config, fit, load_model, load_splits, seed_everything
+cfg = RunConfig.from_params("k", preset="smoke", precision="bf16", max_items=48, batch_size=8, epochs=3,
+                            output_dir=sys.argv[1])
+seed_everything(cfg.seed)
+model = load_model(cfg.arch, cfg.weights, num_classes=10)
+splits = load_splits(cfg.dataset, None, cfg.max_items)
+dls = array_dls(splits, cfg.img_size, cfg.batch_size, data_config(model, cfg.img_size), torch.device("cpu"))
+learn = build_learner(cfg, dls, model)
+learn.remove_cb(ProgressCallback)
+result = fit(learn, cfg, pretrained=False)
+print("RESULT", json.dumps(result.history["epochs"]))
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
+    def launch(out):
+        return subprocess.Popen([sys.executable, "-c", SCRIPT, str(out)], stdout=subprocess.PIPE, text=True)
+
+    whole = launch(tmp_path / "whole").communicate(timeout=600)[0]
+    victim = launch(tmp_path / "killed")
+    checkpoint = tmp_path / "killed" / CHECKPOINT
+    deadline = time.time() + 300
+    while not checkpoint.exists() and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.05)
+    assert checkpoint.exists() and victim.poll() is None, "the run ended before it could be killed"
+    time.sleep(0.5)  # into the second epoch
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["epoch"] < 2  # killed before the run finished
+    resumed = launch(tmp_path / "killed").communicate(timeout=600)[0]
+    assert "Resuming after" in resumed
+    line = lambda text: [ln for ln in text.splitlines() if ln.startswith("RESULT")][0]  # noqa: E731
+    import json
+
+    a, b = json.loads(line(whole)[7:]), json.loads(line(resumed)[7:])
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b, strict=True):
+        assert x == pytest.approx(y, abs=1e-4)
