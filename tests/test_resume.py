@@ -15,7 +15,7 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 
 from tresnet_nb import RunConfig, array_dls, build_learner, data_config, fit, load_model, load_splits, seed_everything
-from tresnet_nb.train import CHECKPOINT
+from tresnet_nb.fitting import CHECKPOINT
 
 
 class Interrupt(Exception):
@@ -36,7 +36,7 @@ class InterruptAt(Callback):
             raise Interrupt("simulated crash between epochs")
 
 
-def run(out: Path, recipe: str, epochs: int, pretrained: bool, interrupt: tuple[int, int] | None = None):
+def run(out: Path, recipe: str, epochs: int, pretrained: bool, interrupt: tuple[int, int] | None = None, phases=None):
     cfg = RunConfig.from_params(
         "r", preset="smoke", precision="fp32", max_items=16, batch_size=8, epochs=epochs, output_dir=str(out)
     )
@@ -48,7 +48,11 @@ def run(out: Path, recipe: str, epochs: int, pretrained: bool, interrupt: tuple[
     learn.remove_cb(ProgressCallback)
     if interrupt:
         learn.add_cb(InterruptAt(*interrupt))
-    result = fit(learn, cfg, pretrained=pretrained)
+
+    def dls_for(size: int, bs: int):
+        return array_dls(splits, size, bs, data_config(model, size), torch.device("cpu"))
+
+    result = fit(learn, cfg, pretrained=pretrained, phases=phases, dls_for=dls_for if phases else None)
     return result, {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
 
 
@@ -78,6 +82,23 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, recipe, epochs,
     assert (tmp_path / "broken" / CHECKPOINT).is_file()
     resumed = run(tmp_path / "broken", recipe, epochs, pretrained)
     assert resumed[0].resumed_from is not None
+    assert_same_run(whole, resumed)
+
+
+@pytest.mark.parametrize(
+    "interrupt",
+    [
+        (2, 0),  # at the boundary: phase 1 done, the 64 px loaders not yet built
+        (2, 1),  # inside phase 2, after its first epoch
+    ],
+)
+def test_progressive_resizing_resumes_like_an_uninterrupted_run(tmp_path, interrupt):
+    phases = "32:1:4,64:2:8"  # fastai recipe: a frozen stage at 32 px, then 32 px and 64 px phases
+    whole = run(tmp_path / "whole", "fastai", 1, True, phases=phases)  # EPOCHS gives way to the phases
+    with pytest.raises(Interrupt):
+        run(tmp_path / "broken", "fastai", 1, True, interrupt=(interrupt[0] + 1, interrupt[1]), phases=phases)
+    resumed = run(tmp_path / "broken", "fastai", 1, True, phases=phases)
+    assert resumed[0].resumed_from is not None and resumed[0].epochs == 3
     assert_same_run(whole, resumed)
 
 

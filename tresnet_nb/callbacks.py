@@ -201,7 +201,7 @@ class Checkpoint(Callback):
     def after_epoch(self) -> None:
         if not self.trained:
             return
-        from .train import history, rng_state  # late: train imports this module
+        from .fitting import history, rng_state  # late: fitting imports this module
 
         ema = next((cb for cb in self.learn.cbs if isinstance(cb, EMA)), None)
         current = history(self.learn)

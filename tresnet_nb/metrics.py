@@ -1,5 +1,5 @@
 """Task metrics: single-label (top-1/top-5, macro-F1, per-class table, confusion matrix) and multi-label (mean
-column-wise ROC-AUC, the Plant Pathology 2020 metric)."""
+column-wise ROC-AUC, the Plant Pathology 2020 metric, and mAP)."""
 
 from __future__ import annotations
 
@@ -93,6 +93,27 @@ def column_aucs(probs: np.ndarray, targets: np.ndarray, columns: Sequence[str] |
 def mean_column_auc(probs: np.ndarray, targets: np.ndarray, columns: Sequence[str] | None = None) -> float:
     """Mean over columns of the ROC-AUC of ``probs`` (N, C) against 0/1 ``targets``; the Plant Pathology metric."""
     return float(np.mean(list(column_aucs(probs, targets, columns).values())))
+
+
+def mean_average_precision(probs: np.ndarray, targets: np.ndarray) -> float:
+    """mAP: the mean over columns (labels) having a positive of the average precision of ``probs`` (N, C) against
+    0/1 ``targets``, AP being the mean over positives of the precision at that positive's rank (the multi-label
+    measure of the TResNet and ASL papers)."""
+    probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets)
+    if probs.ndim != 2 or probs.shape != targets.shape:
+        raise ValueError(f"probs {probs.shape} and targets {targets.shape} must be (N, C) of the same shape")
+    aps = []
+    for j in range(probs.shape[1]):
+        positive = targets[:, j] == 1
+        if not positive.any():
+            continue
+        order = np.argsort(-probs[:, j], kind="stable")
+        hits = positive[order]
+        precision_at_hit = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
+        aps.append(precision_at_hit.mean())
+    if not aps:
+        raise ValueError("mAP needs at least one positive target; evaluate on a larger split")
+    return float(np.mean(aps))
 
 
 def macro_f1(pred: np.ndarray, targets: np.ndarray, n_classes: int, all_classes: bool = False) -> float:

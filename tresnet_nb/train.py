@@ -1,26 +1,19 @@
-"""Training: the recipes table, a staged fit that checkpoints every epoch and resumes, multi-label, predictions.
-
-A recipe becomes a plan of stages (e.g. fastai's fine_tune: one frozen epoch, then all layers). :func:`fit` runs
-the plan and, when OUTPUT_DIR already holds a checkpoint of the same configuration, resumes from its last complete
-epoch: weights, EMA, optimizer state, RNG states and history are restored, so a resumed run ends where an
-uninterrupted one would.
+"""Training: the recipes table, learner construction (precision, EMA, augmentation, MixUp/CutMix, gradient clipping
+and accumulation, gradient checkpointing, torch.compile), the learning-rate finder and predictions with optional
+test-time augmentation. The staged, resumable fit lives in :mod:`tresnet_nb.fitting`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import random
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from fastai.callback import progress as _progress  # noqa: F401  (adds the fastprogress bar to every Learner)
-from fastai.callback import schedule as _schedule  # noqa: F401  (defines Learner.fit_one_cycle)
-from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine_scheds
+from fastai.callback import schedule as _schedule  # noqa: F401  (defines Learner.fit_one_cycle, lr_find)
+from fastai.callback.core import Callback, CancelBatchException
+from fastai.callback.training import GradientClip
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
@@ -29,12 +22,11 @@ from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
 from torch import nn
 
-from .callbacks import ECHO_ENV, EMA, Checkpoint, EpochLog, precision_callbacks, resolve_precision
+from .augment import FlipInputs, MixupCutmix, set_augment
+from .callbacks import ECHO_ENV, EMA, EpochLog, precision_callbacks, resolve_precision
 from .config import RunConfig
 from .losses import AsymmetricLoss
-from .metrics import mean_column_auc
-
-CHECKPOINT = "checkpoint.pth"
+from .metrics import mean_average_precision, mean_column_auc
 
 
 @dataclass(frozen=True)
@@ -53,6 +45,8 @@ class Recipe:
     freeze_epochs: int  # head-only epochs first, for pretrained bodies
     lr_mult: float  # discriminative learning rates after unfreezing: body at lr / lr_mult
     source: str
+    augment: str = "flip"  # per-image policy, one of tresnet_nb.augment.AUGMENTS
+    erasing: float = 0.0  # random-erasing probability
 
 
 RECIPES: dict[str, Recipe] = {
@@ -63,8 +57,13 @@ RECIPES: dict[str, Recipe] = {
     # slice(lr/100, lr), pct_start 0.3, div 5.
     "fastai": Recipe(2e-3, 0.01, True, 1e-5, 0.99, "one_cycle", 0.3, 0.0, None, 1, 100.0, "fastai fine_tune"),
     # The TResNet authors' transfer recipe (their advice and timm command for CIFAR-100, see FACTS.md): Adam with
-    # L2 weight decay 1e-4, lr 2e-4, cosine with 3 of 50 epochs of warm-up, label smoothing 0.1, EMA 0.995.
-    "miil": Recipe(2e-4, 1e-4, False, 1e-8, 0.999, "cosine_warmup", 0.06, 0.1, 0.995, 0, 1.0, "Alibaba-MIIL"),
+    # L2 weight decay 1e-4, lr 2e-4, cosine with 3 of 50 epochs of warm-up, label smoothing 0.1, EMA 0.995,
+    # AutoAugment (timm's v0 is the ImageNet policy) and random erasing 0.5; squish resize and [0, 1] inputs are
+    # what the loaders and TResNet's timm config already do. eps 1e-8 and betas (0.9, 0.999): torch Adam's defaults,
+    # which the authors' timm command used.
+    "miil": Recipe(
+        2e-4, 1e-4, False, 1e-8, 0.999, "cosine_warmup", 0.06, 0.1, 0.995, 0, 1.0, "Alibaba-MIIL", "autoaugment", 0.5
+    ),
 }
 
 
@@ -91,6 +90,10 @@ def _roc_auc(preds: torch.Tensor, targets: torch.Tensor) -> float:
     return mean_column_auc(preds.float().numpy(), targets.float().numpy())
 
 
+def _map(preds: torch.Tensor, targets: torch.Tensor) -> float:
+    return mean_average_precision(preds.float().numpy(), targets.float().numpy())
+
+
 def task_loss_and_metrics(task: str, recipe: Recipe, multi_label_loss: str = "bce") -> tuple[nn.Module, list]:
     """Loss and fastai metrics for ``task`` ('single-label' or 'multi-label')."""
     if task == "single-label":
@@ -100,7 +103,9 @@ def task_loss_and_metrics(task: str, recipe: Recipe, multi_label_loss: str = "bc
     losses = {"bce": BCEWithLogitsLossFlat(), "asl": AsymmetricLoss()}
     if multi_label_loss not in losses:
         raise ValueError(f"Unknown multi-label loss {multi_label_loss!r}; choose one of {sorted(losses)}")
-    return losses[multi_label_loss], [AccumMetric(_roc_auc, activation="sigmoid", flatten=False, name="roc_auc")]
+    metrics = [AccumMetric(_roc_auc, activation="sigmoid", flatten=False, name="roc_auc"),
+               AccumMetric(_map, activation="sigmoid", flatten=False, name="mAP")]  # fmt: skip
+    return losses[multi_label_loss], metrics
 
 
 def seed_everything(seed: int) -> None:
@@ -108,184 +113,132 @@ def seed_everything(seed: int) -> None:
     set_seed(seed, reproducible=True)
 
 
+class AccumulateGradients(Callback):
+    """Step the optimizer every ``steps`` batches with the mean of their gradients (an effective batch of
+    ``steps`` x the loader's), and on the last batch of each epoch, so that no gradient crosses an epoch boundary
+    (checkpoints are taken there) and no data is left out."""
+
+    order = 6  # before MixedPrecision's before_step (10) and gradient clipping (11): skipped batches do neither
+    run_valid = False
+
+    def __init__(self, steps: int) -> None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"ACCUMULATE must be a whole number of batches >= 1, not {steps!r}")
+        self.steps = steps
+
+    def before_epoch(self) -> None:
+        self.count = 0
+
+    def after_loss(self) -> None:
+        self.learn.loss_grad = self.loss_grad / self.steps
+
+    def before_step(self) -> None:
+        self.count += 1
+        if self.count % self.steps and self.iter < self.n_iter - 1:
+            raise CancelBatchException()  # keeps the gradients: fastai zeroes them only after a step
+
+
 def build_learner(
-    cfg: RunConfig, dls: DataLoaders, model: nn.Module, task: str = "single-label", recipe: str | None = None,
+    cfg: RunConfig,
+    dls: DataLoaders,
+    model: nn.Module,
+    task: str = "single-label",
+    recipe: str | None = None,
     multi_label_loss: str = "bce",
-) -> Learner:  # fmt: skip
-    """A fastai Learner for ``model`` on ``dls`` with the precision of ``cfg`` and the loss and optimizer of
-    ``recipe`` (default: by whether the weights are pretrained) for ``task``."""
+    *,
+    augment: str | None = None,
+    erasing: float | None = None,
+    mixup: float = 0.0,
+    cutmix: float = 0.0,
+    clip_grad: float | None = None,
+    accumulate: int = 1,
+    grad_checkpointing: bool = False,
+    compile: bool | str = False,
+) -> Learner:
+    """A fastai Learner for ``model`` on ``dls`` with the precision of ``cfg`` and the loss, optimizer, EMA and
+    augmentation of ``recipe`` (default: by whether the weights are pretrained) for ``task``.
+
+    ``augment`` and ``erasing`` override the recipe's augmentation policy (one of ``AUGMENTS``, or 'as_built' to
+    keep the loaders' own) and random-erasing probability; ``mixup``/``cutmix`` are Beta alphas (0: off);
+    ``clip_grad`` clips the global gradient norm; ``accumulate`` steps every that many batches (effective batch
+    ``accumulate`` x BATCH_SIZE); ``grad_checkpointing`` recomputes block activations in backward (timm's
+    set_grad_checkpointing); ``compile`` applies ``torch.compile`` in place (True, or a backend name).
+    """
     pretrained = bool(getattr(getattr(model, "weights_info", None), "pretrained", False))
     name = recipe or default_recipe(pretrained)
     rec = get_recipe(name)
     loss, metrics = task_loss_and_metrics(task, rec, multi_label_loss)
     precision = resolve_precision(cfg.precision, dls.device)
+    policy = rec.augment if augment is None else augment
+    erase = rec.erasing if erasing is None else erasing
+    if policy != "as_built":
+        set_augment(dls, policy, erase)  # checks both, naming the bad value
+    elif erasing:
+        raise ValueError("erasing needs a tresnet_nb augmentation policy; with augment='as_built' leave it None")
+    if clip_grad is not None and (
+        isinstance(clip_grad, bool) or not isinstance(clip_grad, (int, float)) or clip_grad <= 0
+    ):
+        raise ValueError(f"CLIP_GRAD must be a positive gradient norm or None, not {clip_grad!r}")
+    if grad_checkpointing and compile:
+        raise ValueError(
+            "grad_checkpointing and compile cannot be combined: with torch 2.14 the recomputed BatchNorm counters of "
+            "a compiled, checkpointed TResNet fail autograd's in-place check. Choose one (checkpointing saves "
+            "memory, compile saves time)."
+        )
+    if grad_checkpointing:
+        if not hasattr(model, "set_grad_checkpointing"):
+            raise TypeError(f"{type(model).__name__} has no set_grad_checkpointing; use a timm model")
+        model.set_grad_checkpointing(True)
     opt = lambda params, lr: Adam(params, lr, sqr_mom=rec.sqr_mom, eps=rec.eps, wd=rec.weight_decay,  # noqa: E731
                                   decouple_wd=rec.decoupled_wd)  # fmt: skip
-    cbs = precision_callbacks(precision, dls.device)
+    cbs: list[Callback] = precision_callbacks(precision, dls.device)
     if rec.ema_decay:
         cbs.append(EMA(rec.ema_decay))
+    if mixup or cutmix:
+        cbs.append(MixupCutmix(mixup, cutmix))
+    if accumulate != 1:
+        cbs.append(AccumulateGradients(accumulate))
+    if clip_grad is not None:
+        cbs.append(GradientClip(float(clip_grad)))
     if os.environ.get(ECHO_ENV):
         cbs.append(EpochLog(cfg.notebook))
-    learn = Learner(dls, model.to(dls.device), loss_func=loss, opt_func=opt, metrics=metrics, splitter=head_splitter,
-                    wd=rec.weight_decay, cbs=cbs)  # fmt: skip
+    model = model.to(dls.device)
+    if compile:
+        model.compile(**({} if compile is True else {"backend": compile}))  # in place: state_dict keys unchanged
+    learn = Learner(dls, model, loss_func=loss, opt_func=opt, metrics=metrics, splitter=head_splitter,
+                    wd=rec.weight_decay, cbs=cbs, path=cfg.out)  # fmt: skip
     learn.precision, learn.recipe_name, learn.task = precision, name, task
+    learn.options = {"augment": policy, "erasing": erase, "mixup": mixup, "cutmix": cutmix, "clip_grad": clip_grad,
+                     "accumulate": accumulate, "grad_checkpointing": grad_checkpointing, "task": task,
+                     "multi_label_loss": multi_label_loss}  # fmt: skip
     return learn
 
 
 @dataclass(frozen=True)
-class Stage:
-    """One fastai fit of a plan: frozen body or not, epochs, learning rate (or a slice), schedule."""
+class LrFinding:
+    """fastai's learning-rate range test: the rates tried, the smoothed losses, and the suggested rate (valley)."""
 
-    frozen: bool
-    epochs: int
-    lr: float | tuple[float, float]
-    schedule: str
-    pct_start: float
-    div: float
+    lrs: list[float]
+    losses: list[float]
+    suggestion: float
 
 
-def plan(recipe: Recipe, epochs: int, lr: float | None, pretrained: bool) -> list[Stage]:
-    """The stages that train ``epochs`` epochs with ``recipe`` (a frozen stage first for pretrained bodies)."""
-    lr = recipe.lr if lr is None else lr
-    if pretrained and recipe.freeze_epochs:
-        body_lr = lr / 2  # fastai's fine_tune halves base_lr after the frozen epochs
-        return [
-            Stage(True, recipe.freeze_epochs, lr, recipe.schedule, 0.99, 25.0),
-            Stage(False, epochs, (body_lr / recipe.lr_mult, body_lr), recipe.schedule, recipe.warmup_pct, 5.0),
-        ]
-    return [Stage(False, epochs, lr, recipe.schedule, recipe.warmup_pct, 25.0)]
-
-
-def _run_stage(learn: Learner, stage: Stage, start_epoch: int) -> None:
-    if start_epoch == 0:  # fastai's freeze/unfreeze also clear the optimizer state: not when resuming mid-stage
-        learn.freeze() if stage.frozen else learn.unfreeze()
-    lr = slice(*stage.lr) if isinstance(stage.lr, tuple) else stage.lr
-    if stage.schedule == "one_cycle":
-        learn.fit_one_cycle(stage.epochs, lr, pct_start=stage.pct_start, div=stage.div, start_epoch=start_epoch)
-        return
-    # one peak per parameter group (body, head), as fastai spreads a slice
-    peak = np.array(stage.lr) if isinstance(stage.lr, tuple) else stage.lr
-    warm = combine_scheds([stage.pct_start, 1 - stage.pct_start], [SchedLin(peak / 25, peak), SchedCos(peak, 0.0)])
-    learn.fit(stage.epochs, peak, cbs=ParamScheduler({"lr": warm}), start_epoch=start_epoch)
-
-
-def rng_state(learn: Learner) -> dict[str, Any]:
-    """Every RNG a training epoch draws from, as tensors and lists (loadable with weights_only=True)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-        "loader": [list(x) if isinstance(x, tuple) else x for x in learn.dls.train.rng.getstate()],
-    }
-
-
-def set_rng_state(learn: Learner, state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` saved."""
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
-    learn.dls.train.rng.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["loader"]))
-
-
-def fingerprint(cfg: RunConfig, stages: list[Stage], recipe: str) -> str:
-    """What must match for a checkpoint to be resumed: the config (less where it is written) and the plan."""
-    config = {k: v for k, v in cfg.to_dict().items() if k != "output_dir"}
-    return json.dumps({"config": config, "recipe": recipe, "plan": [asdict(s) for s in stages]}, sort_keys=True)
-
-
-@dataclass(frozen=True)
-class FitResult:
-    """What :func:`fit` did: recipe, learning rate, epochs, wall time, the history, and where it resumed."""
-
-    recipe: str
-    lr: float
-    epochs: int
-    seconds: float
-    images_per_second: float
-    history: dict[str, Any]
-    resumed_from: str | None = None
-
-
-def _load_checkpoint(path: Path, expected: str) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("fingerprint") != expected:
-        raise ValueError(
-            f"{path} holds a checkpoint of a different configuration or plan, so it cannot be resumed. Fix: use "
-            f"another OUTPUT_DIR for this run, or delete {path} to start this one afresh."
-        )
-    return state
-
-
-def _restore(learn: Learner, state: dict[str, Any], stage: Stage) -> None:
-    learn.model.load_state_dict(state["model"])
-    if learn.opt is None:
-        learn.create_opt()
-    learn.freeze() if stage.frozen else learn.unfreeze()
-    learn.opt.load_state_dict(state["opt"])
-    ema = next((cb for cb in learn.cbs if isinstance(cb, EMA)), None)
-    if ema is not None and state["ema"] is not None:
-        ema.load_state_dict(state["ema"])
-    set_rng_state(learn, state["rng"])
-
-
-def fit(learn: Learner, cfg: RunConfig, pretrained: bool, checkpoint_dir: Path | str | None = None) -> FitResult:
-    """Train with the learner's recipe, checkpointing every epoch in ``checkpoint_dir`` (default OUTPUT_DIR) and
-    resuming from a checkpoint of the same configuration found there."""
-    recipe = get_recipe(learn.recipe_name)
-    stages = plan(recipe, cfg.epochs, cfg.lr, pretrained)
-    path = Path(checkpoint_dir or cfg.out) / CHECKPOINT
-    print_ = fingerprint(cfg, stages, learn.recipe_name)
-    state = _load_checkpoint(path, print_)
-    ckpt = Checkpoint(path, print_)
-    learn.add_cb(ckpt)
-    start_stage, start_epoch, resumed = 0, 0, None
-    if state is not None:
-        start_stage, start_epoch = state["stage"], state["epoch"] + 1
-        if start_epoch >= stages[start_stage].epochs:
-            start_stage, start_epoch = start_stage + 1, 0
-        _restore(learn, state, stages[min(start_stage, len(stages) - 1)])
-        ckpt.prefix = state["history"]
-        if start_epoch > 0:  # mid-stage: the running train loss goes on; a new stage starts it afresh, as fastai does
-            ckpt.smooth_loss = (state["smooth_loss"][0], state["smooth_loss"][1])
-        resumed = f"stage {state['stage'] + 1} epoch {state['epoch'] + 1} of {path}"
-        print(f"Resuming after {resumed}" if start_stage < len(stages) else f"Training already complete in {path}")
-    start = time.perf_counter()
-    images = 0
-    try:
-        for index in range(start_stage, len(stages)):
-            ckpt.stage = index
-            _run_stage(learn, stages[index], start_epoch if index == start_stage else 0)
-            done = history(learn)
-            ckpt.prefix = {"train_losses": ckpt.prefix["train_losses"] + done["train_losses"],
-                           "epochs": ckpt.prefix["epochs"] + done["epochs"], "metric_names": done["metric_names"]}  # fmt: skip
-            images += len(done["epochs"]) * len(learn.dls.train) * learn.dls.train.bs
-    finally:
-        learn.remove_cb(ckpt)
-    if state is not None and start_stage >= len(stages):
-        ema = next((cb for cb in learn.cbs if isinstance(cb, EMA)), None)
-        if ema is not None and state["ema"] is not None:
-            learn.model.load_state_dict(state["ema"])  # a finished EMA run ends on the average
-    seconds = time.perf_counter() - start
-    lr = cfg.lr if cfg.lr is not None else recipe.lr
-    return FitResult(learn.recipe_name, lr, cfg.epochs, seconds, images / max(seconds, 1e-9), ckpt.prefix, resumed)
-
-
-def predict(learn: Learner) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilities (softmax, or sigmoid for multi-label) and targets on the validation DataLoader, in fp32."""
-    probs, targets = learn.get_preds(dl=learn.dls.valid)
-    return probs.float(), targets
-
-
-def history(learn: Learner) -> dict[str, Any]:
-    """Training losses and per-epoch validation values fastai recorded in the last fit (get_preds resets them)."""
+def lr_find(learn: Learner, num_it: int = 100, start_lr: float = 1e-7, end_lr: float = 10.0) -> LrFinding:
+    """Run fastai's learning-rate finder on ``learn`` and return what it found; the weights and optimizer are
+    restored afterwards, and the EMA (which must not average the test's exploding steps) sits it out."""
+    emas = [cb for cb in learn.cbs if isinstance(cb, EMA)]
+    with learn.removed_cbs(emas), learn.no_logging():
+        found = learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, show_plot=False)
     rec = learn.recorder
-    return {
-        "train_losses": [float(v) for v in rec.losses],
-        "metric_names": list(rec.metric_names[1:-1]),
-        # epochs skipped on resume leave empty rows
-        "epochs": [[float(v) if v is not None else None for v in row] for row in rec.values if len(row)],
-    }
+    return LrFinding([float(v) for v in rec.lrs], [float(v) for v in rec.losses], float(found.valley))
+
+
+def predict(learn: Learner, dl: Any = None, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities (softmax, or sigmoid for multi-label) and targets on ``dl`` (default: the validation
+    DataLoader), in fp32; ``tta`` averages them with the predictions on the left-right flipped images."""
+    dl = learn.dls.valid if dl is None else dl
+    probs, targets = learn.get_preds(dl=dl)
+    if tta:
+        flipped, _ = learn.get_preds(dl=dl, cbs=[FlipInputs()])
+        probs = (probs.float() + flipped.float()) / 2
+    return probs.float(), targets

@@ -124,6 +124,18 @@ def plot_training(history: dict[str, Any], path: Path | str | None = None) -> No
     _finish(fig, path)
 
 
+def plot_lr_find(
+    lrs: Sequence[float], losses: Sequence[float], suggestion: float, path: Path | str | None = None
+) -> None:
+    """The learning-rate finder's smoothed loss against the learning rate (log scale), the suggestion marked."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(lrs, losses)
+    ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested {suggestion:.2e}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="loss (smoothed)")
+    ax.legend(fontsize=8)
+    _finish(fig, path)
+
+
 def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: Path | str | None = None) -> None:
     """The confusion matrix, rows normalised (true class), with counts in the cells."""
     norm = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)

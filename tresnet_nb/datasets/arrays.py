@@ -13,6 +13,7 @@ from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fasttransform import ItemTransform
 
+from ..augment import BatchAugment
 from . import get_dataset
 
 
@@ -90,29 +91,32 @@ class TensorItems(torch.utils.data.Dataset):
 
 
 class Preprocess(ItemTransform):
-    """Batch transform: uint8 to float in [0, 1], the model's mean/std, and (train only) flip and shift."""
+    """Batch transform: uint8 to float in [0, 1], the model's mean/std, and (train only) augmentation: a
+    :class:`tresnet_nb.augment.BatchAugment` policy (flip by default; build_learner sets the recipe's), an optional
+    small shift, and random erasing after normalisation."""
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], augment: bool, max_shift: float = 0.1) -> None:
         super().__init__()
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
         self.augment, self.max_shift = augment, max_shift
+        self.aug = BatchAugment("flip") if augment else None
 
     def encodes(self, batch):  # untyped: fasttransform dispatches on annotations
         x, y = batch
         x = x.float().div_(255)
-        if self.augment:
-            x = self._augment(x)
+        if self.aug is not None:
+            x = self._shift(self.aug.images(x))
         x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        if self.aug is not None:
+            x = self.aug.erase(x)
         return x, y
 
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
-        flip = torch.rand(n, device=x.device) < 0.5
-        x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+    def _shift(self, x: torch.Tensor) -> torch.Tensor:
         if self.max_shift <= 0:
             return x
         # a random translation of up to max_shift of the side, zero padded (the classic small-image augmentation)
+        h, w = x.shape[-2:]
         pad = max(1, int(round(h * self.max_shift)))
         padded = F.pad(x, (pad, pad, pad, pad))
         dy, dx = torch.randint(0, 2 * pad + 1, (2,)).tolist()
