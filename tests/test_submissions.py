@@ -128,3 +128,45 @@ def test_macro_f1_matches_sklearn():
     assert metrics.macro_f1(scores, targets, 9) == metrics.macro_f1(pred, targets, 9)
     with pytest.raises(ValueError, match="pred range over 0..7, outside the classes 0..6"):
         metrics.macro_f1(pred, targets, 7)
+
+
+# --- end to end: train on a fixture, predict its unlabelled test split, write and check the submission -----------
+
+
+@pytest.mark.parametrize(("dataset", "task"), [("herbarium2020", "single-label"), ("plant_pathology", "multi-label")])
+def test_a_trained_model_writes_a_valid_submission_for_the_test_split(tmp_path, dataset, task):
+    import torch
+    from fastai.callback.progress import ProgressCallback
+
+    from tresnet_nb import RunConfig, build_learner, data_config, fit, load_model, predict, seed_everything
+    from tresnet_nb.datasets import get_dataset
+    from tresnet_nb.datasets.highres import predict_dl, prepare_file_dls
+
+    spec = get_dataset(dataset)
+    ds = spec.read(spec.write_fixture(tmp_path / "data"))
+    cfg = RunConfig.from_params("k", preset="smoke", dataset=dataset, precision="fp32", output_dir=str(tmp_path / "o"))
+    seed_everything(cfg.seed)
+    model = load_model(cfg.arch, cfg.weights, num_classes=len(ds.class_names))
+    cpu, data_cfg, cache = torch.device("cpu"), data_config(model, 64), tmp_path / "cache"
+    dls = prepare_file_dls(ds, spec.eval_split, 64, 8, data_cfg, cpu, tmp_path / "o", cache_dir=cache)
+    learn = build_learner(cfg, dls, model, task=task)
+    learn.remove_cb(ProgressCallback)
+    fit(learn, cfg, pretrained=False)
+    test = ds["test"]
+    assert not test.labelled
+    probs, _ = predict(learn, dl=predict_dl(test, 64, 8, data_cfg, cpu, cache_dir=cache, num_workers=0), tta=True)
+    assert probs.shape == (len(test), len(ds.class_names))
+    path = sub.write_submission(dataset, tmp_path / "submission.csv", test.ids, probs.numpy(), ds.meta, test.ids)
+    columns = sub.HERBARIUM_COLUMNS if dataset == "herbarium2020" else sub.PLANT_PATHOLOGY_COLUMNS
+    assert sub.check_submission(path, test.ids, columns) == len(test)
+    table = rows(path)
+    if dataset == "herbarium2020":  # category ids, not class indices
+        predicted = [int(r[1]) for r in table[1:]]
+        assert predicted == [int(ds.meta["category_ids"][i]) for i in probs.argmax(1).tolist()]
+    else:
+        assert np.allclose([[float(v) for v in r[1:]] for r in table[1:]], probs.numpy())
+
+
+def test_write_submission_refuses_datasets_without_a_format(tmp_path):
+    with pytest.raises(sub.SubmissionError, match="'cifar10' has no Kaggle submission format"):
+        sub.write_submission("cifar10", tmp_path / "s.csv", ["a"], np.zeros((1, 10)))

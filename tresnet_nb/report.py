@@ -140,5 +140,6 @@ def run_record(cfg: RunConfig, model: nn.Module, report: Any, result: Any, learn
         cfg, weights_info(model), "accuracy", report.top1, result.seconds,
         paper_target=get_dataset(cfg.dataset).paper_target, top5=report.top5, macro_f1=report.macro_f1,
         n_eval=report.n_items, recipe=result.recipe, lr=result.lr, precision=getattr(learn, "precision", None),
-        train_images_per_second=round(result.images_per_second, 1),
+        train_images_per_second=round(result.images_per_second, 1), epochs=result.epochs,
+        options=getattr(learn, "options", None),
     )  # fmt: skip

@@ -105,6 +105,20 @@ def write_plant_pathology_submission(
     return _write(path, ("image_id", *columns), rows)
 
 
+def write_submission(dataset: str, path: Path, test_ids: Sequence[str], probs: np.ndarray, meta: dict | None = None,
+                     expected_ids: Sequence[str] | None = None) -> Path:  # fmt: skip
+    """The Kaggle submission of ``dataset`` ('herbarium2020': the arg-max class as its category id, from
+    ``meta['category_ids']`` of the dataset; 'plant_pathology': the probabilities) for ``test_ids``."""
+    probs = np.asarray(probs)
+    if dataset == "herbarium2020":
+        if not meta or "category_ids" not in meta:
+            raise SubmissionError("Herbarium submissions need the dataset's meta['category_ids'] (from its reader)")
+        return write_herbarium_submission(path, test_ids, probs.argmax(1), meta["category_ids"], expected_ids)
+    if dataset == "plant_pathology":
+        return write_plant_pathology_submission(path, test_ids, probs, expected_ids=expected_ids)
+    raise SubmissionError(f"{dataset!r} has no Kaggle submission format; only 'herbarium2020' and 'plant_pathology'")
+
+
 def check_submission(path: Path, sample_or_ids: Path | Sequence[str], columns: Sequence[str]) -> int:
     """Check the submission at ``path`` has header ``columns`` (ids first), no empty cell, and exactly the ids of
     the sample submission file or id list ``sample_or_ids``; returns the number of rows."""

@@ -103,14 +103,14 @@ class Preprocess(ItemTransform):
         self.aug = BatchAugment("flip") if augment else None
 
     def encodes(self, batch):  # untyped: fasttransform dispatches on annotations
-        x, y = batch
+        x, *y = batch  # images, then the labels (none for an unlabelled test set)
         x = x.float().div_(255)
         if self.aug is not None:
             x = self._shift(self.aug.images(x))
         x = (x - self.mean.to(x.device)) / self.std.to(x.device)
         if self.aug is not None:
             x = self.aug.erase(x)
-        return x, y
+        return (x, *y)
 
     def _shift(self, x: torch.Tensor) -> torch.Tensor:
         if self.max_shift <= 0:

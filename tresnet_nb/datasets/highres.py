@@ -106,21 +106,23 @@ class FileItems(torch.utils.data.Dataset):
     files of another size are squished on the fly, so an uncached split works too, only slower."""
 
     def __init__(self, split: Split, size: int, crop: bool = False, draft: bool = True) -> None:
-        if not split.labelled:
-            raise ValueError("FileItems needs a labelled split; use predict-only loaders for the test split")
         self.split, self.size, self.crop, self.draft = split, size, crop, draft
+        # an unlabelled split (a Kaggle test set) yields images alone: fastai then predicts without a loss
         labels = split.labels
-        self.labels = torch.as_tensor(labels, dtype=torch.float32 if labels.ndim == 2 else torch.long)
+        self.labels = (
+            None if labels is None else torch.as_tensor(labels, dtype=torch.float32 if labels.ndim == 2 else torch.long)
+        )
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         box = None
         if self.crop and self.split.boxes is not None:
             box = tuple(int(v) for v in self.split.boxes[i])
         img = decode_resized(self.split.paths[i], self.size, box, self.draft)
-        return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous(), self.labels[i]
+        image = torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
+        return (image,) if self.labels is None else (image, self.labels[i])
 
 
 def file_dls(
@@ -150,6 +152,25 @@ def file_dls(
         after_batch=Preprocess(mean, std, augment=False),
     )  # fmt: skip
     return DataLoaders(train_dl, valid_dl, device=device)
+
+
+def predict_dl(
+    split: Split,
+    size: int,
+    batch_size: int,
+    data_cfg: dict[str, Any],
+    device: torch.device,
+    cache_dir: Path | None = None,
+    crop: bool = False,
+    num_workers: int | None = None,
+) -> DataLoader:
+    """A DataLoader over every image of ``split`` (labelled or not, e.g. a Kaggle test set) in split order,
+    resized once into the cache, for tresnet_nb.predict(learn, dl=...)."""
+    workers = min(2, os.cpu_count() or 1) if num_workers is None else num_workers
+    items = FileItems(cache_split(split, size, cache_dir, crop=crop), size)
+    mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
+    return DataLoader(items, bs=batch_size, shuffle=False, num_workers=workers, device=device,
+                      after_batch=Preprocess(mean, std, augment=False))  # fmt: skip
 
 
 def balanced_indices(labels: np.ndarray, seed: int) -> Callable[[], list[int]]:
