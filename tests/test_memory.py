@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tresnet_nb.memory import grad_checkpointing, saved_tensor_bytes
+from tresnet_nb.memory import find_max_batch, grad_checkpointing, max_batch_size, saved_tensor_bytes, training_step
 
 F32 = 4  # bytes per float32
 
@@ -118,3 +118,54 @@ def test_checkpointing_gives_the_same_loss_and_gradients(tresnet, batch):
 def test_checkpointing_a_model_without_support_says_how():
     with pytest.raises(TypeError, match="set_grad_checkpointing"), grad_checkpointing(nn.Linear(2, 2)):
         pass
+
+
+# ---- the largest batch: search with out-of-memory back-off -------------------------------------------------------
+
+
+def oom_above(threshold: int, calls: list[int]):
+    def fits(batch: int) -> None:
+        calls.append(batch)
+        if batch > threshold:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {batch} MiB")
+
+    return fits
+
+
+@pytest.mark.parametrize(("threshold", "start"), [(37, 2), (1, 2), (3, 8), (512, 2), (1000, 1)])
+def test_max_batch_search_finds_the_threshold_by_doubling_then_bisection(threshold, start):
+    calls: list[int] = []
+    found = max_batch_size(oom_above(threshold, calls), start=start, limit=4096)
+    assert found.largest == threshold and found.smallest_failing == threshold + 1
+    assert [b for b, _ in found.tried] == calls and len(calls) <= 2 * 12 + 2  # logarithmic, not linear
+    assert all(ok == (b <= threshold) for b, ok in found.tried)
+
+
+def test_max_batch_search_stops_at_the_limit():
+    found = max_batch_size(oom_above(10_000, []), start=2, limit=100)
+    assert (found.largest, found.smallest_failing) == (100, None)
+
+
+def test_max_batch_search_lets_other_errors_through_at_once():
+    calls: list[int] = []
+
+    def broken(batch: int) -> None:
+        calls.append(batch)
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        max_batch_size(broken)
+    assert calls == [2]  # not retried
+
+
+def test_max_batch_search_when_nothing_fits():
+    with pytest.raises(RuntimeError, match="Not even a batch of 1"):
+        max_batch_size(oom_above(0, []))
+
+
+def test_find_max_batch_needs_cuda_and_training_step_runs_on_cpu(tresnet):
+    with pytest.raises(ValueError, match="searches a CUDA device.*set BATCH_SIZE"):
+        find_max_batch(tresnet, 64, 10, device=torch.device("cpu"))
+    step = training_step(tresnet, 64, torch.device("cpu"), 10, precision="bf16")
+    found = max_batch_size(step, start=1, limit=2)  # the real step, here bounded by the limit
+    assert found.largest == 2 and all(p.grad is None for p in tresnet.parameters())

@@ -1,4 +1,5 @@
-"""Activation memory of a training step: bytes autograd saves for backward, and gradient checkpointing.
+"""Activation memory of a training step: bytes autograd saves for backward, gradient checkpointing, and the
+largest training batch a CUDA device holds.
 
 The count uses ``torch.autograd.graph.saved_tensors_hooks``: every tensor an autograd node saves for its backward
 passes through the pack hook, so the hook sees exactly what the graph keeps alive between forward and backward,
@@ -112,3 +113,103 @@ def grad_checkpointing(model: nn.Module, enable: bool = True) -> Iterator[nn.Mod
         yield model
     finally:
         setter(previous)
+
+
+@dataclass(frozen=True)
+class BatchSearch:
+    """The largest batch that fitted, the smallest that did not (None if ``limit`` fitted), and every try."""
+
+    largest: int
+    smallest_failing: int | None
+    tried: tuple[tuple[int, bool], ...]
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def max_batch_size(fits: Callable[[int], None], start: int = 2, limit: int = 4096) -> BatchSearch:
+    """The largest batch size for which ``fits(batch)`` returns without running out of memory: doubling from
+    ``start`` until it fails or reaches ``limit``, then bisection. Out-of-memory errors are caught (and the CUDA
+    cache emptied); any other error propagates at once, since errors such as an illegal memory access leave the
+    CUDA context unusable and retrying would only hide them."""
+    if not 1 <= start <= limit:
+        raise ValueError(f"Need 1 <= start <= limit, not start={start!r}, limit={limit!r}")
+    tried: list[tuple[int, bool]] = []
+
+    def attempt(batch: int) -> bool:
+        try:
+            fits(batch)
+            ok = True
+        except (torch.OutOfMemoryError, RuntimeError) as err:
+            if not _is_oom(err):
+                raise
+            ok = False
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        tried.append((batch, ok))
+        return ok
+
+    good, bad = 0, None
+    batch = start
+    while True:
+        if attempt(batch):
+            good = batch
+            if batch >= limit:
+                break
+            batch = min(batch * 2, limit)
+        else:
+            bad = batch
+            break
+    if good == 0 and bad is not None:  # even start failed: search below it
+        low, high = 0, bad
+    else:
+        low, high = good, bad
+    while high is not None and high - low > 1:
+        mid = (low + high) // 2
+        if attempt(mid):
+            low = mid
+        else:
+            high = mid
+    if low == 0:
+        raise RuntimeError("Not even a batch of 1 fits in memory; use a smaller image size or model")
+    return BatchSearch(low, high, tuple(tried))
+
+
+def training_step(model: nn.Module, img_size: int, device: torch.device, num_classes: int,
+                  precision: str = "fp32") -> Callable[[int], None]:  # fmt: skip
+    """A function running one forward, loss and backward of ``model`` in train mode on a random batch of the
+    given size at ``img_size`` (channels_last, autocast for 'bf16'/'fp16'), for :func:`max_batch_size`."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    def run(batch: int) -> None:
+        x = torch.rand(batch, 3, img_size, img_size, device=device).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, num_classes, (batch,), device=device)
+        model.train()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return run
+
+
+def find_max_batch(model: nn.Module, img_size: int, num_classes: int, precision: str = "fp16",
+                   device: torch.device | None = None, limit: int = 4096) -> BatchSearch:  # fmt: skip
+    """The largest training batch of ``model`` at ``img_size`` on a CUDA device (searching with
+    :func:`max_batch_size`; BatchNorm statistics are restored afterwards). On a CPU there is no allocator limit
+    to find: pick a batch, and see :func:`saved_tensor_bytes` for the memory it needs."""
+    device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    if device.type != "cuda":
+        raise ValueError(
+            f"find_max_batch searches a CUDA device's memory; this run is on {device.type}. Fix: set BATCH_SIZE "
+            "yourself (tresnet_nb.memory.saved_tensor_bytes estimates the activation memory per image)"
+        )
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    try:
+        return max_batch_size(training_step(model.to(device), img_size, device, num_classes, precision), limit=limit)
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
