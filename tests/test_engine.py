@@ -356,3 +356,44 @@ def test_progressive_fit_swaps_loaders_and_keeps_the_optimizer_state(tmp_path):
     assert {int(s["step"]) for s in learn.opt.state.values() if "step" in s} == {6}
     with pytest.raises(ValueError, match="needs dls_for"):
         fit(learn, cfg, pretrained=False, phases="32:1:8")
+
+
+# ---- the miil recipe's parts -----------------------------------------------------------------------------------
+
+
+def test_miil_recipe_optimizer_loss_and_schedule(tmp_path):
+    cfg, learn = make(tmp_path, img_size=32, model=Tiny(), splits=_tiny_splits(32), batch_size=8, recipe="miil")
+    miil = RECIPES["miil"]
+    assert learn.loss_func.func.label_smoothing == miil.label_smoothing == 0.1
+    lrs = Record(50, "before_step", lambda cb: cb.opt.hypers[-1]["lr"])
+    learn.add_cb(lrs)
+    fit(learn, cfg.with_changes(epochs=5), pretrained=False)
+    # weight decay 1e-4 as L2 (not decoupled), on weights but not on biases (nor norm weights)
+    hypers = learn.opt.hypers[-1]
+    assert hypers["wd"] == pytest.approx(1e-4)
+    decays = {p.ndim: learn.opt.state[p].get("do_wd", True) for p in learn.model.parameters()}
+    assert decays == {4: True, 2: True, 1: False}
+    # linear warm-up over the first 6% from lr/25, then cosine down to zero
+    seen = np.array(lrs.seen)
+    peak = int(np.argmax(seen))
+    assert seen[0] == pytest.approx(miil.lr / 25, rel=0.2) and seen.max() == pytest.approx(miil.lr, rel=0.05)
+    assert 0 < peak <= 0.1 * len(seen) and np.all(np.diff(seen[peak:]) <= 1e-12) and seen[-1] < 0.05 * miil.lr
+
+
+def test_ema_is_the_running_average_that_is_validated_and_kept(tmp_path):
+    cfg, learn = make(tmp_path, img_size=32, model=Tiny(), splits=_tiny_splits(32), batch_size=8, recipe="miil")
+    decay = RECIPES["miil"].ema_decay
+    start = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    live = Record(54, "after_step", lambda cb: {k: v.clone() for k, v in cb.learn.model.state_dict().items()})
+    learn.add_cb(live)
+    result = fit(learn, cfg.with_changes(epochs=2), pretrained=False)
+    expected = start
+    for weights in live.seen:
+        expected = {k: expected[k] + (1 - decay) * (weights[k] - expected[k]) for k in expected}
+    for key, value in learn.model.state_dict().items():  # the model holds the average at the end
+        torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-7)
+    recorded_valid_loss = result.history["epochs"][-1][1]
+    assert learn.validate()[0] == pytest.approx(recorded_valid_loss, abs=1e-6)  # validation ran on the average
+    learn.model.load_state_dict(live.seen[-1])
+    with learn.removed_cbs([cb for cb in learn.cbs if type(cb).__name__ == "EMA"]):
+        assert learn.validate()[0] != pytest.approx(recorded_valid_loss, abs=1e-6)
