@@ -24,6 +24,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_precision.py
 	$(PY) benchmarks/bench_highres.py
+	$(PY) benchmarks/bench_loop_overhead.py
+	$(PY) benchmarks/bench_grad_checkpointing.py
 
 clean-runs:
 	rm -rf runs

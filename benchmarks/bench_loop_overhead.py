@@ -18,38 +18,13 @@ import time
 
 import torch
 import torch.nn.functional as F
-from fastai.callback.core import Callback, CancelValidException
+from timing import TrainTimer, sync  # benchmarks/timing.py
 from torch import nn
 
 import tresnet_nb as tnb
 
 LR = 1e-3
 SEED = 42
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class TrainTimer(Callback):
-    """Seconds of each training phase (``before_train`` to ``after_train``); skips validation."""
-
-    order = -100  # start before, and stop before, every other callback's train events
-
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-
-    def before_train(self) -> None:
-        sync(self.dls.device)
-        self._start = time.perf_counter()
-
-    def after_train(self) -> None:
-        sync(self.dls.device)
-        self.seconds.append(time.perf_counter() - self._start)
-
-    def before_validate(self) -> None:
-        raise CancelValidException
 
 
 class BareLoop:

@@ -1,4 +1,4 @@
-"""Benchmarks run (their numbers are read by people, not asserted here)."""
+"""Benchmarks run with tiny arguments and print their ratio lines (the numbers are read by people, not asserted)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_precision_benchmark_runs_and_prints_ratios():
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench_precision.py", "--items", "32", "--batch-size", "16", "--repeats", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "bf16+channels_last / fp32+channels_last: train x" in result.stdout
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
-def test_highres_benchmark_runs_and_prints_the_ratio():
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench_highres.py", "--images", "6", "--size", "224"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+@pytest.mark.parametrize(
+    ("script", "args", "ratio_lines"),
+    [
+        ("bench_precision.py", ("--img-size", "64", "--items", "32", "--repeats", "1"),
+         ("bf16+channels_last / fp32 NCHW: train x", "bf16+channels_last / fp32+channels_last: train x")),
+        ("bench_highres.py", ("--images", "6", "--size", "224"), ("cached / naive: x",)),
+        ("bench_loop_overhead.py", ("--items", "32", "--batch-size", "16", "--repeats", "1"), ("ours / bare: x",)),
+        ("bench_grad_checkpointing.py", ("--img-size", "64", "--batch-size", "2", "--steps", "1"),
+         ("checkpointed / plain: saved bytes x", "step time x")),
+    ],
+)  # fmt: skip
+def test_benchmark_runs_and_prints_its_ratios(script, args, ratio_lines):
+    result = run(f"benchmarks/{script}", *args)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "cached / naive: x" in result.stdout
+    for line in ratio_lines:
+        assert line in result.stdout, result.stdout
