@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from conftest import NOTEBOOKS
 
-from tresnet_nb import load_model, weights_info
+from tresnet_nb import load_model, load_preprocessing, weights_info
 from tresnet_nb.report import REQUIRED_KEYS
 from tresnet_nb.runner import run_notebooks
 
@@ -60,10 +60,12 @@ def test_quickstart_smoke_run(tmp_path, closed_hub, capsys):
     assert metrics["img_size"] == 64 and metrics["epochs"] == 1 and metrics["train_seconds"] > 0
     assert set(metrics["versions"]) == {"torch", "timm", "fastai"}
     for name in ("00_quickstart.ipynb", "run_config.json", "samples.png", "class_counts.png", "training.png",
-                 "confusion.png", "predictions.png", "model.safetensors"):  # fmt: skip
+                 "confusion.png", "predictions.png", "model.safetensors", "model.torchscript.pt",
+                 "model.torchscript.pt.json", "model.onnx", "model.onnx.json"):  # fmt: skip
         assert (run_dir / name).is_file(), name
     config = json.loads((run_dir / "run_config.json").read_text())
     assert config["output_dir"] == str(run_dir.resolve()) and config["max_items"] == 64
+    assert load_preprocessing(run_dir / "model.onnx")["class_names"][0] == "T-shirt/top"
     reloaded = load_model(metrics["arch"], weights=run_dir / "model.safetensors")
     assert reloaded.num_classes == 10 and weights_info(reloaded).head == "pretrained"
 

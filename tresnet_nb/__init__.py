@@ -16,6 +16,7 @@ from .checkpoints import UnsafeCheckpointError, read_state_dict, to_miil_layout,
 from .config import PRESETS, RunConfig
 from .datasets import DATASETS, DatasetSpec, get_dataset
 from .datasets.arrays import ArraySplits, array_dls, load_splits
+from .export import ExportMismatchError, export_onnx, export_torchscript, load_preprocessing
 from .fitting import FitResult, Phase, fit, history, parse_phases
 from .metrics import ClassificationReport, classify_report, topk_accuracy
 from .models import (
@@ -46,7 +47,7 @@ from .views import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARCHS", "DATASETS", "EMA", "LrFinding", "Phase", "lr_find", "parse_phases", "plot_lr_find", "PRESETS", "RECIPES", "Recipe", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
+    "ARCHS", "DATASETS", "EMA", "ExportMismatchError", "export_onnx", "export_torchscript", "load_preprocessing", "LrFinding", "Phase", "lr_find", "parse_phases", "plot_lr_find", "PRESETS", "RECIPES", "Recipe", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
     "DatasetSpec", "FitResult", "RunConfig", "UnsafeCheckpointError", "WeightsInfo", "WeightsUnavailableError",
     "array_dls", "build_learner", "build_metrics", "check_img_size", "classify_report", "config_table", "count_parameters",
     "data_config", "describe_model", "device", "environment", "history", "fit", "get_dataset", "load_model",
