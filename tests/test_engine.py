@@ -348,6 +348,7 @@ def test_progressive_fit_swaps_loaders_and_keeps_the_optimizer_state(tmp_path):
     learn.add_cbs([sizes, steps])
     result = fit(learn, cfg, pretrained=False, phases="32:1:8,64:1:16", dls_for=dls_for)
     assert built == [(32, 8), (64, 16)]
+    assert preprocess(learn.dls.train).aug.policy == "autoaugment"  # the recipe's augmentation carried over
     train_shapes = {(epoch, shape) for epoch, training, shape in sizes.seen if training}
     assert train_shapes == {(0, (8, 3, 32, 32)), (0, (16, 3, 64, 64))}  # each phase is one fit of one epoch
     assert result.epochs == 2 and len(result.history["epochs"]) == 2

@@ -16,8 +16,10 @@ from .checkpoints import UnsafeCheckpointError, read_state_dict, to_miil_layout,
 from .config import PRESETS, RunConfig
 from .datasets import DATASETS, DatasetSpec, get_dataset
 from .datasets.arrays import ArraySplits, array_dls, load_splits
+from .distributed import DistInfo, distribute, init_distributed
 from .export import ExportMismatchError, export_onnx, export_torchscript, load_preprocessing
 from .fitting import FitResult, Phase, fit, history, parse_phases
+from .job import train_job
 from .metrics import ClassificationReport, classify_report, topk_accuracy
 from .models import (
     ARCHS,
@@ -31,7 +33,18 @@ from .models import (
     weights_info,
 )
 from .report import build_metrics, device, environment, run_record, save_weights, summary_line, write_metrics
-from .train import RECIPES, LrFinding, Recipe, build_learner, lr_find, predict, seed_everything
+from .train import (
+    RECIPES,
+    TRAIN_OPTIONS,
+    LrFinding,
+    Recipe,
+    build_learner,
+    check_train_options,
+    learner_options,
+    lr_find,
+    predict,
+    seed_everything,
+)
 from .views import (
     config_table,
     plot_class_counts,
@@ -47,7 +60,7 @@ from .views import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARCHS", "DATASETS", "EMA", "ExportMismatchError", "export_onnx", "export_torchscript", "load_preprocessing", "LrFinding", "Phase", "lr_find", "parse_phases", "plot_lr_find", "PRESETS", "RECIPES", "Recipe", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
+    "ARCHS", "DATASETS", "EMA", "TRAIN_OPTIONS", "DistInfo", "check_train_options", "distribute", "init_distributed", "learner_options", "train_job", "ExportMismatchError", "export_onnx", "export_torchscript", "load_preprocessing", "LrFinding", "Phase", "lr_find", "parse_phases", "plot_lr_find", "PRESETS", "RECIPES", "Recipe", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
     "DatasetSpec", "FitResult", "RunConfig", "UnsafeCheckpointError", "WeightsInfo", "WeightsUnavailableError",
     "array_dls", "build_learner", "build_metrics", "check_img_size", "classify_report", "config_table", "count_parameters",
     "data_config", "describe_model", "device", "environment", "history", "fit", "get_dataset", "load_model",

@@ -1,6 +1,10 @@
 """Command line (DESIGN.md):
 
 python -m tresnet_nb run NOTEBOOK... [--preset NAME] [-p KEY VALUE]... [--out DIR]
+python -m tresnet_nb train [--preset NAME] [-p KEY VALUE]... [--out DIR] [--sync-bn]
+    one training job headless (metrics.json and model.safetensors in DIR); BATCH_SIZE is per process, so that
+    `torchrun --nproc_per_node=N -m tresnet_nb train ...` (or `accelerate launch --multi_gpu --num_processes N -m
+    tresnet_nb train ...`) trains data-parallel with a global batch of N x BATCH_SIZE
 python -m tresnet_nb data verify DATASET --root PATH
 python -m tresnet_nb data fixtures DATASET --root PATH
 python -m tresnet_nb data get DATASET --root PATH
@@ -26,6 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set a notebook parameter; VALUE parsed like papermill's -p")  # fmt: skip
     run.add_argument("--out", default="runs", help="output folder (default: runs)")
     run.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+
+    train = sub.add_parser("train", help="one training job headless; data-parallel under torchrun/accelerate launch")
+    train.add_argument("--preset", default=None, help="smoke, cpu (default) or paper")
+    train.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                       help="a RunConfig parameter (upper or lower case); BATCH_SIZE is per process")  # fmt: skip
+    train.add_argument("--out", default=None, help="OUTPUT_DIR (default: runs/train)")
+    train.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (CUDA only)")
 
     data = sub.add_parser("data", help="verify datasets, write fixtures, get the real data")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -77,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data":
         return data_command(args)
     params = {key: parse_value(value) for key, value in args.parameter}
+    if args.command == "train":
+        from .job import train_command
+
+        if len({key.upper() for key, _ in args.parameter}) < len(args.parameter):
+            print(f"error: a parameter is given twice in {[key for key, _ in args.parameter]}", file=sys.stderr)
+            return 2
+        return train_command(args.preset, params, args.out, args.sync_bn)
     try:
         outcomes = run_notebooks(args.notebooks, args.out, args.preset, params, args.kernel)
     except (ValueError, FileNotFoundError) as err:

@@ -93,6 +93,16 @@ def set_augment(dls: DataLoaders, policy: str, erasing: float = 0.0) -> None:
         t.aug = BatchAugment(policy, erasing)
 
 
+def augment_of(dls: DataLoaders) -> tuple[str, float]:
+    """The (policy, erasing) the training loader of ``dls`` applies ('as_built' if it has no tresnet_nb Preprocess),
+    to carry it over to the loaders of a progressive phase."""
+    from .datasets.arrays import Preprocess
+
+    steps = getattr(dls.train.after_batch, "fs", [dls.train.after_batch])
+    found = [t.aug for t in steps if isinstance(t, Preprocess) and t.aug is not None]
+    return (found[0].policy, found[0].erasing) if found else ("as_built", 0.0)
+
+
 class MixupCutmix(MixHandler):
     """MixUp (Zhang et al. 2018) and/or CutMix (Yun et al. 2019) on training batches: with both enabled, each batch
     uses one of them, CutMix with probability ``switch_prob`` (timm's default scheme). Targets are mixed for

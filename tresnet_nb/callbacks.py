@@ -16,6 +16,8 @@ import torch
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
 
+from .distributed import is_main
+
 ECHO_ENV = "TRESNET_NB_ECHO"  # set by the batch runner: kernels then print a line per epoch that it relays
 ECHO_PREFIX = "[tresnet-nb] "
 
@@ -89,7 +91,7 @@ class EpochLog(Callback):
         self.trained = True  # get_preds runs validation-only epochs (with before_fit); those are not reported
 
     def after_epoch(self) -> None:
-        if not self.trained:
+        if not self.trained or not is_main():  # one line per epoch in a data-parallel job, from rank 0
             return
         names = self.recorder.metric_names[1:-1]
         values = self.recorder.values[-1] if self.recorder.values else []
@@ -199,7 +201,7 @@ class Checkpoint(Callback):
         self.trained = True  # validation-only epochs (get_preds) are not checkpointed
 
     def after_epoch(self) -> None:
-        if not self.trained:
+        if not self.trained or not is_main():  # data-parallel: rank 0 writes; every rank reads it to resume
             return
         from .fitting import history, rng_state  # late: fitting imports this module
 

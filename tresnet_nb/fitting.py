@@ -24,6 +24,7 @@ from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 
+from .augment import augment_of, set_augment
 from .callbacks import EMA, Checkpoint
 from .config import RunConfig
 from .models import check_img_size
@@ -185,6 +186,14 @@ def _load_checkpoint(path: Path, expected: str) -> dict[str, Any] | None:
     return state
 
 
+def _swap_loaders(learn: Learner, key: tuple[int, int], dls_for: DlsFactory) -> None:
+    """Give ``learn`` the DataLoaders of ``key`` (size, batch), with the augmentation its current ones apply."""
+    policy, erasing = augment_of(learn.dls)
+    learn.dls = dls_for(*key)
+    if policy != "as_built":
+        set_augment(learn.dls, policy, erasing)
+
+
 def _ema(learn: Learner) -> EMA | None:
     return next((cb for cb in learn.cbs if isinstance(cb, EMA)), None)
 
@@ -213,7 +222,8 @@ def fit(
     resuming from a checkpoint of the same configuration found there.
 
     ``phases`` (see :func:`parse_phases`) trains progressively at growing sizes; ``dls_for(size, batch_size)``
-    then builds each phase's DataLoaders, and the phases' epochs replace ``cfg.epochs``.
+    then builds each phase's DataLoaders (given the augmentation of the learner's current ones), and the phases'
+    epochs replace ``cfg.epochs``.
     """
     recipe = get_recipe(learn.recipe_name)
     phases = parse_phases(phases) if isinstance(phases, str) or phases is not None else None
@@ -235,7 +245,8 @@ def fit(
         # which (as in an uninterrupted run) are built after the checkpoint's global RNG state is restored
         same_loaders = start_epoch > 0 or target.loader_key == stages[state["stage"]].loader_key
         if target.loader_key is not None and same_loaders:
-            learn.dls, loaders = dls_for(*target.loader_key), target.loader_key
+            _swap_loaders(learn, target.loader_key, dls_for)
+            loaders = target.loader_key
         # frozen as when the checkpoint was written: _run_stage then makes the same transition an uninterrupted run
         # makes (unfreezing clears the optimizer state, as fastai's fine_tune does)
         _restore(learn, state, stages[state["stage"]], loader_rng=same_loaders)
@@ -250,7 +261,8 @@ def fit(
         for index in range(start_stage, len(stages)):
             stage = stages[index]
             if stage.loader_key is not None and stage.loader_key != loaders:
-                learn.dls, loaders = dls_for(*stage.loader_key), stage.loader_key
+                _swap_loaders(learn, stage.loader_key, dls_for)
+                loaders = stage.loader_key
             ckpt.stage = index
             _run_stage(learn, stage, start_epoch if index == start_stage else 0)
             done = history(learn)

@@ -22,7 +22,7 @@ from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
 from torch import nn
 
-from .augment import FlipInputs, MixupCutmix, set_augment
+from .augment import FlipInputs, MixupCutmix, check_augment, set_augment
 from .callbacks import ECHO_ENV, EMA, EpochLog, precision_callbacks, resolve_precision
 from .config import RunConfig
 from .losses import AsymmetricLoss
@@ -111,6 +111,60 @@ def task_loss_and_metrics(task: str, recipe: Recipe, multi_label_loss: str = "bc
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (and make cuDNN deterministic), before the model is created."""
     set_seed(seed, reproducible=True)
+
+
+# Training switches beside the RunConfig parameters (notebook parameters and `train -p` keys, upper case there) and
+# their defaults: build_learner's keyword arguments, the progressive schedule for fit, and TTA for predict.
+TRAIN_OPTIONS: dict[str, Any] = {
+    "recipe": None, "augment": None, "erasing": None, "mixup": 0.0, "cutmix": 0.0, "clip_grad": None,
+    "accumulate": 1, "grad_checkpointing": False, "compile": False, "progressive": None, "tta": False,
+}  # fmt: skip
+LEARNER_OPTIONS = ("recipe", "augment", "erasing", "mixup", "cutmix", "clip_grad", "accumulate", "grad_checkpointing",
+                   "compile")  # fmt: skip
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_train_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` (keys of TRAIN_OPTIONS in any case) lower-cased and checked before anything runs: an unknown key
+    or a bad value raises ValueError naming it."""
+    lowered = {k.lower(): v for k, v in options.items()}
+    unknown = sorted(set(lowered) - set(TRAIN_OPTIONS))
+    if unknown:
+        raise ValueError(f"Unknown training options {unknown}; choose from {sorted(k.upper() for k in TRAIN_OPTIONS)}")
+    o = {**TRAIN_OPTIONS, **{k: v for k, v in lowered.items() if v is not None}}
+    if o["recipe"] is not None:
+        get_recipe(o["recipe"])
+    if o["augment"] is not None and o["augment"] != "as_built":
+        check_augment(o["augment"], 0.0 if o["erasing"] is None else o["erasing"])
+    checks = [
+        ("mixup", _is_number(o["mixup"]) and o["mixup"] >= 0, "a Beta alpha >= 0 (0: off)"),
+        ("cutmix", _is_number(o["cutmix"]) and o["cutmix"] >= 0, "a Beta alpha >= 0 (0: off)"),
+        ("clip_grad", o["clip_grad"] is None or (_is_number(o["clip_grad"]) and o["clip_grad"] > 0),
+         "a positive gradient norm or None"),
+        ("accumulate", isinstance(o["accumulate"], int) and not isinstance(o["accumulate"], bool)
+         and o["accumulate"] >= 1, "a whole number of batches >= 1"),
+        ("grad_checkpointing", isinstance(o["grad_checkpointing"], bool), "True or False"),
+        ("compile", isinstance(o["compile"], (bool, str)), "True, False or a torch.compile backend name"),
+        ("tta", isinstance(o["tta"], bool), "True or False"),
+    ]  # fmt: skip
+    for name, ok, wanted in checks:
+        if not ok:
+            raise ValueError(f"{name.upper()} must be {wanted}, not {o[name]!r}")
+    if o["erasing"] is not None:
+        check_augment("flip", o["erasing"])
+    if o["progressive"] is not None:
+        from .fitting import parse_phases  # late: fitting imports this module
+
+        parse_phases(o["progressive"])
+    return lowered
+
+
+def learner_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The build_learner keyword arguments among ``options`` (checked by :func:`check_train_options`)."""
+    return {k: v for k, v in check_train_options(options).items() if k in LEARNER_OPTIONS and v is not None}
 
 
 class AccumulateGradients(Callback):
