@@ -41,7 +41,7 @@ class BareLoop:
         decay = [p for p in model.parameters() if p.ndim > 1]
         no_decay = [p for p in model.parameters() if p.ndim <= 1]  # biases and norm weights, as fastai's wd_bn_bias
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-        # fastai's Adam defaults: mom 0.9, sqr_mom 0.99, eps 1e-5, decoupled weight decay 0.01
+        # the library's Adam defaults (fastai's): mom 0.9, sqr_mom 0.99, eps 1e-5, decoupled weight decay 0.01
         self.opt = torch.optim.AdamW(groups, lr=LR, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01)
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -18,7 +19,6 @@ from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
 from fastai.metrics import AccumMetric, accuracy
-from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
 from torch import nn
 
@@ -27,6 +27,7 @@ from .callbacks import ECHO_ENV, EMA, EpochLog, precision_callbacks, resolve_pre
 from .config import RunConfig
 from .losses import AsymmetricLoss
 from .metrics import mean_average_precision, mean_column_auc
+from .optim import ForeachAdam
 
 
 @dataclass(frozen=True)
@@ -243,8 +244,7 @@ def build_learner(
         if not hasattr(model, "set_grad_checkpointing"):
             raise TypeError(f"{type(model).__name__} has no set_grad_checkpointing; use a timm model")
         model.set_grad_checkpointing(True)
-    opt = lambda params, lr: Adam(params, lr, sqr_mom=rec.sqr_mom, eps=rec.eps, wd=rec.weight_decay,  # noqa: E731
-                                  decouple_wd=rec.decoupled_wd)  # fmt: skip
+    opt = partial(ForeachAdam, sqr_mom=rec.sqr_mom, eps=rec.eps, wd=rec.weight_decay, decouple_wd=rec.decoupled_wd)
     cbs: list[Callback] = precision_callbacks(precision, dls.device)
     if rec.ema_decay:
         cbs.append(EMA(rec.ema_decay))
