@@ -36,7 +36,34 @@ class InterruptAt(Callback):
             raise Interrupt("simulated crash between epochs")
 
 
-def run(out: Path, recipe: str, epochs: int, pretrained: bool, interrupt: tuple[int, int] | None = None, phases=None):
+class HalvingScaler(Callback):
+    """Stands in for fastai's MixedPrecision (CUDA only) on a CPU: a fresh loss scaler each fit, halved each epoch."""
+
+    order = 10
+
+    def __init__(self, seen: list) -> None:
+        self.seen = seen
+
+    def before_fit(self) -> None:
+        self.learn.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+        self.learn.scaler.scale(torch.ones(()))  # the scale tensor exists from the first use
+
+    def before_train(self) -> None:
+        self.seen.append(self.learn.scaler.get_scale())
+
+    def after_train(self) -> None:  # not in epochs a resumed fit skips (MixedPrecision updates after steps)
+        self.learn.scaler.update(new_scale=self.learn.scaler.get_scale() / 2)
+
+
+def run(
+    out: Path,
+    recipe: str,
+    epochs: int,
+    pretrained: bool,
+    interrupt: tuple[int, int] | None = None,
+    phases=None,
+    cbs=(),
+):
     cfg = RunConfig.from_params(
         "r", preset="smoke", precision="fp32", max_items=16, batch_size=8, epochs=epochs, output_dir=str(out)
     )
@@ -46,6 +73,7 @@ def run(out: Path, recipe: str, epochs: int, pretrained: bool, interrupt: tuple[
     dls = array_dls(splits, cfg.img_size, cfg.batch_size, data_config(model, cfg.img_size), torch.device("cpu"))
     learn = build_learner(cfg, dls, model, recipe=recipe)
     learn.remove_cb(ProgressCallback)
+    learn.add_cbs(list(cbs))
     if interrupt:
         learn.add_cb(InterruptAt(*interrupt))
 
@@ -100,6 +128,16 @@ def test_progressive_resizing_resumes_like_an_uninterrupted_run(tmp_path, interr
     resumed = run(tmp_path / "broken", "fastai", 1, True, phases=phases)
     assert resumed[0].resumed_from is not None and resumed[0].epochs == 3
     assert_same_run(whole, resumed)
+
+
+def test_the_loss_scale_resumes_where_it_was(tmp_path):
+    whole, broken, resumed = [], [], []
+    run(tmp_path / "whole", "scratch", 3, False, cbs=[HalvingScaler(whole)])
+    with pytest.raises(Interrupt):
+        run(tmp_path / "broken", "scratch", 3, False, interrupt=(1, 2), cbs=[HalvingScaler(broken)])
+    assert torch.load(tmp_path / "broken" / CHECKPOINT, weights_only=True)["scaler"]["scale"] == 2.0**14
+    run(tmp_path / "broken", "scratch", 3, False, cbs=[HalvingScaler(resumed)])
+    assert whole == [2.0**16, 2.0**15, 2.0**14] and broken == whole[:2] and resumed == whole[2:]
 
 
 def test_rerunning_a_finished_run_trains_nothing_and_keeps_its_weights(tmp_path):
