@@ -188,15 +188,19 @@ class Checkpoint(Callback):
         self.stage, self.prefix = 0, {"train_losses": [], "epochs": [], "metric_names": []}
         self.trained = False
         self.smooth_loss: tuple[int, torch.Tensor] | None = None  # to restore on resume, after Recorder resets it
-        self.scaler: dict | None = None  # fp16 loss-scaler state to restore on resume, after MixedPrecision makes one
+        self.scaler_state: dict | None = (
+            None  # fp16 loss-scaler state to restore on resume, after MixedPrecision makes one
+        )
 
     def before_fit(self) -> None:
         if self.smooth_loss is not None:  # the train_loss column is a running average over all batches so far
             self.learn.recorder.smooth_loss.count, self.learn.recorder.smooth_loss.val = self.smooth_loss
             self.smooth_loss = None
-        if self.scaler is not None and getattr(self.learn, "scaler", None) is not None:
-            self.learn.scaler.load_state_dict(self.scaler)  # fastai's MixedPrecision made a fresh one in its before_fit
-            self.scaler = None
+        if self.scaler_state is not None and getattr(self.learn, "scaler", None) is not None:
+            self.learn.scaler.load_state_dict(
+                self.scaler_state
+            )  # fastai's MixedPrecision made a fresh one in its before_fit
+            self.scaler_state = None
 
     def before_epoch(self) -> None:
         self.trained = False

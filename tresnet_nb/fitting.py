@@ -251,7 +251,7 @@ def fit(
         # makes (unfreezing clears the optimizer state, as fastai's fine_tune does)
         _restore(learn, state, stages[state["stage"]], loader_rng=same_loaders)
         ckpt.prefix = state["history"]
-        ckpt.scaler = state.get("scaler")  # fp16 on CUDA: the loss scale goes on where it was
+        ckpt.scaler_state = state.get("scaler")  # fp16 on CUDA: the loss scale goes on where it was
         if start_epoch > 0:  # mid-stage: the running train loss goes on; a new stage starts it afresh, as fastai does
             ckpt.smooth_loss = (state["smooth_loss"][0], state["smooth_loss"][1])
         resumed = f"stage {state['stage'] + 1} epoch {state['epoch'] + 1} of {path}"
