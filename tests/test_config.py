@@ -30,7 +30,7 @@ def test_default_output_dir_is_runs_of_the_notebook():
     ("params", "message"),
     [
         ({"preset": "fast"}, "Unknown preset 'fast'"),
-        ({"img_size": 100}, "Image size 100"),
+        ({"img_size": 102}, "Image size 102 is not a multiple of 4"),
         ({"img_size": "224"}, "IMG_SIZE must be an integer, not '224'"),
         ({"batch_size": 0}, "BATCH_SIZE must be at least 1, not 0"),
         ({"epochs": 1.5}, "EPOCHS must be an integer"),
@@ -62,3 +62,12 @@ def test_config_is_frozen():
     cfg = RunConfig.from_params("nb", preset="smoke", output_dir="/tmp/x")
     with pytest.raises(AttributeError):
         cfg.epochs = 9  # type: ignore[misc]
+
+
+def test_the_paper_preset_takes_the_datasets_paper_architecture_and_size():
+    cars = RunConfig.from_params("n", preset="paper", dataset="stanford_cars")
+    assert (cars.arch, cars.img_size) == ("tresnet_l", 368)
+    mine = RunConfig.from_params("n", preset="paper", dataset="stanford_cars", arch="tresnet_m", img_size=448)
+    assert (mine.arch, mine.img_size) == ("tresnet_m", 448)  # what the call sets wins
+    assert RunConfig.from_params("n", preset="cpu", dataset="stanford_cars").img_size == PRESETS["cpu"]["img_size"]
+    assert RunConfig.from_params("n", preset="paper", dataset="fashion_mnist").img_size == 224

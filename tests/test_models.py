@@ -174,10 +174,21 @@ def test_tag_loads_from_the_hf_cache_offline(closed_hub, tag, classes, size, cro
     assert weights_info(transfer).head == "new" and transfer.num_classes == 5
 
 
-@pytest.mark.parametrize("size", [100, 0, 31, 225])
-def test_image_size_must_be_a_multiple_of_32(size):
-    with pytest.raises(ValueError, match=f"Image size {size} is not a positive multiple of 32"):
+@pytest.mark.parametrize("size", [0, 28, 31, 66, 225])
+def test_image_size_must_be_a_multiple_of_4_of_at_least_32(size):
+    with pytest.raises(ValueError, match=f"Image size {size} is not a multiple of 4 of at least 32"):
         models.check_img_size(size)
+
+
+def test_sizes_off_the_32_grid_such_as_the_papers_368_run():
+    model = load_model("tresnet_m", "none", num_classes=3).eval()
+    for size in (100, 368):
+        assert models.check_img_size(size) == size
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 100, 100)).shape == (1, 3)
+    with pytest.raises(RuntimeError):  # what the check prevents: the stem cannot fold a side of 66
+        with torch.no_grad():
+            model(torch.rand(1, 3, 66, 66))
 
 
 @pytest.mark.parametrize("arch", ["tresnet_s", "tresnet_m.nope", "vit_base"])

@@ -32,7 +32,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"weights": "none", "img_size": 64, "batch_size": 16, "epochs": 1, "max_items": 64},
     # A real but small run on a laptop CPU (the quickstart: about 5 minutes of training on 2 cores in bf16).
     "cpu": {"img_size": 64, "batch_size": 32, "epochs": 3},
-    # The paper's setting, for a GPU: 224 px (datasets with a paper resolution override it).
+    # The paper's setting, for a GPU: 224 px, or the dataset's paper architecture and resolution (e.g. TResNet-L at
+    # 368 px for Stanford Cars) unless ARCH / IMG_SIZE are given.
     "paper": {"img_size": 224, "batch_size": 64, "epochs": 20},
 }
 INT_FIELDS = ("img_size", "batch_size", "epochs", "seed", "max_items")
@@ -100,7 +101,13 @@ class RunConfig:
         unknown = sorted(set(params) - set(DEFAULTS))
         if unknown:
             raise ValueError(f"Unknown parameters {unknown}; RunConfig takes {sorted(DEFAULTS)} (extras go in extra=)")
-        values = {**DEFAULTS, **PRESETS[preset], **{k: v for k, v in params.items() if v is not None}}
+        given = {k: v for k, v in params.items() if v is not None}
+        values = {**DEFAULTS, **PRESETS[preset], **given}
+        if preset == "paper" and values["dataset"] in DATASETS:  # the dataset's paper architecture and resolution
+            spec = DATASETS[values["dataset"]]
+            for key, paper in (("arch", spec.paper_arch), ("img_size", spec.paper_img_size)):
+                if key not in given and paper is not None:
+                    values[key] = paper
         if values["output_dir"] is None:
             values["output_dir"] = str(default_output_dir(notebook))
         if isinstance(values["lr"], int) and not isinstance(values["lr"], bool):

@@ -8,35 +8,24 @@ BATCH_SIZE is per process). Every process trains and evaluates; rank 0 alone wri
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from fastai.callback.progress import ProgressCallback
-from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastcore.basics import noop
 
 from .callbacks import EpochLog
 from .config import DEFAULTS, PRESETS, RunConfig
-from .datasets import Dataset, DatasetError, get_dataset
-from .datasets.arrays import array_dls, load_splits
-from .datasets.highres import prepare_file_dls
+from .datasets import DatasetError, get_dataset
 from .distributed import DistInfo, check_sync_bn, cleanup, distribute, init_distributed, main_first
 from .fitting import fit
-from .metrics import classify_report, macro_f1, mean_column_auc
-from .models import data_config, load_model, weights_info
-from .report import build_metrics, save_weights, summary_line, write_metrics
-from .train import TRAIN_OPTIONS, build_learner, check_train_options, learner_options, predict, seed_everything
+from .models import load_model, weights_info
+from .report import save_weights, summary_line, write_metrics
+from .train import TRAIN_OPTIONS, build_learner, check_train_options, learner_options, seed_everything
+from .workbook import evaluate, open_data, run_metrics
 
 JOB_NAME = "train"  # the run's name in metrics.json; OUTPUT_DIR defaults to runs/train
-# The metric of each name, from probabilities (N, C) and targets, for class names.
-METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor, tuple[str, ...]], float]] = {
-    "accuracy": lambda probs, targets, names: classify_report(probs, targets, names).top1,
-    "macro_f1": lambda probs, targets, names: macro_f1(probs.numpy(), targets.numpy(), len(names)),
-    "mean_roc_auc": lambda probs, targets, names: mean_column_auc(probs.numpy(), targets.numpy(), names),
-}
-TASK_METRIC = {"single-label": "accuracy", "multi-label": "mean_roc_auc"}  # when the data's task is not the spec's
 
 
 def config_from_cli(preset: str | None, params: dict[str, Any], out: str | None) -> RunConfig:
@@ -66,19 +55,6 @@ def config_from_cli(preset: str | None, params: dict[str, Any], out: str | None)
     return RunConfig.from_params(JOB_NAME, preset=preset, extra=options, **values)
 
 
-def job_dls(cfg: RunConfig, ds: Dataset, model: torch.nn.Module, device: torch.device) -> DataLoaders:
-    """DataLoaders of ``cfg`` for the dataset ``ds`` as ``model`` takes it: in memory for image arrays (capped and
-    stratified by :func:`load_splits`), else the checked, resized-once image files."""
-    spec = get_dataset(cfg.dataset)
-    data_cfg = data_config(model, cfg.img_size)
-    if ds["train"].images is not None:
-        splits = load_splits(cfg.dataset, cfg.data_root, cfg.max_items)
-        return array_dls(splits, cfg.img_size, cfg.batch_size, data_cfg, device)
-    with main_first():  # rank 0 screens and caches the images; the others then find them cached
-        return prepare_file_dls(ds, spec.eval_split, cfg.img_size, cfg.batch_size, data_cfg, device, cfg.out,
-                                max_items=cfg.max_items, seed=cfg.seed)  # fmt: skip
-
-
 def headless(learn: Learner, label: str) -> Learner:
     """One printed line per epoch (:class:`EpochLog`, rank 0 only) instead of progress bars and fastai's table."""
     learn.remove_cb(ProgressCallback)
@@ -86,16 +62,6 @@ def headless(learn: Learner, label: str) -> Learner:
         learn.add_cb(EpochLog(label))
     learn.logger = noop
     return learn
-
-
-def evaluate(probs: torch.Tensor, targets: torch.Tensor, ds: Dataset, metric: str) -> dict[str, Any]:
-    """``metric`` of ``probs`` against ``targets`` on ``ds``'s classes, plus top-1/top-5/macro-F1 for single-label."""
-    names = tuple(ds.class_names)
-    out: dict[str, Any] = {"metric_value": METRICS[metric](probs, targets, names), "n_eval": len(targets)}
-    if ds.task == "single-label":
-        report = classify_report(probs, targets, names)
-        out.update(top1=report.top1, top5=report.top5, macro_f1=report.macro_f1)
-    return out
 
 
 def train_job(cfg: RunConfig, sync_bn: bool = False) -> dict[str, Any]:
@@ -111,27 +77,16 @@ def train_job(cfg: RunConfig, sync_bn: bool = False) -> dict[str, Any]:
     with main_first():  # a download (weights 'auto') happens once, in rank 0
         ds = spec.read(cfg.data_root)
         model = load_model(cfg.arch, cfg.weights, num_classes=len(ds.class_names))
-    dls = job_dls(cfg, ds, model, info.device)
-    learn = headless(build_learner(cfg, dls, model, task=ds.task, **learner_options(cfg.extra)), cfg.notebook)
+    data = open_data(cfg, model, info.device, ds)
+    learn = headless(build_learner(cfg, data.dls, model, task=ds.task, **learner_options(cfg.extra)), cfg.notebook)
     distribute(learn, info, sync_bn)
-
-    def dls_for(size: int, batch_size: int) -> DataLoaders:  # a progressive phase's loaders
-        return job_dls(cfg.with_changes(img_size=size, batch_size=batch_size), ds, model, info.device)
-
     progressive = cfg.extra.get("progressive")
     result = fit(learn, cfg, pretrained=weights_info(model).pretrained, phases=progressive,
-                 dls_for=dls_for if progressive else None)  # fmt: skip
-    probs, targets = predict(learn, tta=bool(cfg.extra.get("tta")))
-    metric = spec.metric if ds.task == spec.task else TASK_METRIC[ds.task]
-    scores = evaluate(probs, targets, ds, metric)
-    value = scores.pop("metric_value")
-    record = build_metrics(
-        cfg, weights_info(model), metric, value, result.seconds, paper_target=spec.paper_target,
-        **scores, recipe=result.recipe, lr=result.lr, precision=learn.precision, resumed_from=result.resumed_from,
-        train_images_per_second=round(result.images_per_second, 1), world_size=info.world_size,
-        batch_size_per_process=cfg.batch_size, global_batch_size=cfg.batch_size * info.world_size, sync_bn=sync_bn,
-        epochs=result.epochs, options=learn.options,
-    )  # fmt: skip
+                 dls_for=data.dls_for if progressive else None)  # fmt: skip
+    evaluation = evaluate(learn, data, tta=bool(cfg.extra.get("tta")))
+    record = run_metrics(cfg, model, evaluation, result, learn, world_size=info.world_size,
+                         batch_size_per_process=cfg.batch_size, global_batch_size=cfg.batch_size * info.world_size,
+                         sync_bn=sync_bn)  # fmt: skip
     if info.is_main:
         save_weights(learn.model, cfg.out / "model.safetensors")
         write_metrics(record, cfg.out / "metrics.json")

@@ -53,7 +53,10 @@ TAG_PREPROCESSING: dict[str, dict[str, Any]] = {
 }
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".tar", ".safetensors", ".ckpt")
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's hub repos hold, safest first
-STRIDE = 32  # TResNet and ResNet50 downsample by 32: other sizes break the last stage's pooling grid
+# TResNet's stem is a space-to-depth block of 4x4 pixels: sides must be multiples of 4 (later stages pad odd sizes:
+# the paper fine-tunes at 368 px, which is 11.5 x 32). ResNet50 takes any size.
+SIZE_STEP = 4
+MIN_SIZE = 32
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -89,12 +92,13 @@ def split_arch(arch: str) -> tuple[str, str | None]:
 
 
 def check_img_size(img_size: int) -> int:
-    """Return ``img_size`` if the networks accept it (a positive multiple of 32), else raise."""
-    if not isinstance(img_size, int) or isinstance(img_size, bool) or img_size < STRIDE or img_size % STRIDE:
-        lower = max(STRIDE, (int(img_size) // STRIDE) * STRIDE) if isinstance(img_size, (int, float)) else 224
+    """Return ``img_size`` if the networks accept it (a multiple of 4, at least 32), else raise."""
+    if not isinstance(img_size, int) or isinstance(img_size, bool) or img_size < MIN_SIZE or img_size % SIZE_STEP:
+        lower = max(MIN_SIZE, (int(img_size) // SIZE_STEP) * SIZE_STEP) if isinstance(img_size, (int, float)) else 224
         raise ValueError(
-            f"Image size {img_size!r} is not a positive multiple of {STRIDE}, which TResNet needs (it downsamples "
-            f"by {STRIDE}); use e.g. {lower} or {lower + STRIDE}"
+            f"Image size {img_size!r} is not a multiple of {SIZE_STEP} of at least {MIN_SIZE}, which TResNet needs "
+            f"(its stem folds {SIZE_STEP}x{SIZE_STEP} pixel blocks into channels); use e.g. {lower} or "
+            f"{lower + SIZE_STEP}"
         )
     return img_size
 

@@ -119,6 +119,7 @@ def seed_everything(seed: int) -> None:
 TRAIN_OPTIONS: dict[str, Any] = {
     "recipe": None, "augment": None, "erasing": None, "mixup": 0.0, "cutmix": 0.0, "clip_grad": None,
     "accumulate": 1, "grad_checkpointing": False, "compile": False, "progressive": None, "tta": False,
+    "balanced": False,  # class-balanced sampling of image-file training sets (long tails, e.g. Herbarium 2020)
 }  # fmt: skip
 LEARNER_OPTIONS = ("recipe", "augment", "erasing", "mixup", "cutmix", "clip_grad", "accumulate", "grad_checkpointing",
                    "compile")  # fmt: skip
@@ -150,6 +151,7 @@ def check_train_options(options: dict[str, Any]) -> dict[str, Any]:
         ("grad_checkpointing", isinstance(o["grad_checkpointing"], bool), "True or False"),
         ("compile", isinstance(o["compile"], (bool, str)), "True, False or a torch.compile backend name"),
         ("tta", isinstance(o["tta"], bool), "True or False"),
+        ("balanced", isinstance(o["balanced"], bool), "True or False"),
     ]  # fmt: skip
     for name, ok, wanted in checks:
         if not ok:
