@@ -82,3 +82,17 @@ def test_load_splits_caps_and_resizes():
     tensor = to_tensor_images(splits.train_x[:3], 64)
     assert tensor.shape == (3, 3, 64, 64) and tensor.dtype.is_floating_point is False
     assert (tensor[:, 0] == tensor[:, 2]).all()  # grey replicated to 3 channels
+
+
+def test_a_regular_install_carries_the_embedded_subset_as_data_files():
+    import tomllib
+
+    from tresnet_nb.datasets import fashion_mnist as fm
+
+    data_files = tomllib.loads((fm.CHECKOUT_ROOT.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "data-files"
+    ]
+    target = "share/tresnet-nb/data/fashion_mnist"
+    assert data_files[target] == ["data/fashion_mnist/*"]
+    assert fm.INSTALLED_ROOT.as_posix().endswith(target)  # where the reader looks when there is no checkout
+    assert fm.EMBEDDED_ROOT == fm.CHECKOUT_ROOT  # in a checkout the repository's own copy wins

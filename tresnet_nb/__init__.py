@@ -19,6 +19,7 @@ from .datasets.arrays import ArraySplits, array_dls, load_splits
 from .distributed import DistInfo, distribute, init_distributed
 from .export import ExportMismatchError, export_onnx, export_torchscript, load_preprocessing
 from .fitting import FitResult, Phase, fit, history, parse_phases
+from .hosted import hosted_check, hosted_platform
 from .job import train_job
 from .metrics import ClassificationReport, classify_report, topk_accuracy
 from .models import (
@@ -51,19 +52,32 @@ from .views import (
     plot_confusion,
     plot_lr_find,
     plot_predictions,
+    plot_roc_curves,
     plot_samples,
     plot_training,
     show,
     weights_banner,
 )
+from .workbook import (
+    Data,
+    Evaluation,
+    evaluate,
+    kaggle_submission,
+    open_data,
+    paper_table,
+    run_metrics,
+    samples,
+    show_evaluation,
+    split_counts,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARCHS", "DATASETS", "EMA", "TRAIN_OPTIONS", "DistInfo", "check_train_options", "distribute", "init_distributed", "learner_options", "train_job", "ExportMismatchError", "export_onnx", "export_torchscript", "load_preprocessing", "LrFinding", "Phase", "lr_find", "parse_phases", "plot_lr_find", "PRESETS", "RECIPES", "Recipe", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
+    "ARCHS", "DATASETS", "EMA", "Data", "Evaluation", "evaluate", "kaggle_submission", "open_data", "paper_table", "run_metrics", "samples", "show_evaluation", "split_counts", "plot_roc_curves", "TRAIN_OPTIONS", "DistInfo", "check_train_options", "distribute", "init_distributed", "learner_options", "train_job", "ExportMismatchError", "export_onnx", "export_torchscript", "load_preprocessing", "LrFinding", "Phase", "lr_find", "parse_phases", "plot_lr_find", "PRESETS", "RECIPES", "Recipe", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
     "DatasetSpec", "FitResult", "RunConfig", "UnsafeCheckpointError", "WeightsInfo", "WeightsUnavailableError",
     "array_dls", "build_learner", "build_metrics", "check_img_size", "classify_report", "config_table", "count_parameters",
-    "data_config", "describe_model", "device", "environment", "history", "fit", "get_dataset", "load_model",
+    "data_config", "describe_model", "device", "environment", "history", "hosted_check", "hosted_platform", "fit", "get_dataset", "load_model",
     "load_splits", "plot_class_counts", "plot_confusion", "plot_predictions", "plot_samples", "plot_training",
     "predict", "read_state_dict", "run_record", "save_weights", "seed_everything", "show", "summary_line", "to_miil_layout", "topk_accuracy",
     "weights_banner", "weights_info", "write_metrics", "write_miil_checkpoint",

@@ -70,10 +70,17 @@ def _as_display_image(img: np.ndarray) -> tuple[np.ndarray, str | None]:
     return (img, "gray") if img.ndim == 2 else (img, None)
 
 
+def _label_text(label: Any, class_names: Sequence[str]) -> str:
+    row = np.asarray(label)
+    if row.ndim == 1:  # multi-label: the names of the labels present
+        return "+".join(class_names[j] for j in np.flatnonzero(row)) or "(none)"
+    return class_names[int(row)]
+
+
 def plot_samples(
-    images: np.ndarray, labels: Sequence[int], class_names: Sequence[str], path: Path | str | None = None, n: int = 32
+    images: np.ndarray, labels: Sequence[Any], class_names: Sequence[str], path: Path | str | None = None, n: int = 32
 ) -> None:
-    """A grid of the first ``n`` ``images`` with their class names."""
+    """A grid of the first ``n`` ``images`` with their class names (the names present, for multi-label rows)."""
     n = min(n, len(images))
     cols = min(8, n)
     rows = int(np.ceil(n / cols))
@@ -83,22 +90,48 @@ def plot_samples(
         if i < n:
             img, cmap = _as_display_image(images[i])
             ax.imshow(img, cmap=cmap)
-            ax.set_title(class_names[int(labels[i])], fontsize=7)
+            ax.set_title(_label_text(labels[i], class_names)[:24], fontsize=7)
     _finish(fig, path)
+
+
+MAX_NAMED_CLASSES = 40  # beyond this many classes, count plots show the distribution instead of named bars
 
 
 def plot_class_counts(
     counts: dict[str, np.ndarray], class_names: Sequence[str], path: Path | str | None = None
 ) -> None:
-    """Bars of items per class for each split in ``counts``."""
+    """Bars of items per class for each split in ``counts``; with many classes, each split's counts sorted from
+    the most to the least frequent class on a log scale (the long tail)."""
     fig, ax = plt.subplots(figsize=(8, 3))
-    width = 0.8 / len(counts)
-    x = np.arange(len(class_names))
-    for k, (split, c) in enumerate(counts.items()):
-        ax.bar(x + k * width, c, width=width, label=f"{split} ({int(c.sum())})")
-    ax.set_xticks(x + width * (len(counts) - 1) / 2, class_names, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("items")
+    if len(class_names) > MAX_NAMED_CLASSES:
+        for split, c in counts.items():
+            ax.plot(np.arange(1, len(c) + 1), np.sort(c)[::-1], label=f"{split} ({int(c.sum())} items)")
+        ax.set(xlabel=f"class rank (of {len(class_names)})", ylabel="items", yscale="symlog")
+    else:
+        width = 0.8 / len(counts)
+        x = np.arange(len(class_names))
+        for k, (split, c) in enumerate(counts.items()):
+            ax.bar(x + k * width, c, width=width, label=f"{split} ({int(c.sum())})")
+        ax.set_xticks(x + width * (len(counts) - 1) / 2, class_names, rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel("items")
     ax.legend()
+    _finish(fig, path)
+
+
+def plot_roc_curves(
+    probs: np.ndarray, targets: np.ndarray, columns: Sequence[str], path: Path | str | None = None
+) -> None:
+    """One ROC curve per label (multi-label), with its AUC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for j, name in enumerate(columns):
+        if 0 < targets[:, j].sum() < len(targets):
+            fpr, tpr, _ = roc_curve(targets[:, j], probs[:, j])
+            ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(targets[:, j], probs[:, j]):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate")
+    ax.legend(fontsize=7)
     _finish(fig, path)
 
 

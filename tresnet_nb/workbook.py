@@ -183,3 +183,60 @@ def paper_table(record: dict[str, Any]) -> pd.DataFrame:
     else:
         verdict = "the paper reports a leaderboard place, not a score on this split"
     return pd.DataFrame({"": ["ours", "paper", "comparison"], spec.description.split(" (")[0]: [ours, paper, verdict]})
+
+
+def samples(ds: Dataset, split: str = "train", n: int = 16, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` images of ``split`` (one class after another, so the grid shows many classes) as uint8 (n, size,
+    size[, 3]) arrays, with their labels."""
+    part = ds[split]
+    labels = part.labels
+    if labels is not None and labels.ndim == 1:
+        first = [np.flatnonzero(labels == c)[:n] for c in range(len(ds.class_names))]
+        order = []
+        for depth in range(n):
+            order += [int(ids[depth]) for ids in first if depth < len(ids)]
+        order = order[:n]
+    else:
+        order = list(range(min(n, len(part))))
+    if part.images is not None:
+        return part.images[order], (labels[order] if labels is not None else np.zeros(len(order), int))
+    images = np.stack([np.asarray(part.load(i).resize((size, size))) for i in order])
+    return images, (labels[order] if labels is not None else np.zeros(len(order), int))
+
+
+def split_counts(ds: Dataset) -> dict[str, np.ndarray]:
+    """Items per class in each labelled split of ``ds`` (label sums for multi-label)."""
+    n = len(ds.class_names)
+    out = {}
+    for name, part in ds.splits.items():
+        if part.labels is not None:
+            out[name] = (
+                part.labels.sum(0).astype(int) if part.labels.ndim == 2 else np.bincount(part.labels, minlength=n)
+            )
+    return out
+
+
+def show_evaluation(evaluation: Evaluation, data: Data, out: Path | str, n_worst: int = 16) -> None:
+    """The evaluation as people read it: per-class (or per-label) table, confusion matrix or ROC curves, and the
+    most confident mistakes; plots saved in ``out``."""
+    from .views import MAX_NAMED_CLASSES, plot_confusion, plot_predictions, plot_roc_curves, show
+
+    out = Path(out)
+    names = data.class_names
+    if evaluation.aucs is not None:
+        show(pd.DataFrame({"label": list(evaluation.aucs), "roc_auc": list(evaluation.aucs.values())}))
+        plot_roc_curves(evaluation.probs.numpy(), evaluation.targets.numpy(), names, out / "roc_curves.png")
+        return
+    report = evaluation.report
+    table = report.per_class.sort_values("f1")
+    show(table if len(names) <= MAX_NAMED_CLASSES else table.head(20))  # many classes: the 20 weakest
+    if len(names) <= MAX_NAMED_CLASSES:
+        plot_confusion(report.confusion, names, out / "confusion.png")
+    pred, conf = evaluation.probs.argmax(1), evaluation.probs.max(1).values
+    wrong = (pred != evaluation.targets).nonzero().flatten()
+    worst = wrong[conf[wrong].argsort(descending=True)][:n_worst].tolist()
+    if not worst:
+        print("No mistakes on the evaluation split")
+        return
+    plot_predictions(data.images("valid", worst), evaluation.probs[worst], evaluation.targets[worst], names,
+                     out / "mistakes.png", n=n_worst)  # fmt: skip

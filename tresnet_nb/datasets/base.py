@@ -102,6 +102,16 @@ class Dataset:
         for split_name, split in self.splits.items():
             check_labels(split.labels, n, self.task, f"{self.name} {split_name}", split.ids)
 
+    def summary(self) -> str:
+        """The layout in a few lines: task, classes, and the items (labelled or not) of each split, with notes."""
+        names = ", ".join(self.class_names[:6]) + (", ..." if len(self.class_names) > 6 else "")
+        lines = [f"{self.name}: {self.task}, {len(self.class_names)} classes ({names})"]
+        for split_name, split in self.splits.items():
+            kind = "images in memory" if split.images is not None else "image files"
+            lines.append(f"  {split_name}: {len(split)} {kind}{'' if split.labelled else ', unlabelled'}")
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
     def __getitem__(self, split: str) -> Split:
         if split not in self.splits:
             raise KeyError(f"{self.name} has no split {split!r}; it has {sorted(self.splits)}")

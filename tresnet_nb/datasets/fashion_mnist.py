@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,12 @@ CLASS_NAMES: tuple[str, ...] = (
 # split name -> file stem prefix, as in the original distribution
 SPLIT_PREFIX: dict[str, str] = {"train": "train", "test": "t10k"}
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801
-EMBEDDED_ROOT = Path(__file__).resolve().parents[2] / "data" / "fashion_mnist"
+# The subset shipped in the repository's data/ (a clone or an editable install), and where a regular install (pip
+# from git, e.g. on Colab or Kaggle) puts the same files: the wheel's data-files (pyproject.toml) under the
+# environment's data directory.
+CHECKOUT_ROOT = Path(__file__).resolve().parents[2] / "data" / "fashion_mnist"
+INSTALLED_ROOT = Path(sysconfig.get_path("data")) / "share" / "tresnet-nb" / "data" / "fashion_mnist"
+EMBEDDED_ROOT = CHECKOUT_ROOT if CHECKOUT_ROOT.is_dir() or not INSTALLED_ROOT.is_dir() else INSTALLED_ROOT
 # The embedded subset: the first N images of each class, in file order (deterministic, balanced).
 EMBEDDED_PER_CLASS: dict[str, int] = {"train": 600, "test": 100}
 

@@ -1,0 +1,207 @@
+"""Writes the dataset notebooks (02-06, 08) from one template, so they follow the same path and stay in step.
+
+Usage: python tools/notebooks.py            (rewrites notebooks/<stem>.ipynb, without outputs)
+       python tools/notebooks.py --check    (exit 1 if a committed notebook differs from what this writes)
+The quickstart (00) and the probe and 21K notebooks (01, 07) are written by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tresnet_nb.hosted import SETUP_CELL  # noqa: E402
+
+BASE_PARAMS = ("PRESET", "ARCH", "WEIGHTS", "DATASET", "DATA_ROOT", "IMG_SIZE", "BATCH_SIZE", "EPOCHS", "LR",
+               "MAX_ITEMS", "SEED", "PRECISION", "OUTPUT_DIR")  # fmt: skip
+# training switches (tresnet_nb.train.TRAIN_OPTIONS) every dataset notebook exposes, with their defaults
+SWITCHES = {"RECIPE": None, "PROGRESSIVE": None, "TTA": False, "MIXUP": 0.0, "CUTMIX": 0.0, "ACCUMULATE": 1,
+            "GRAD_CHECKPOINTING": False, "BALANCED": False}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Spec:
+    stem: str
+    title: str
+    intro: str
+    dataset: str
+    data_note: str
+    switches: dict[str, object] = field(default_factory=dict)
+    submission: bool = False
+
+
+NOTEBOOKS = (
+    Spec("02_cifar", "CIFAR-10 and CIFAR-100: TResNet-XL at 224 px",
+         "The paper fine-tunes TResNet-XL at 224 px to **99.0** (CIFAR-10) and **91.5** (CIFAR-100) top-1. Set "
+         "`DATASET` to `\"cifar10\"` or `\"cifar100\"`; `PRESET=\"paper\"` selects the paper's architecture and size "
+         "and `RECIPE=\"miil\"` the authors' transfer recipe.",
+         "cifar100", "`DATA_ROOT`: the folder holding `cifar-100-python/` (or `cifar-10-batches-py/`); "
+         "`python -m tresnet_nb data get cifar100 --root DIR` downloads and checks it. The pickled batches are read "
+         "with a restricted unpickler that accepts numpy arrays only."),
+    Spec("03_stanford_cars", "Stanford Cars: TResNet-L at 368 px",
+         "The paper fine-tunes TResNet-L at 368 px to **96.0** top-1 on the 196 car models. Fine-grained, so "
+         "resolution matters: `PROGRESSIVE=\"224:10:64,368:10:32\"` fine-tunes at 224 px first, then at 368 px.",
+         "stanford_cars", "`DATA_ROOT`: the devkit layout (`cars_train/`, `cars_test/`, `devkit/*.mat`, "
+         "`cars_test_annos_withlabels.mat`); `python -m tresnet_nb data get stanford_cars --root DIR` says how to "
+         "get it. Images are resized once into a cache."),
+    Spec("04_oxford_flowers", "Oxford Flowers-102: TResNet-L at 368 px",
+         "The paper fine-tunes TResNet-L at 368 px to **99.1** top-1 on the 102 flower species (the official test "
+         "split of 6,149 images).",
+         "flowers102", "`DATA_ROOT`: `jpg/`, `imagelabels.mat` and `setid.mat` from the Visual Geometry Group; "
+         "`python -m tresnet_nb data get flowers102 --root DIR` downloads and checks them."),
+    Spec("05_herbarium_2020", "Herbarium 2020 (Kaggle FGVC7): a long tail of 32,093 species",
+         "The authors placed **2nd of 153 teams** with TResNet. The metric is macro-F1 over the species, so the rare "
+         "ones count as much as the common ones: `BALANCED=True` draws training items class-balanced. The run "
+         "ends with `submission.csv` (`Id,Predicted`, original category ids) for the competition's test set.",
+         "herbarium2020", "`DATA_ROOT`: the folder holding `nybg2020/train` and `nybg2020/test` (Kaggle: "
+         "`kaggle competitions download -c herbarium-2020-fgvc7`; the Kaggle token stays in `~/.kaggle`, never "
+         "in the notebook).", {"BALANCED": True}, submission=True),
+    Spec("06_plant_pathology_2020", "Plant Pathology 2020 (Kaggle FGVC7): multi-label, mean column-wise ROC-AUC",
+         "The authors placed **7th of 1317 teams**. Four columns (healthy, multiple_diseases, rust, scab) scored by "
+         "their mean ROC-AUC; the run ends with `submission.csv` in the competition's format.",
+         "plant_pathology", "`DATA_ROOT`: `train.csv`, `test.csv` and `images/` (Kaggle: `kaggle competitions "
+         "download -c plant-pathology-2020-fgvc7`).", submission=True),
+    Spec("08_your_own_data", "Your own images: a folder per class, or a CSV",
+         "Point `DATA_ROOT` at your images and fine-tune. `DATASET=\"folder\"`: one sub-folder per class (optionally "
+         "under `train/` and `valid/`); `DATASET=\"csv\"`: a `labels.csv` with `path,label` (or one 0/1 column per "
+         "label, which makes it multi-label). Run `python -m tresnet_nb data verify folder --root DIR` first: it "
+         "names every unreadable image and empty class.",
+         "folder", "Without a `valid/` folder (or a split column) a stratified fifth of the images is held out."),
+)  # fmt: skip
+
+
+def _id(stem: str, i: int) -> str:
+    return hashlib.sha1(f"{stem}:{i}".encode()).hexdigest()[:8]
+
+
+def _lit(value: object) -> str:
+    return repr(value)
+
+
+def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
+    switches = {**SWITCHES, **spec.switches}
+    params = "\n".join(
+        ['PRESET = "cpu"'] + [f"{name} = None" if name != "DATASET" else f'DATASET = "{spec.dataset}"'
+                               for name in BASE_PARAMS[1:]]
+        + [f"{name} = {_lit(value)}" for name, value in switches.items()]
+    )  # fmt: skip
+    options = ", ".join(f"{name.lower()}={name}" for name in switches)
+    submission = (
+        '\nsubmission = tnb.kaggle_submission(learn, data, cfg.out / "submission.csv", tta=TTA)\n'
+        'print(f"Kaggle submission: {submission}")' if spec.submission else ""
+    )  # fmt: skip
+    return [
+        ("markdown", f"# {spec.stem[:2]} · {spec.title}\n\n{spec.intro}\n\n"
+                     f"Headless: `python -m tresnet_nb run notebooks/{spec.stem}.ipynb -p DATA_ROOT DIR`.", []),
+        ("markdown", "On Colab or Kaggle the next cell installs the package; anywhere else it does nothing.", []),
+        ("code", SETUP_CELL, []),
+        ("markdown", "## Parameters\nEvery value left at `None` is filled by the preset (`smoke`, `cpu` or "
+                     "`paper`); anything you set wins. The switches below the line are the training options of "
+                     "`tnb.build_learner` and `tnb.fit` (see the README's Training section).\n\n" + spec.data_note,
+         []),
+        ("code", params, ["parameters"]),
+        ("markdown", "## Configuration and environment", []),
+        ("code", f'import tresnet_nb as tnb\n\ncfg = tnb.RunConfig.from_params(\n    "{spec.stem}",\n'
+                 f"    preset=PRESET,\n"
+                 + "".join(f"    {n.lower()}={n},\n" for n in BASE_PARAMS[1:])
+                 + f"    extra=tnb.check_train_options(dict({options})),\n)\ncfg.save()\n"
+                   "tnb.seed_everything(cfg.seed)\ntnb.hosted_check()\ntnb.show(tnb.config_table(cfg))\n"
+                   "tnb.show(tnb.environment())", []),
+        ("markdown", "## Data\nThe dataset as read from `DATA_ROOT` in its official format, a grid of training "
+                     "images and the items per class.", []),
+        ("code", "spec = tnb.get_dataset(cfg.dataset)\nds = spec.read(cfg.data_root)\nprint(ds.summary())\n"
+                 "images, labels = tnb.samples(ds)\n"
+                 'tnb.plot_samples(images, labels, ds.class_names, cfg.out / "samples.png")\n'
+                 'tnb.plot_class_counts(tnb.split_counts(ds), ds.class_names, cfg.out / "class_counts.png")', []),
+        ("markdown", "## Model\nThe banner says whether the weights are pretrained; preprocessing comes from the "
+                     "model's timm config.", []),
+        ("code", "model = tnb.load_model(cfg.arch, cfg.weights, num_classes=len(ds.class_names))\n"
+                 "tnb.weights_banner(tnb.weights_info(model))\ntnb.show(tnb.describe_model(model, cfg.img_size))\n"
+                 "data = tnb.open_data(cfg, model, tnb.device(), ds)", []),
+        ("markdown", "## Train\nA checkpoint every epoch in `OUTPUT_DIR`: run the notebook again after a crash and "
+                     "it resumes.", []),
+        ("code", "learn = tnb.build_learner(cfg, data.dls, model, task=data.task, **tnb.learner_options(cfg.extra))\n"
+                 "result = tnb.fit(learn, cfg, tnb.weights_info(model).pretrained, phases=PROGRESSIVE, "
+                 "dls_for=data.dls_for)\n"
+                 'tnb.plot_training(result.history, cfg.out / "training.png")', []),
+        ("markdown", "## Evaluate\nThe dataset's metric on its evaluation split, per class (or per label), and the "
+                     "most confident mistakes.", []),
+        ("code", "evaluation = tnb.evaluate(learn, data, tta=TTA)\n"
+                 "tnb.show_evaluation(evaluation, data, cfg.out)", []),
+        ("markdown", "## Artifacts\nThe fine-tuned weights (timm layout), `metrics.json`"
+                     + (" and the Kaggle submission." if spec.submission else "."), []),
+        ("code", 'tnb.save_weights(learn.model, cfg.out / "model.safetensors")\n'
+                 "record = tnb.run_metrics(cfg, model, evaluation, result, learn)\n"
+                 'tnb.write_metrics(record, cfg.out / "metrics.json")' + submission
+                 + "\nprint(tnb.summary_line(record))", []),
+        ("markdown", "## Ours vs the paper\nWhat was run, beside what the paper reports; a reduced run (fewer "
+                     "epochs, smaller images, random weights) is said to be one.", []),
+        ("code", "tnb.show(tnb.paper_table(record))", []),
+    ]  # fmt: skip
+
+
+def notebook(spec: Spec) -> dict:
+    out = []
+    for i, (kind, source, tags) in enumerate(cells(spec)):
+        cell = {"cell_type": kind, "id": _id(spec.stem, i), "metadata": {"tags": tags} if tags else {},
+                "source": source.splitlines(True)}  # fmt: skip
+        if kind == "code":
+            cell.update(execution_count=None, outputs=[])
+        out.append(cell)
+    return {
+        "cells": out,
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+def text(spec: Spec) -> str:
+    return json.dumps(notebook(spec), indent=1, ensure_ascii=False) + "\n"
+
+
+def write(folder: Path) -> list[Path]:
+    """Write every notebook of NOTEBOOKS into ``folder``, formatted by ruff as the repository's are."""
+    paths = []
+    for spec in NOTEBOOKS:
+        path = folder / f"{spec.stem}.ipynb"
+        path.write_text(text(spec))
+        paths.append(path)
+    subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", "--config", str(ROOT / "pyproject.toml"),
+                    *map(str, paths)], check=True)  # fmt: skip
+    return paths
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    stale = []
+    if not args.check:
+        write(ROOT / "notebooks")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for fresh in write(Path(tmp)):
+            committed = ROOT / "notebooks" / fresh.name
+            if not committed.is_file() or committed.read_text() != fresh.read_text():
+                stale.append(fresh.name)
+    if stale:
+        print(f"out of date with tools/notebooks.py: {stale}; run python tools/notebooks.py")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
