@@ -228,3 +228,63 @@ def plot_predictions(
 def config_table(cfg: Any) -> pd.DataFrame:
     """The run's configuration as a two-column table (parameter, value)."""
     return pd.DataFrame([(k.upper(), repr(v)) for k, v in cfg.to_dict().items()], columns=["parameter", "value"])
+
+
+def use_widgets(interactive: bool | None) -> bool:
+    """Whether to show widgets: ``interactive`` if given, else when running in a notebook kernel with ipywidgets."""
+    if interactive is not None:
+        return bool(interactive)
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return in_notebook()
+
+
+def _png(img: np.ndarray, scale: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    pil = Image.fromarray(img if img.ndim == 3 else np.stack([img] * 3, -1))
+    buf = io.BytesIO()
+    pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _caption(probs: torch.Tensor, target: int, class_names: Sequence[str], top: int) -> str:
+    values, idx = probs.topk(min(top, len(probs)))
+    ranked = ", ".join(f"{class_names[int(i)]} {float(v):.2f}" for v, i in zip(values, idx, strict=True))
+    verdict = "right" if int(idx[0]) == int(target) else "wrong"
+    return f"true: {class_names[int(target)]} — {verdict}; top {len(idx)}: {ranked}"
+
+
+def prediction_browser(
+    images: np.ndarray, probs: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str],
+    interactive: bool | None = None, top: int = 3, scale: int = 3,
+) -> Any:  # fmt: skip
+    """Browse the predictions one image at a time: a slider, the image and its top classes (a widget in a live
+    notebook); headless (``interactive`` False, or no notebook), the first ten as a table. Returns the widget or
+    the table."""
+    if not use_widgets(interactive):
+        rows = [(i, _caption(probs[i], int(targets[i]), class_names, top)) for i in range(min(10, len(targets)))]
+        table = pd.DataFrame(rows, columns=["item", "prediction"])
+        show(table)
+        return table
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    slider = widgets.IntSlider(value=0, min=0, max=len(targets) - 1, description="item", continuous_update=False)
+    picture = widgets.Image(format="png")
+    caption = widgets.HTML()
+
+    def update(change: dict | None = None) -> None:
+        i = slider.value
+        picture.value = _png(images[i], scale)
+        caption.value = f"<code>{_caption(probs[i], int(targets[i]), class_names, top)}</code>"
+
+    slider.observe(update, names="value")
+    update()
+    box = widgets.VBox([slider, picture, caption])
+    display(box)
+    return box

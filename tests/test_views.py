@@ -1,0 +1,41 @@
+"""Views: the prediction browser as a widget and as its headless table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tresnet_nb.views import prediction_browser, use_widgets
+
+NAMES = ("cat", "dog", "fox")
+
+
+@pytest.fixture
+def predictions():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (12, 8, 8), dtype=np.uint8)
+    probs = torch.softmax(torch.tensor(rng.normal(size=(12, 3)), dtype=torch.float32), 1)
+    targets = probs.argmax(1).clone()
+    targets[0] = (targets[0] + 1) % 3  # one mistake
+    return images, probs, targets
+
+
+def test_headless_browser_is_a_table_of_the_first_ten(predictions):
+    images, probs, targets = predictions
+    table = prediction_browser(images, probs, targets, NAMES, interactive=False)
+    assert len(table) == 10 and "wrong" in table.prediction[0] and "right" in table.prediction[1]
+    assert f"true: {NAMES[int(targets[0])]}" in table.prediction[0]
+    assert not use_widgets(None)  # in a test process (no notebook kernel) the default is headless
+
+
+def test_widget_browser_follows_its_slider(predictions):
+    pytest.importorskip("ipywidgets")
+    images, probs, targets = predictions
+    box = prediction_browser(images, probs, targets, NAMES, interactive=True)
+    slider, picture, caption = box.children
+    assert (slider.min, slider.max) == (0, 11) and "wrong" in caption.value
+    first_png = bytes(picture.value)
+    assert first_png.startswith(b"\x89PNG")
+    slider.value = 1
+    assert "right" in caption.value and bytes(picture.value) != first_png
