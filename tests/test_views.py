@@ -39,3 +39,18 @@ def test_widget_browser_follows_its_slider(predictions):
     assert first_png.startswith(b"\x89PNG")
     slider.value = 1
     assert "right" in caption.value and bytes(picture.value) != first_png
+
+
+def test_config_picker_headless_and_live(tmp_path):
+    from tresnet_nb import RunConfig
+    from tresnet_nb.views import ConfigPicker
+
+    cfg = RunConfig.from_params("p", preset="smoke", output_dir=str(tmp_path))
+    assert ConfigPicker(cfg, interactive=False).config() is cfg  # headless: the parameters as given
+    pytest.importorskip("ipywidgets")
+    picker = ConfigPicker(cfg, datasets=("fashion_mnist", "cifar10"), interactive=True)
+    assert picker.config() is cfg and set(picker.dataset.options) == {"fashion_mnist", "cifar10"}
+    picker.arch.value, picker.dataset.value = "tresnet_l", "cifar10"
+    picked = picker.config()
+    assert (picked.arch, picked.dataset, picked.weights) == ("tresnet_l", "cifar10", cfg.weights)
+    assert '"arch": "tresnet_l"' in (tmp_path / "run_config.json").read_text()  # saved with the picks

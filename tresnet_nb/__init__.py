@@ -47,6 +47,7 @@ from .train import (
     seed_everything,
 )
 from .views import (
+    ConfigPicker,
     config_table,
     plot_class_counts,
     plot_confusion,
@@ -76,7 +77,7 @@ from .workbook import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARCHS", "DATASETS", "EMA", "prediction_browser", "use_widgets", "Data", "Evaluation", "evaluate", "kaggle_submission", "open_data", "paper_table", "run_metrics", "samples", "show_evaluation", "split_counts", "plot_roc_curves", "TRAIN_OPTIONS", "DistInfo", "check_train_options", "distribute", "init_distributed", "learner_options", "train_job", "ExportMismatchError", "export_onnx", "export_torchscript", "load_preprocessing", "LrFinding", "Phase", "lr_find", "parse_phases", "plot_lr_find", "PRESETS", "RECIPES", "Recipe", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
+    "ARCHS", "DATASETS", "EMA", "ConfigPicker", "prediction_browser", "use_widgets", "Data", "Evaluation", "evaluate", "kaggle_submission", "open_data", "paper_table", "run_metrics", "samples", "show_evaluation", "split_counts", "plot_roc_curves", "TRAIN_OPTIONS", "DistInfo", "check_train_options", "distribute", "init_distributed", "learner_options", "train_job", "ExportMismatchError", "export_onnx", "export_torchscript", "load_preprocessing", "LrFinding", "Phase", "lr_find", "parse_phases", "plot_lr_find", "PRESETS", "RECIPES", "Recipe", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
     "DatasetSpec", "FitResult", "RunConfig", "UnsafeCheckpointError", "WeightsInfo", "WeightsUnavailableError",
     "array_dls", "build_learner", "build_metrics", "check_img_size", "classify_report", "config_table", "count_parameters",
     "data_config", "describe_model", "device", "environment", "history", "hosted_check", "hosted_platform", "fit", "get_dataset", "load_model",

@@ -288,3 +288,39 @@ def prediction_browser(
     box = widgets.VBox([slider, picture, caption])
     display(box)
     return box
+
+
+class ConfigPicker:
+    """Pickers for a run's architecture, weights and dataset: dropdowns in a live notebook (pick, then run the cells
+    below), nothing when headless. :meth:`config` is the run's configuration with the picks (saved again when they
+    changed it)."""
+
+    def __init__(self, cfg: Any, datasets: Sequence[str] | None = None, interactive: bool | None = None) -> None:
+        from .datasets import DATASETS
+        from .models import ARCHS
+
+        self.cfg, self.widget = cfg, None
+        if not use_widgets(interactive):
+            return
+        import ipywidgets as widgets
+        from IPython.display import display
+
+        archs = sorted({*ARCHS, cfg.arch})  # a tagged arch ('tresnet_m.miil_in21k') stays pickable
+        weights = sorted({"auto", "none", cfg.weights})
+        names = sorted({*(datasets or DATASETS), cfg.dataset})
+        self.arch = widgets.Dropdown(options=archs, value=cfg.arch, description="ARCH")
+        self.weights = widgets.Dropdown(options=weights, value=cfg.weights, description="WEIGHTS")
+        self.dataset = widgets.Dropdown(options=names, value=cfg.dataset, description="DATASET")
+        self.widget = widgets.HBox([self.arch, self.weights, self.dataset])
+        display(self.widget)
+
+    def config(self) -> Any:
+        """The configuration with the picked values (unchanged when headless or nothing was changed)."""
+        if self.widget is None:
+            return self.cfg
+        picked = {"arch": self.arch.value, "weights": self.weights.value, "dataset": self.dataset.value}
+        if all(getattr(self.cfg, k) == v for k, v in picked.items()):
+            return self.cfg
+        cfg = self.cfg.with_changes(**picked)
+        cfg.save()
+        return cfg
