@@ -24,7 +24,7 @@ from tresnet_nb.hosted import SETUP_CELL  # noqa: E402
 BASE_PARAMS = ("PRESET", "ARCH", "WEIGHTS", "DATASET", "DATA_ROOT", "IMG_SIZE", "BATCH_SIZE", "EPOCHS", "LR",
                "MAX_ITEMS", "SEED", "PRECISION", "OUTPUT_DIR")  # fmt: skip
 # training switches (tresnet_nb.train.TRAIN_OPTIONS) every dataset notebook exposes, with their defaults
-SWITCHES = {"RECIPE": None, "PROGRESSIVE": None, "TTA": False, "MIXUP": 0.0, "CUTMIX": 0.0, "ACCUMULATE": 1,
+SWITCHES = {"INTERACTIVE": None, "RECIPE": None, "PROGRESSIVE": None, "TTA": False, "MIXUP": 0.0, "CUTMIX": 0.0, "ACCUMULATE": 1,
             "GRAD_CHECKPOINTING": False, "BALANCED": False}  # fmt: skip
 
 
@@ -94,7 +94,7 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
                                for name in BASE_PARAMS[1:]]
         + [f"{name} = {_lit(value)}" for name, value in switches.items()]
     )  # fmt: skip
-    options = ", ".join(f"{name.lower()}={name}" for name in switches)
+    options = ", ".join(f"{name.lower()}={name}" for name in switches if name != "INTERACTIVE")
     submission = (
         '\nsubmission = tnb.kaggle_submission(learn, data, cfg.out / "submission.csv", tta=TTA)\n'
         'print(f"Kaggle submission: {submission}")' if spec.submission else ""
@@ -133,10 +133,13 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
                  "result = tnb.fit(learn, cfg, tnb.weights_info(model).pretrained, phases=PROGRESSIVE, "
                  "dls_for=data.dls_for)\n"
                  'tnb.plot_training(result.history, cfg.out / "training.png")', []),
-        ("markdown", "## Evaluate\nThe dataset's metric on its evaluation split, per class (or per label), and the "
-                     "most confident mistakes.", []),
+        ("markdown", "## Evaluate\nThe dataset's metric on its evaluation split, per class (or per label), the "
+                     "most confident mistakes, and a browser of every prediction (a slider in JupyterLab, a table "
+                     "headless; `INTERACTIVE` forces either).", []),
         ("code", "evaluation = tnb.evaluate(learn, data, tta=TTA)\n"
-                 "tnb.show_evaluation(evaluation, data, cfg.out)", []),
+                 "tnb.show_evaluation(evaluation, data, cfg.out)\n"
+                 "browser = tnb.prediction_browser(data.valid_image, evaluation.probs, evaluation.targets, "
+                 "data.class_names, interactive=INTERACTIVE)", []),
         ("markdown", "## Artifacts\nThe fine-tuned weights (timm layout), `metrics.json`"
                      + (" and the Kaggle submission." if spec.submission else "."), []),
         ("code", 'tnb.save_weights(learn.model, cfg.out / "model.safetensors")\n'

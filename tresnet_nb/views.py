@@ -3,7 +3,7 @@ headless (papermill, scripts) the PNG and a printed text are the fallback."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -252,22 +252,27 @@ def _png(img: np.ndarray, scale: int) -> bytes:
     return buf.getvalue()
 
 
-def _caption(probs: torch.Tensor, target: int, class_names: Sequence[str], top: int) -> str:
+def _caption(probs: torch.Tensor, target: Any, class_names: Sequence[str], top: int) -> str:
+    row = torch.as_tensor(target)
+    if row.ndim == 1:  # multi-label: the true labels and every label's probability
+        true = "+".join(class_names[int(j)] for j in row.nonzero().flatten()) or "(none)"
+        return f"true: {true}; " + ", ".join(f"{n} {float(p):.2f}" for n, p in zip(class_names, probs, strict=True))
     values, idx = probs.topk(min(top, len(probs)))
     ranked = ", ".join(f"{class_names[int(i)]} {float(v):.2f}" for v, i in zip(values, idx, strict=True))
-    verdict = "right" if int(idx[0]) == int(target) else "wrong"
-    return f"true: {class_names[int(target)]} — {verdict}; top {len(idx)}: {ranked}"
+    verdict = "right" if int(idx[0]) == int(row) else "wrong"
+    return f"true: {class_names[int(row)]} — {verdict}; top {len(idx)}: {ranked}"
 
 
 def prediction_browser(
-    images: np.ndarray, probs: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str],
-    interactive: bool | None = None, top: int = 3, scale: int = 3,
+    images: np.ndarray | Callable[[int], np.ndarray], probs: torch.Tensor, targets: torch.Tensor,
+    class_names: Sequence[str], interactive: bool | None = None, top: int = 3, scale: int = 3,
 ) -> Any:  # fmt: skip
-    """Browse the predictions one image at a time: a slider, the image and its top classes (a widget in a live
-    notebook); headless (``interactive`` False, or no notebook), the first ten as a table. Returns the widget or
-    the table."""
+    """Browse the predictions one image at a time: a slider, the image and its top classes (every label's
+    probability for multi-label) in a live notebook; headless (``interactive`` False, or no notebook), the first ten
+    as a table. ``images`` is an array, or a function giving item ``i``'s image (files are then read one at a
+    time). Returns the widget or the table."""
     if not use_widgets(interactive):
-        rows = [(i, _caption(probs[i], int(targets[i]), class_names, top)) for i in range(min(10, len(targets)))]
+        rows = [(i, _caption(probs[i], targets[i], class_names, top)) for i in range(min(10, len(targets)))]
         table = pd.DataFrame(rows, columns=["item", "prediction"])
         show(table)
         return table
@@ -280,8 +285,8 @@ def prediction_browser(
 
     def update(change: dict | None = None) -> None:
         i = slider.value
-        picture.value = _png(images[i], scale)
-        caption.value = f"<code>{_caption(probs[i], int(targets[i]), class_names, top)}</code>"
+        picture.value = _png(images(i) if callable(images) else images[i], scale)
+        caption.value = f"<code>{_caption(probs[i], targets[i], class_names, top)}</code>"
 
     slider.observe(update, names="value")
     update()

@@ -81,6 +81,10 @@ class Data:
         size = dataset.size
         return np.stack([np.asarray(decode_resized(dataset.split.paths[i], size, None)) for i in indices])
 
+    def valid_image(self, i: int) -> np.ndarray:
+        """The evaluation loader's item ``i`` as a uint8 (S, S, 3) image (for the prediction browser)."""
+        return self.images("valid", [i])[0]
+
     def labels(self, which: str) -> np.ndarray:
         """The labels of the ``which`` loader's items (class indices, or 0/1 rows for multi-label)."""
         dataset = (self.dls.train if which == "train" else self.dls.valid).dataset
