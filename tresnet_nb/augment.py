@@ -76,13 +76,18 @@ class BatchAugment:
         return torch.stack([self._erase(img) if pick else img for img, pick in zip(x, chosen, strict=True)])
 
 
-def set_augment(dls: DataLoaders, policy: str, erasing: float = 0.0) -> None:
-    """Switch the training loader of ``dls`` (built by tresnet_nb's array or file loaders) to ``policy``."""
-    check_augment(policy, erasing)
+def _preprocess_steps(dls: DataLoaders) -> list:
+    """The tresnet_nb Preprocess steps of the training loader of ``dls`` (none for loaders built otherwise)."""
     from .datasets.arrays import Preprocess
 
     steps = getattr(dls.train.after_batch, "fs", [dls.train.after_batch])  # a fastai Pipeline, or the bare transform
-    found = [t for t in steps if isinstance(t, Preprocess)]
+    return [t for t in steps if isinstance(t, Preprocess)]
+
+
+def set_augment(dls: DataLoaders, policy: str, erasing: float = 0.0) -> None:
+    """Switch the training loader of ``dls`` (built by tresnet_nb's array or file loaders) to ``policy``."""
+    check_augment(policy, erasing)
+    found = _preprocess_steps(dls)
     if not found:
         raise ValueError(
             "These DataLoaders have no tresnet_nb Preprocess step, so the recipe's augmentation cannot be set. Build "
@@ -96,10 +101,7 @@ def set_augment(dls: DataLoaders, policy: str, erasing: float = 0.0) -> None:
 def augment_of(dls: DataLoaders) -> tuple[str, float]:
     """The (policy, erasing) the training loader of ``dls`` applies ('as_built' if it has no tresnet_nb Preprocess),
     to carry it over to the loaders of a progressive phase."""
-    from .datasets.arrays import Preprocess
-
-    steps = getattr(dls.train.after_batch, "fs", [dls.train.after_batch])
-    found = [t.aug for t in steps if isinstance(t, Preprocess) and t.aug is not None]
+    found = [t.aug for t in _preprocess_steps(dls) if t.aug is not None]
     return (found[0].policy, found[0].erasing) if found else ("as_built", 0.0)
 
 

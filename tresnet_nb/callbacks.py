@@ -211,7 +211,7 @@ class Checkpoint(Callback):
     def after_epoch(self) -> None:
         if not self.trained or not is_main():  # data-parallel: rank 0 writes; every rank reads it to resume
             return
-        from .fitting import history, rng_state  # late: fitting imports this module
+        from .fitting import history, join_history, rng_state  # late: fitting imports this module
 
         ema = next((cb for cb in self.learn.cbs if isinstance(cb, EMA)), None)
         current = history(self.learn)
@@ -226,10 +226,6 @@ class Checkpoint(Callback):
             "scaler": self.learn.scaler.state_dict() if getattr(self.learn, "scaler", None) is not None else None,
             "rng": rng_state(self.learn),
             "smooth_loss": [self.learn.recorder.smooth_loss.count, self.learn.recorder.smooth_loss.val],
-            "history": {
-                "train_losses": self.prefix["train_losses"] + current["train_losses"],
-                "epochs": self.prefix["epochs"] + current["epochs"],
-                "metric_names": current["metric_names"],
-            },
+            "history": join_history(self.prefix, current),
         }
         atomic_save(plain(state), self.path)

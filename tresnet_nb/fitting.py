@@ -56,8 +56,9 @@ def parse_phases(value: str | Sequence[Any] | None) -> tuple[Phase, ...] | None:
         except ValueError:
             raise ValueError(f"Progressive schedule {value!r} is not understood; {hint}") from None
     else:
-        triples = [tuple(p[k] for k in ("size", "epochs", "batch_size")) if isinstance(p, dict) else tuple(p)
-                   for p in value]  # fmt: skip
+        keys = ("size", "epochs", "batch_size")
+        triples = [tuple(p[k] for k in keys) if isinstance(p, dict) else tuple(getattr(p, k) for k in keys)
+                   if isinstance(p, Phase) else tuple(p) for p in value]  # fmt: skip
     if not triples or any(len(t) != 3 for t in triples):
         raise ValueError(f"Progressive schedule {value!r} needs one or more (size, epochs, batch_size) phases; {hint}")
     phases = []
@@ -226,7 +227,7 @@ def fit(
     epochs replace ``cfg.epochs``.
     """
     recipe = get_recipe(learn.recipe_name)
-    phases = parse_phases(phases) if isinstance(phases, str) or phases is not None else None
+    phases = parse_phases(phases)
     if phases and dls_for is None:
         raise ValueError("A progressive schedule needs dls_for(size, batch_size) to build each phase's DataLoaders")
     stages = plan(recipe, cfg.epochs, cfg.lr, pretrained, phases)
@@ -267,8 +268,7 @@ def fit(
             ckpt.stage = index
             _run_stage(learn, stage, start_epoch if index == start_stage else 0)
             done = history(learn)
-            ckpt.prefix = {"train_losses": ckpt.prefix["train_losses"] + done["train_losses"],
-                           "epochs": ckpt.prefix["epochs"] + done["epochs"], "metric_names": done["metric_names"]}  # fmt: skip
+            ckpt.prefix = join_history(ckpt.prefix, done)
             images += len(done["epochs"]) * len(learn.dls.train) * learn.dls.train.bs
     finally:
         learn.remove_cb(ckpt)
@@ -280,6 +280,12 @@ def fit(
     lr = cfg.lr if cfg.lr is not None else recipe.lr
     epochs = sum(p.epochs for p in phases) if phases else cfg.epochs
     return FitResult(learn.recipe_name, lr, epochs, seconds, images / max(seconds, 1e-9), ckpt.prefix, resumed)
+
+
+def join_history(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """The history of earlier fits followed by ``later`` (a stage, or the epochs of one so far)."""
+    return {"train_losses": earlier["train_losses"] + later["train_losses"],
+            "epochs": earlier["epochs"] + later["epochs"], "metric_names": later["metric_names"]}  # fmt: skip
 
 
 def history(learn: Learner) -> dict[str, Any]:

@@ -44,6 +44,18 @@ def _storage_key(t: torch.Tensor) -> tuple[str, int]:
     return (str(t.device), t.untyped_storage().data_ptr())
 
 
+@contextlib.contextmanager
+def buffers_restored(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block ``model`` may update its buffers (BatchNorm running statistics); they are put back after."""
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+
+
 def saved_tensor_bytes(
     model: nn.Module,
     x: torch.Tensor | Sequence[torch.Tensor],
@@ -72,19 +84,15 @@ def saved_tensor_bytes(
         return t
 
     was_training = model.training
-    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
-    try:
-        model.train()
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    try:  # the buffers are restored: undo the running-statistics update of this probe's forward
+        with buffers_restored(model), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model.train()
             out = model(*inputs)
             if loss_fn is not None:
                 out = loss_fn(out)
-        del out  # frees the graph (and its saved tensors) without a backward: grads stay as they were
+            del out  # frees the graph (and its saved tensors) without a backward: grads stay as they were
     finally:
         model.train(was_training)
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])  # undo the running-statistics update of this probe's forward
     total = sum(t.untyped_storage().nbytes() for k, t in storages.items() if k not in own)
     params = sum(t.untyped_storage().nbytes() for k, t in storages.items() if k in own)
     batch = int(inputs[0].shape[0]) if inputs and inputs[0].ndim else 1
@@ -206,10 +214,5 @@ def find_max_batch(model: nn.Module, img_size: int, num_classes: int, precision:
             f"find_max_batch searches a CUDA device's memory; this run is on {device.type}. Fix: set BATCH_SIZE "
             "yourself (tresnet_nb.memory.saved_tensor_bytes estimates the activation memory per image)"
         )
-    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
-    try:
-        return max_batch_size(training_step(model.to(device), img_size, device, num_classes, precision), limit=limit)
-    finally:
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
+    with buffers_restored(model.to(device)):
+        return max_batch_size(training_step(model, img_size, device, num_classes, precision), limit=limit)

@@ -232,10 +232,8 @@ def build_learner(
         set_augment(dls, policy, erase)  # checks both, naming the bad value
     elif erasing:
         raise ValueError("erasing needs a tresnet_nb augmentation policy; with augment='as_built' leave it None")
-    if clip_grad is not None and (
-        isinstance(clip_grad, bool) or not isinstance(clip_grad, (int, float)) or clip_grad <= 0
-    ):
-        raise ValueError(f"CLIP_GRAD must be a positive gradient norm or None, not {clip_grad!r}")
+    check_train_options({"mixup": mixup, "cutmix": cutmix, "clip_grad": clip_grad, "accumulate": accumulate,
+                         "grad_checkpointing": grad_checkpointing, "compile": compile})  # fmt: skip
     if grad_checkpointing and compile:
         raise ValueError(
             "grad_checkpointing and compile cannot be combined: with torch 2.14 the recomputed BatchNorm counters of "

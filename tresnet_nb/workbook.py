@@ -68,11 +68,6 @@ class Data:
                                     self.cfg.out, max_items=self.cfg.max_items, seed=self.cfg.seed,
                                     balanced=bool(self.cfg.extra.get("balanced")))  # fmt: skip
 
-    def counts(self) -> dict[str, np.ndarray]:
-        """Items per class in the training and evaluation loaders (label sums for multi-label)."""
-        return {name: _label_counts(dl.dataset, len(self.class_names)) for name, dl in
-                (("train", self.dls.train), (self.spec.eval_split, self.dls.valid))}  # fmt: skip
-
     def images(self, which: str, indices: np.ndarray | list[int]) -> np.ndarray:
         """uint8 (n, S, S, 3) images of the ``which`` ('train' or 'valid') loader's items at ``indices``."""
         dataset = (self.dls.train if which == "train" else self.dls.valid).dataset
@@ -85,20 +80,10 @@ class Data:
         """The evaluation loader's item ``i`` as a uint8 (S, S, 3) image (for the prediction browser)."""
         return self.images("valid", [i])[0]
 
-    def labels(self, which: str) -> np.ndarray:
-        """The labels of the ``which`` loader's items (class indices, or 0/1 rows for multi-label)."""
-        dataset = (self.dls.train if which == "train" else self.dls.valid).dataset
-        return np.asarray(dataset.labels)
-
 
 def data_config_at(data_cfg: dict[str, Any], size: int) -> dict[str, Any]:
     """``data_cfg`` (the model's preprocessing) with its input size set to ``size``."""
     return {**data_cfg, "input_size": (3, size, size)}
-
-
-def _label_counts(dataset: Any, n_classes: int) -> np.ndarray:
-    labels = np.asarray(dataset.labels)
-    return labels.sum(0).astype(int) if labels.ndim == 2 else np.bincount(labels, minlength=n_classes)
 
 
 def open_data(cfg: RunConfig, model: nn.Module, device: torch.device, ds: Dataset | None = None) -> Data:
@@ -210,14 +195,7 @@ def samples(ds: Dataset, split: str = "train", n: int = 16, size: int = 96) -> t
 
 def split_counts(ds: Dataset) -> dict[str, np.ndarray]:
     """Items per class in each labelled split of ``ds`` (label sums for multi-label)."""
-    n = len(ds.class_names)
-    out = {}
-    for name, part in ds.splits.items():
-        if part.labels is not None:
-            out[name] = (
-                part.labels.sum(0).astype(int) if part.labels.ndim == 2 else np.bincount(part.labels, minlength=n)
-            )
-    return out
+    return {name: part.class_counts(len(ds.class_names)) for name, part in ds.splits.items() if part.labelled}
 
 
 def show_evaluation(evaluation: Evaluation, data: Data, out: Path | str, n_worst: int = 16) -> None:
