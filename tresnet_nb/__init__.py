@@ -33,6 +33,7 @@ from .models import (
     load_model,
     weights_info,
 )
+from .probe import PAPER_V100, ProbeReport, ProbeSettings, run_probe
 from .report import build_metrics, device, environment, run_record, save_weights, summary_line, write_metrics
 from .train import (
     RECIPES,
@@ -52,9 +53,11 @@ from .views import (
     plot_class_counts,
     plot_confusion,
     plot_lr_find,
+    plot_memory,
     plot_predictions,
     plot_roc_curves,
     plot_samples,
+    plot_throughput,
     plot_training,
     prediction_browser,
     show,
@@ -77,7 +80,7 @@ from .workbook import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARCHS", "DATASETS", "EMA", "ConfigPicker", "prediction_browser", "use_widgets", "Data", "Evaluation", "evaluate", "kaggle_submission", "open_data", "paper_table", "run_metrics", "samples", "show_evaluation", "split_counts", "plot_roc_curves", "TRAIN_OPTIONS", "DistInfo", "check_train_options", "distribute", "init_distributed", "learner_options", "train_job", "ExportMismatchError", "export_onnx", "export_torchscript", "load_preprocessing", "LrFinding", "Phase", "lr_find", "parse_phases", "plot_lr_find", "PRESETS", "RECIPES", "Recipe", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
+    "ARCHS", "DATASETS", "PAPER_V100", "ProbeReport", "ProbeSettings", "run_probe", "plot_memory", "plot_throughput", "EMA", "ConfigPicker", "prediction_browser", "use_widgets", "Data", "Evaluation", "evaluate", "kaggle_submission", "open_data", "paper_table", "run_metrics", "samples", "show_evaluation", "split_counts", "plot_roc_curves", "TRAIN_OPTIONS", "DistInfo", "check_train_options", "distribute", "init_distributed", "learner_options", "train_job", "ExportMismatchError", "export_onnx", "export_torchscript", "load_preprocessing", "LrFinding", "Phase", "lr_find", "parse_phases", "plot_lr_find", "PRESETS", "RECIPES", "Recipe", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
     "DatasetSpec", "FitResult", "RunConfig", "UnsafeCheckpointError", "WeightsInfo", "WeightsUnavailableError",
     "array_dls", "build_learner", "build_metrics", "check_img_size", "classify_report", "config_table", "count_parameters",
     "data_config", "describe_model", "device", "environment", "history", "hosted_check", "hosted_platform", "fit", "get_dataset", "load_model",

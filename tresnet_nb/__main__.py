@@ -8,6 +8,9 @@ python -m tresnet_nb train [--preset NAME] [-p KEY VALUE]... [--out DIR] [--sync
 python -m tresnet_nb data verify DATASET --root PATH
 python -m tresnet_nb data fixtures DATASET --root PATH
 python -m tresnet_nb data get DATASET --root PATH
+python -m tresnet_nb probe --arch A [A ...] [--img-size N] [--mode infer|train|both] [--precision fp32|bf16|fp16]
+    [--channels-last] [--batch-size N|max] [--json FILE] [--csv FILE] [--plot FILE]
+    throughput and memory beside the paper's V100 table (tresnet_nb.probe)
 """
 
 from __future__ import annotations
@@ -37,6 +40,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a RunConfig parameter (upper or lower case); BATCH_SIZE is per process")  # fmt: skip
     train.add_argument("--out", default=None, help="OUTPUT_DIR (default: runs/train)")
     train.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (CUDA only)")
+
+    probe = sub.add_parser("probe", help="training/inference throughput and memory beside the paper's V100 table")
+    probe.add_argument("--arch", nargs="+", required=True, help="architectures, e.g. tresnet_m resnet50")
+    probe.add_argument("--img-size", type=int, default=None, help="input side in pixels (default 224)")
+    probe.add_argument("--mode", choices=("infer", "train", "both"), default="both")
+    probe.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
+                       help="default: fp16 on CUDA (the paper's mixed precision), bf16 on a CPU")  # fmt: skip
+    probe.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="channels_last memory format (default: on)")  # fmt: skip
+    probe.add_argument("--batch-size", default=None,
+                       help="N or 'max' (CUDA: 90%% of the largest batch that fits; default: max on CUDA, 16 on a CPU)")  # fmt: skip
+    probe.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    probe.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2; 1 on a CPU)")
+    probe.add_argument("--repeats", type=int, default=None, help="timed rounds; the median is reported (default 5; 3 on a CPU)")  # fmt: skip
+    probe.add_argument("--steps", type=int, default=None, help="steps per timed round (default 1)")
+    probe.add_argument("--budget-gib", type=float, default=None,
+                       help="memory for the max-batch estimate (default: the GPU's, or a V100's 16 GiB)")  # fmt: skip
+    probe.add_argument("--no-flops", action="store_true", help="skip the FLOP count and the matmul peak")
+    probe.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: the first GPU, else the CPU)")
+    probe.add_argument("--json", default=None, help="write the full report as JSON")
+    probe.add_argument("--csv", default=None, help="write the table and details as CSV")
+    probe.add_argument("--plot", default=None, help="write the bar chart as PNG")
 
     data = sub.add_parser("data", help="verify datasets, write fixtures, get the real data")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -87,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "data":
         return data_command(args)
+    if args.command == "probe":
+        from .probe import probe_command
+
+        return probe_command(args)
     params = {key: parse_value(value) for key, value in args.parameter}
     if args.command == "train":
         from .job import train_command

@@ -157,6 +157,39 @@ def plot_training(history: dict[str, Any], path: Path | str | None = None) -> No
     _finish(fig, path)
 
 
+def plot_throughput(report: Any, path: Path | str | None = None) -> None:
+    """A :class:`tresnet_nb.probe.ProbeReport` as bars: training and inference img/s per architecture, ours beside
+    the paper's V100 numbers, on a log scale (a CPU and a V100 differ by two orders of magnitude)."""
+    from .probe import PAPER_V100
+
+    archs = [r.arch for r in report.results]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    x = np.arange(len(archs))
+    for ax, mode, title in zip(axes, ("train", "infer"), ("training", "inference"), strict=True):
+        ours = [getattr(r, mode).images_per_second if getattr(r, mode) else np.nan for r in report.results]
+        paper = [getattr(PAPER_V100[a.split(".")[0]], mode) if a.split(".")[0] in PAPER_V100 else np.nan
+                 for a in archs]  # fmt: skip
+        bars = ax.bar(x - 0.2, ours, 0.4, label=f"ours ({report.device.split(':', 1)[-1].strip()[:28]})")
+        ax.bar(x + 0.2, paper, 0.4, label="paper (V100, mixed precision)", color="0.7")
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+        ax.set(title=f"{title}, {report.settings.img_size} px, {report.settings.precision}", ylabel="img/s",
+               yscale="log", xticks=x)  # fmt: skip
+        ax.set_xticklabels(archs, fontsize=8)
+        ax.legend(fontsize=7)
+    _finish(fig, path)
+
+
+def plot_memory(saved_mib: dict[str, float], title: str, path: Path | str | None = None) -> None:
+    """Horizontal bars of activation memory saved for backward (MiB per image), one per variant, with each one's
+    ratio to the first."""
+    names, values = list(saved_mib), np.array(list(saved_mib.values()), dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(names)))
+    bars = ax.barh(names[::-1], values[::-1])
+    ax.bar_label(bars, labels=[f"{v:.2f} MiB (x{v / values[0]:.2f})" for v in values[::-1]], fontsize=8)
+    ax.set(xlabel="saved for backward, MiB per image", title=title, xlim=(0, values.max() * 1.35))
+    _finish(fig, path)
+
+
 def plot_lr_find(
     lrs: Sequence[float], losses: Sequence[float], suggestion: float, path: Path | str | None = None
 ) -> None:
