@@ -213,3 +213,28 @@ def test_probe_command(tmp_path, capsys):
 def test_probe_command_refuses_bad_input(args, message, capsys):
     assert main(["probe", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_probe_notebook_smoke_run(tmp_path, closed_hub):
+    from pathlib import Path
+
+    from tresnet_nb.runner import run_notebooks
+
+    root = Path(__file__).resolve().parents[1]
+    (outcome,) = run_notebooks([root / "notebooks" / "01_throughput_probe.ipynb"], tmp_path, "smoke", {})
+    assert outcome.status == "ok", outcome.error
+    run_dir = tmp_path / "01_throughput_probe"
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["metric_name"] == "train_images_per_second" and record["metric_value"] > 0
+    assert record["paper_target"] == 730 and record["pretrained"] is False and record["img_size"] == 64
+    data = json.loads((run_dir / "probe.json").read_text())
+    assert [r["arch"] for r in data["results"]] == ["tresnet_m", "resnet50"]
+    with open(run_dir / "memory.csv") as f:
+        variants = [row["variant"] for row in csv.DictReader(f)]
+    assert variants == ["tresnet_m, BatchNorm (timm)", "tresnet_m, InPlace-ABN", "tresnet_m, gradient checkpointing",
+                        "resnet50, BatchNorm"]  # fmt: skip
+    for name in ("throughput.png", "memory.png", "probe.csv"):
+        assert (run_dir / name).is_file(), name
+    executed = (run_dir / "01_throughput_probe.ipynb").read_text()
+    assert "not the paper's protocol" in executed and "no high-resolution run on cpu" in executed

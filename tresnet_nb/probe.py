@@ -23,7 +23,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -520,6 +520,7 @@ def plan(device: torch.device, preset: str = "cpu", archs: Sequence[str] | None 
     ResNet50 at 224, fp16, 90% of the maximal batch); on a CPU a reduced set with the same columns (TResNet-M and
     ResNet50, bf16 + channels_last, a fixed batch); ``smoke`` shrinks either to seconds. Given values win."""
     gpu = device.type == "cuda"
+    precision = None if precision == "auto" else precision  # RunConfig's 'auto': the plan's choice
     base: dict[str, Any] = (
         {"archs": ("tresnet_m", "tresnet_l", "tresnet_xl", "resnet50"), "img_size": 224, "precision": "fp16",
          "channels_last": True, "batch_size": "max", "repeats": 5}
@@ -608,3 +609,102 @@ def probe_command(args: Any) -> int:
         plot_throughput(report, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def high_res_settings(settings: ProbeSettings, device: torch.device, size: int | None = None) -> ProbeSettings | None:
+    """The same probe at a higher resolution: ``size`` if given (0 turns it off), else 448 px on a GPU (the paper's
+    high-resolution models) and nothing on a CPU, where 448 px would take minutes per architecture."""
+    if size == 0 or (size is None and device.type != "cuda"):
+        return None
+    return replace(settings, img_size=check_img_size(size or 448))
+
+
+def memory_comparison(arch: str = "tresnet_m", img_size: int = 224, precision: str = "fp32",
+                      channels_last: bool = False, budget_gib: float = V100_GIB, baseline: str | None = "resnet50",
+                      device: torch.device | None = None) -> pd.DataFrame:  # fmt: skip
+    """Activation memory of a training step of ``arch`` with plain BatchNorm, with InPlace-ABN (the pure-PyTorch
+    backend, :mod:`tresnet_nb.iabn`) and with gradient checkpointing, and of ``baseline``: MiB saved for backward per
+    image, the ratio to plain BatchNorm, and the maximal training batch those bytes allow in ``budget_gib`` beside
+    the paper's V100 batch (the paper's TResNet trained with InPlace-ABN)."""
+    import copy
+
+    from .iabn import convert_to_iabn
+    from .memory import grad_checkpointing
+
+    device = device or default_device()
+    budget = budget_gib * 2**30
+
+    def measure(model: nn.Module) -> tuple[float, int]:
+        model = model.to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        per_image, fixed = saved_bytes_slope(model, img_size, device, precision, channels_last)
+        return per_image, estimate_max_batch(per_image, resident_training_bytes(model) + fixed, budget)
+
+    model = load_model(arch, None, num_classes=NUM_CLASSES)
+    rows = [(f"{arch}, BatchNorm (timm)", arch, *measure(model))]
+    converted = convert_to_iabn(copy.deepcopy(model), backend="pure")
+    rows.append((f"{arch}, InPlace-ABN", arch, *measure(converted)))
+    with grad_checkpointing(model):
+        rows.append((f"{arch}, gradient checkpointing", arch, *measure(model)))
+    if baseline:
+        rows.append((f"{baseline}, BatchNorm", baseline, *measure(load_model(baseline, None, num_classes=NUM_CLASSES))))
+    first = rows[0][2]
+    paper_key = f"paper V100 max train batch (224 px, {V100_GIB:g} GB)"
+    return pd.DataFrame(
+        [
+            {
+                "variant": name,
+                "saved MiB/image": round(per_image / 2**20, 2),
+                "vs BatchNorm": round(per_image / first, 3),
+                f"max train batch (est., {budget_gib:g} GiB)": batch,
+                paper_key: PAPER_V100[split_arch(a)[0]].max_batch if split_arch(a)[0] in PAPER_V100 else None,
+            }
+            for name, a, per_image, batch in rows
+        ]  # fmt: skip
+    ).set_index("variant")
+
+
+def relative_table(report: ProbeReport, baseline: str = "resnet50") -> pd.DataFrame | None:
+    """Each architecture's speed relative to ``baseline`` measured in the same run, beside the same ratio in the
+    paper's V100 table: the comparison that carries across devices better than raw img/s (None without the
+    baseline). Ratios still depend on the device: a CPU favours fewer FLOPs, a GPU TResNet's GPU-friendly design."""
+    base = next((r for r in report.results if split_arch(r.arch)[0] == baseline), None)
+    if base is None:
+        return None
+    rows = []
+    for r in report.results:
+        name = split_arch(r.arch)[0]
+        paper, paper_base = PAPER_V100.get(name), PAPER_V100.get(baseline)
+        row: dict[str, Any] = {"Model": r.arch}
+        for mode in ("train", "infer"):
+            ours, theirs = getattr(r, mode), getattr(base, mode)
+            if ours is not None and theirs is not None:
+                row[f"{mode} vs {baseline} (ours)"] = round(ours.images_per_second / theirs.images_per_second, 2)
+                if paper and paper_base:
+                    row[f"{mode} vs {baseline} (paper)"] = round(getattr(paper, mode) / getattr(paper_base, mode), 2)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("Model")
+
+
+def verdict(report: ProbeReport) -> str:
+    """One honest sentence on how this run compares with the paper's table."""
+    s = report.settings
+    protocol = s.img_size == 224 and s.precision in ("fp16", "bf16") and any(r.max_train_batch for r in report.results)
+    where = f"{report.device}, {s.img_size} px, {s.precision}, batch: {report.results[0].batch_note}"
+    if protocol and report.device.startswith("cuda"):
+        return (
+            f"Measured with the paper's protocol on {where}: comparable to the paper's V100 table up to the GPU model."
+        )
+    return (f"Measured on {where}: not the paper's protocol (V100, mixed precision, 224 px, 90% of the maximal batch), "
+            "so the raw img/s are not comparable with the paper's; the ratios between architectures are.")  # fmt: skip
+
+
+def unused_parameters(**params: Any) -> str:
+    """The notebook parameters a probe has no use for (weights, data, epochs) that were set, said aloud: every
+    notebook takes the same parameters so that one ``run`` command can pass them to all, and the probe ignores
+    these rather than pretend to use them."""
+    given = {k: v for k, v in params.items() if v is not None}
+    if not given:
+        return "every parameter set is used"
+    return f"ignored by the probe (speed and memory do not depend on them; random weights, random tensors): {given}"

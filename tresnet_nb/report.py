@@ -124,9 +124,10 @@ def summary_line(record: dict[str, Any], wall_seconds: float | None = None) -> s
     pretrained = "pretrained" if record["pretrained"] else "NOT pretrained: random init"
     value = record["metric_value"]
     wall = f", wall {wall_seconds:.0f}s" if wall_seconds is not None else ""
+    epochs = f" x{record['epochs']} ep" if record.get("epochs") is not None else ""  # a probe trains no epochs
     return (
         f"{record['notebook']}: {record['arch']}, weights={record['weights']} ({pretrained}), {record['dataset']} "
-        f"@{record['img_size']}px x{record['epochs']} ep: {record['metric_name']}={value:.4f} "
+        f"@{record['img_size']}px{epochs}: {record['metric_name']}={value:.4f} "
         f"(train {record['train_seconds']:.0f}s{wall})"
     )
 
