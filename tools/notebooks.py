@@ -37,6 +37,7 @@ class Spec:
     data_note: str
     switches: dict[str, object] = field(default_factory=dict)
     submission: bool = False
+    pickable: tuple[str, ...] = ()  # datasets the JupyterLab picker offers (default: the notebook's own)
 
 
 NOTEBOOKS = (
@@ -46,7 +47,7 @@ NOTEBOOKS = (
          "and `RECIPE=\"miil\"` the authors' transfer recipe.",
          "cifar100", "`DATA_ROOT`: the folder holding `cifar-100-python/` (or `cifar-10-batches-py/`); "
          "`python -m tresnet_nb data get cifar100 --root DIR` downloads and checks it. The pickled batches are read "
-         "with a restricted unpickler that accepts numpy arrays only."),
+         "with a restricted unpickler that accepts numpy arrays only.", pickable=("cifar10", "cifar100")),
     Spec("03_stanford_cars", "Stanford Cars: TResNet-L at 368 px",
          "The paper fine-tunes TResNet-L at 368 px to **96.0** top-1 on the 196 car models. Fine-grained, so "
          "resolution matters: `PROGRESSIVE=\"224:10:64,368:10:32\"` fine-tunes at 224 px first, then at 368 px.",
@@ -75,7 +76,8 @@ NOTEBOOKS = (
          "under `train/` and `valid/`); `DATASET=\"csv\"`: a `labels.csv` with `path,label` (or one 0/1 column per "
          "label, which makes it multi-label). Run `python -m tresnet_nb data verify folder --root DIR` first: it "
          "names every unreadable image and empty class.",
-         "folder", "Without a `valid/` folder (or a split column) a stratified fifth of the images is held out."),
+         "folder", "Without a `valid/` folder (or a split column) a stratified fifth of the images is held out.",
+         pickable=("folder", "csv")),
 )  # fmt: skip
 
 
@@ -115,10 +117,13 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
                  + "".join(f"    {n.lower()}={n},\n" for n in BASE_PARAMS[1:])
                  + f"    extra=tnb.check_train_options(dict({options})),\n)\ncfg.save()\n"
                    "tnb.seed_everything(cfg.seed)\ntnb.hosted_check()\ntnb.show(tnb.config_table(cfg))\n"
-                   "tnb.show(tnb.environment())", []),
+                   "tnb.show(tnb.environment())\n"
+                   f"picker = tnb.ConfigPicker(cfg, datasets={spec.pickable or (spec.dataset,)!r}, "
+                   "interactive=INTERACTIVE)", []),
         ("markdown", "## Data\nThe dataset as read from `DATA_ROOT` in its official format, a grid of training "
                      "images and the items per class.", []),
-        ("code", "spec = tnb.get_dataset(cfg.dataset)\nds = spec.read(cfg.data_root)\nprint(ds.summary())\n"
+        ("code", "cfg = picker.config()  # in JupyterLab: the architecture, weights and dataset picked above\n"
+                 "spec = tnb.get_dataset(cfg.dataset)\nds = spec.read(cfg.data_root)\nprint(ds.summary())\n"
                  "images, labels = tnb.samples(ds)\n"
                  'tnb.plot_samples(images, labels, ds.class_names, cfg.out / "samples.png")\n'
                  'tnb.plot_class_counts(tnb.split_counts(ds), ds.class_names, cfg.out / "class_counts.png")', []),
