@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_highres.py
 	$(PY) benchmarks/bench_loop_overhead.py
 	$(PY) benchmarks/bench_grad_checkpointing.py
+	$(PY) benchmarks/bench_iabn.py
 	$(PY) benchmarks/bench_probe.py
 
 clean-runs:

@@ -25,6 +25,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
         ("bench_loop_overhead.py", ("--items", "32", "--batch-size", "16", "--repeats", "1"), ("ours / bare: x",)),
         ("bench_grad_checkpointing.py", ("--img-size", "64", "--batch-size", "2", "--steps", "1"),
          ("checkpointed / plain: saved bytes x", "step time x")),
+        ("bench_iabn.py", ("--img-size", "64", "--batch-size", "2", "--steps", "1"),
+         ("iabn / bn: saved bytes x", "step time x")),
         ("bench_probe.py", ("--img-size", "32", "--batch-size", "2", "--rounds", "1", "--steps", "1", "--warmup", "1"),
          ("probe / reference: infer x", "probe / reference: train x", "reference inference_mode / no_grad: x")),
     ],

@@ -20,6 +20,7 @@ from .distributed import DistInfo, distribute, init_distributed
 from .export import ExportMismatchError, export_onnx, export_torchscript, load_preprocessing
 from .fitting import FitResult, Phase, fit, history, parse_phases
 from .hosted import hosted_check, hosted_platform
+from .iabn import convert_from_iabn, convert_to_iabn
 from .job import train_job
 from .metrics import ClassificationReport, classify_report, topk_accuracy
 from .models import (
@@ -80,7 +81,7 @@ from .workbook import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARCHS", "DATASETS", "PAPER_V100", "ProbeReport", "ProbeSettings", "run_probe", "plot_memory", "plot_throughput", "EMA", "ConfigPicker", "prediction_browser", "use_widgets", "Data", "Evaluation", "evaluate", "kaggle_submission", "open_data", "paper_table", "run_metrics", "samples", "show_evaluation", "split_counts", "plot_roc_curves", "TRAIN_OPTIONS", "DistInfo", "check_train_options", "distribute", "init_distributed", "learner_options", "train_job", "ExportMismatchError", "export_onnx", "export_torchscript", "load_preprocessing", "LrFinding", "Phase", "lr_find", "parse_phases", "plot_lr_find", "PRESETS", "RECIPES", "Recipe", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
+    "ARCHS", "DATASETS", "convert_to_iabn", "convert_from_iabn", "PAPER_V100", "ProbeReport", "ProbeSettings", "run_probe", "plot_memory", "plot_throughput", "EMA", "ConfigPicker", "prediction_browser", "use_widgets", "Data", "Evaluation", "evaluate", "kaggle_submission", "open_data", "paper_table", "run_metrics", "samples", "show_evaluation", "split_counts", "plot_roc_curves", "TRAIN_OPTIONS", "DistInfo", "check_train_options", "distribute", "init_distributed", "learner_options", "train_job", "ExportMismatchError", "export_onnx", "export_torchscript", "load_preprocessing", "LrFinding", "Phase", "lr_find", "parse_phases", "plot_lr_find", "PRESETS", "RECIPES", "Recipe", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
     "DatasetSpec", "FitResult", "RunConfig", "UnsafeCheckpointError", "WeightsInfo", "WeightsUnavailableError",
     "array_dls", "build_learner", "build_metrics", "check_img_size", "classify_report", "config_table", "count_parameters",
     "data_config", "describe_model", "device", "environment", "history", "hosted_check", "hosted_platform", "fit", "get_dataset", "load_model",
