@@ -2,7 +2,7 @@
 
 Usage: python tools/notebooks.py            (rewrites notebooks/<stem>.ipynb, without outputs)
        python tools/notebooks.py --check    (exit 1 if a committed notebook differs from what this writes)
-The quickstart (00) and the probe and 21K notebooks (01, 07) are written by hand.
+The quickstart (00) and the probe notebook (01) are written by hand; the 21K notebook (07) by tools/notebook07.py.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ python -m tresnet_nb train [--preset NAME] [-p KEY VALUE]... [--out DIR] [--sync
 python -m tresnet_nb data verify DATASET --root PATH
 python -m tresnet_nb data fixtures DATASET --root PATH
 python -m tresnet_nb data get DATASET --root PATH
+python -m tresnet_nb predict IMAGE... --arch TAG [--weights FILE] [--top K] [--hierarchy] [--tree FILE]
+    readable ImageNet-1K/21K predictions (synset, lemma, probability) and the 21K hierarchy (tresnet_nb.heads21k)
 python -m tresnet_nb probe --arch A [A ...] [--img-size N] [--mode infer|train|both] [--precision fp32|bf16|fp16]
     [--channels-last] [--batch-size N|max] [--json FILE] [--csv FILE] [--plot FILE]
     throughput and memory beside the paper's V100 table (tresnet_nb.probe)
@@ -63,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--csv", default=None, help="write the table and details as CSV")
     probe.add_argument("--plot", default=None, help="write the bar chart as PNG")
 
+    predict = sub.add_parser("predict", help="readable (and hierarchical) ImageNet predictions for images")
+    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("--arch", required=True, help="a timm name with its weight tag, e.g. tresnet_m.miil_in21k")
+    predict.add_argument("--weights", default="auto", help="checkpoint file (default: the tag's weights, else random)")
+    predict.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
+    predict.add_argument("--hierarchy", action="store_true", help="also decode the 21K hierarchy (semantic softmax)")
+    predict.add_argument("--tree", default=None, help="the authors' imagenet21k_miil_tree.pth (default: WordNet's)")
+    predict.add_argument("--threshold", type=float, default=0.5, help="a level's probability needed to report it")
+    predict.add_argument("--img-size", type=int, default=None, help="input side in pixels (default: the model's)")
+    predict.add_argument("--label-set", choices=("fall11", "winter21", "imagenet1k"), default=None,
+                         help="the head's label set when the weights are random (default: the tag's)")  # fmt: skip
+
     data = sub.add_parser("data", help="verify datasets, write fixtures, get the real data")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     for name, text in (
@@ -116,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         from .probe import probe_command
 
         return probe_command(args)
+    if args.command == "predict":
+        from .heads21k.predict import predict_command
+
+        return predict_command(args)
     params = {key: parse_value(value) for key, value in args.parameter}
     if args.command == "train":
         from .job import train_command

@@ -1,0 +1,193 @@
+"""Writes notebooks/07_imagenet21k_heads.ipynb (without outputs), so that its cells stay reviewable as Python.
+
+Usage: python tools/notebook07.py            (rewrites the notebook)
+       python tools/notebook07.py --check    (exit 1 if the committed notebook differs from what this writes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tresnet_nb.hosted import SETUP_CELL  # noqa: E402
+
+STEM = "07_imagenet21k_heads"
+PARAMETERS = """\
+PRESET = "cpu"
+ARCH = "tresnet_m.miil_in21k"
+WEIGHTS = None
+DATASET = "fashion_mnist"
+DATA_ROOT = None
+IMG_SIZE = None
+BATCH_SIZE = None
+EPOCHS = None
+LR = None
+MAX_ITEMS = None
+SEED = None
+PRECISION = None
+OUTPUT_DIR = None
+INTERACTIVE = None  # widgets: None = when a notebook frontend runs this, True/False to force
+LABEL_SET = None  # the head of random weights: None (the tag's: fall11), "fall11" or "winter21"
+TREE_FILE = None  # the authors' imagenet21k_miil_tree.pth; None: the WordNet tree shipped with tresnet_nb
+TOP_K = 5
+THRESHOLD = 0.5  # a hierarchy level is reported when its top class is more probable than this
+N_SAMPLES = 8
+SENSES = ""  # your sense choices as name=synset pairs, e.g. mouse=n03793489, tank=none (none: a random row)"""
+
+CELLS: list[tuple[str, str, list[str]]] = [
+    ("markdown", f"""# 07 · ImageNet-21K heads: readable and hierarchical predictions, and head transplant
+
+The authors' ImageNet-21K pretraining lifts TResNet-M from 80.7 to 83.1 top-1 on ImageNet-1K. Its 11,221-class head
+(fall11, the released `*.miil_in21k` weights; winter21 has 10,450) is readable: each output is a WordNet synset
+with lemmas and a definition, and the classes form a hierarchy. This notebook reads it, decodes it level by level
+as the authors do, and then uses it for transfer: the classifier of a target dataset is **transplanted** from the
+21K rows of its classes (a zero-shot classifier before any training, and a warm start for fine-tuning).
+
+Headless: `python -m tresnet_nb run notebooks/{STEM}.ipynb -p DATASET cifar10 -p DATA_ROOT DIR`.""", []),
+    ("markdown", "On Colab or Kaggle the next cell installs the package; anywhere else it does nothing.", []),
+    ("code", SETUP_CELL, []),
+    ("markdown", """## Parameters
+Every value left at `None` is filled by the preset (`smoke`, `cpu` or `paper`); anything you set wins. `ARCH` needs
+a 21K head: `tresnet_m.miil_in21k` or `tresnet_v2_l.miil_in21k` (or `WEIGHTS` = a checkpoint file with one).
+`DATASET` is the transplant's target: `fashion_mnist` runs offline on the embedded images; `cifar10`, `cifar100`,
+`flowers102`, `plant_pathology` and `folder` (your class folders) read `DATA_ROOT`.""", []),
+    ("code", PARAMETERS, ["parameters"]),
+    ("markdown", "## Configuration and environment", []),
+    ("code", f"""import tresnet_nb as tnb
+from tresnet_nb import heads21k
+
+cfg = tnb.RunConfig.from_params(
+    "{STEM}",
+    preset=PRESET,
+    arch=ARCH,
+    weights=WEIGHTS,
+    dataset=DATASET,
+    data_root=DATA_ROOT,
+    img_size=IMG_SIZE,
+    batch_size=BATCH_SIZE,
+    epochs=EPOCHS,
+    lr=LR,
+    max_items=MAX_ITEMS,
+    seed=SEED,
+    precision=PRECISION,
+    output_dir=OUTPUT_DIR,
+    extra=dict(label_set=LABEL_SET, tree_file=TREE_FILE, top_k=TOP_K, threshold=THRESHOLD, senses=SENSES),
+)
+cfg.save()
+tnb.seed_everything(cfg.seed)
+tnb.hosted_check()
+tnb.show(tnb.config_table(cfg))
+tnb.show(tnb.environment())""", []),
+    ("markdown", """## The 21K model and its labels
+The banner says whether the weights are pretrained: offline they are **random**, and every prediction below is then
+meaningless (the cells still run, to show the path). The label set follows from the head's size; the hierarchy is
+the authors' tree file when `TREE_FILE` is given, else the WordNet 3.0 tree shipped with the package.""", []),
+    ("code", """model21k = heads21k.load_labelled_model(cfg.arch, cfg.weights, LABEL_SET)
+tnb.weights_banner(tnb.weights_info(model21k))
+labels = heads21k.label_set_for(model21k.num_classes)
+hierarchy = heads21k.hierarchy_for(labels, TREE_FILE)
+print(f"{labels.name}: {len(labels):,} classes; hierarchy: {hierarchy.source}, {len(hierarchy.levels())} levels")""",
+     []),
+    ("markdown", """## Readable and hierarchical predictions
+Top classes of sample images with their synsets, lemmas and probabilities. The hierarchy column is the authors'
+semantic softmax: the logits of each level get their own softmax, and a level's top class is kept when its
+probability exceeds `THRESHOLD` (e.g. animal > dog > Samoyed).""", []),
+    ("code", """ds = tnb.get_dataset(cfg.dataset).read(cfg.data_root)
+images, names = heads21k.sample_images(ds, tnb.get_dataset(cfg.dataset).eval_split, N_SAMPLES)
+predictions = heads21k.predict_images(model21k, images, TOP_K, hierarchy, cfg.img_size, THRESHOLD, names)
+heads21k.show_predictions(predictions)
+heads21k.plot_predictions(images, predictions, cfg.out / "predictions21k.png")""", []),
+    ("markdown", """## How many classes of each dataset the 21K head knows
+Each class name is matched to a 21K class by its lemmas and synonyms (case, plurals, separators, spelling slips):
+*matched* classes get their own 21K row, *via ancestor* ones the row of a more general class (a head word such as
+'lily', or the nearest ancestor in the label set), the rest a *random* row.""", []),
+    ("code", """tnb.show(heads21k.coverage_table(extra={cfg.dataset: ds.class_names}))""", []),
+    ("markdown", """## The sense chosen for each class of this run's dataset
+Many names are ambiguous in the 21K set (a mouse is a rodent or a computer device). The sense kept fits the
+dataset: its superclass where it has one (CIFAR-100), the branch where its other classes live, then WordNet's most
+frequent sense. Every choice is listed with its synset and definition; override any with `SENSES`.""", []),
+    ("code", """match = heads21k.match_names(ds.class_names, labels.name, cfg.dataset, SENSES)
+tnb.show(match.table())
+match.table().to_csv(cfg.out / "senses.csv", index=False)
+print(match.coverage())""", []),
+    ("markdown", """## Zero-shot, transplanted head + fine-tune, random head + fine-tune
+The transplanted classifier is evaluated before any training, then fine-tuned; a copy of the same body with a random
+head is fine-tuned for the same epochs. With random weights the table is printed but **not meaningful**.""", []),
+    ("code", """data = tnb.open_data(cfg, model21k, tnb.device(), ds)
+transplanted = heads21k.transplant_head(model21k, match)
+arms = [heads21k.zero_shot(cfg, transplanted, data), heads21k.fine_tune(cfg, transplanted, data, "transplant")]
+arms.append(heads21k.fine_tune(cfg, heads21k.new_head(model21k, len(ds.class_names)), data, "random_head"))
+tnb.show(heads21k.comparison_table(arms, model21k))""", []),
+    ("markdown", "## The zero-shot predictions, one by one\nA slider in JupyterLab, a table headless.", []),
+    ("code", """browser = tnb.prediction_browser(data.valid_image, arms[0].evaluation.probs, arms[0].evaluation.targets,
+                                 data.class_names, interactive=INTERACTIVE)""", []),
+    ("markdown", """## Artifacts
+`metrics.json` reports the transplant coverage of this run's dataset (matched or via an ancestor, as a fraction of
+its classes) with the three starts' scores beside it, and whether the weights were pretrained.""", []),
+    ("code", """record = heads21k.record(cfg, model21k, match, arms, hierarchy)
+tnb.write_metrics(record, cfg.out / "metrics.json")
+print(tnb.summary_line(record))""", []),
+    ("markdown", """## Going further
+- `python -m tresnet_nb predict photo.jpg --arch tresnet_m.miil_in21k --hierarchy` prints the same readable and
+  hierarchical predictions from a terminal (`--tree imagenet21k_miil_tree.pth` uses the authors' tree file).
+- `SENSES="television=n04405907"` keeps the television set rather than WordNet's first sense (broadcasting);
+  `heads21k.match_names(your_names, "fall11", overrides={...})` does the same in code.
+- The authors' tree file: `imagenet21k_miil_tree.pth` from the ImageNet-21K repository (Alibaba-MIIL); put it in
+  `~/.cache/tresnet_nb/` and it is used for fall11 heads without `TREE_FILE`.""", []),
+]  # fmt: skip
+
+
+def notebook() -> dict:
+    cells = []
+    for i, (kind, source, tags) in enumerate(CELLS):
+        cell = {"cell_type": kind, "id": hashlib.sha1(f"{STEM}:{i}".encode()).hexdigest()[:8],
+                "metadata": {"tags": tags} if tags else {}, "source": source.splitlines(True)}  # fmt: skip
+        if kind == "code":
+            cell.update(execution_count=None, outputs=[])
+        cells.append(cell)
+    return {
+        "cells": cells,
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+def write(folder: Path) -> Path:
+    """Write the notebook into ``folder``, formatted by ruff as the repository's notebooks are."""
+    path = folder / f"{STEM}.ipynb"
+    path.write_text(json.dumps(notebook(), indent=1, ensure_ascii=False) + "\n")
+    subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", "--config", str(ROOT / "pyproject.toml"),
+                    str(path)], check=True)  # fmt: skip
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    if not args.check:
+        write(ROOT / "notebooks")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = write(Path(tmp))
+        committed = ROOT / "notebooks" / fresh.name
+        if not committed.is_file() or committed.read_text() != fresh.read_text():
+            print(f"{committed.name} is out of date with tools/notebook07.py; run python tools/notebook07.py")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
