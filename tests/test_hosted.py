@@ -30,6 +30,7 @@ BINDER = ROOT / "binder"
 BINDER_EXCLUDED = {
     "pytest": "the test runner: a Binder session runs the notebooks, not the test suite",
     "ruff": "the linter and formatter: development only",
+    "playwright": "drives Chromium in the browser test: the test suite's, not a Binder session's",
 }
 # Binder installs the CPU builds of these (local version label +cpu) of the very versions requirements.txt pins.
 CPU_BUILDS = {"torch", "torchvision"}

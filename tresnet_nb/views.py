@@ -313,7 +313,8 @@ def prediction_browser(
     from IPython.display import display
 
     slider = widgets.IntSlider(value=0, min=0, max=len(targets) - 1, description="item", continuous_update=False)
-    picture = widgets.Image(format="png")
+    # flex-start: in JupyterLab an Image in a VBox otherwise stretches to the output's width (a 1200 px thumbnail)
+    picture = widgets.Image(format="png", layout=widgets.Layout(align_self="flex-start"))
     caption = widgets.HTML()
 
     def update(change: dict | None = None) -> None:

@@ -169,6 +169,8 @@ def paper_table(record: dict[str, Any]) -> pd.DataFrame:
         gap = record["metric_value"] - spec.paper_target
         verdict = (f"{gap:+.4f} against the paper" if record["pretrained"] and record["preset"] == "paper"
                    else "not comparable: a reduced run (see what was run)")  # fmt: skip
+    elif spec.paper_result == "-":
+        verdict = "the paper has no result on this dataset: nothing to compare with"
     else:
         verdict = "the paper reports a leaderboard place, not a score on this split"
     return pd.DataFrame({"": ["ours", "paper", "comparison"], spec.description.split(" (")[0]: [ours, paper, verdict]})
