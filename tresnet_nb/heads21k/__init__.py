@@ -4,7 +4,8 @@
 - :mod:`.hierarchy`: the authors' semantic softmax over the hierarchy levels, from their tree file or the WordNet
   tree shipped in ``tresnet_nb/data`` (:mod:`.wordnet`).
 - :mod:`.predict`: top-k and hierarchical predictions for images, and the ``predict`` command.
-- :mod:`.names`, :mod:`.matching`: a dataset's class names matched to 21K classes, sense by sense.
+- :mod:`.names`, :mod:`.matching`: a dataset's class names matched to 21K classes, sense by sense; :mod:`.kinds`:
+  the WordNet synsets that superclass names (CIFAR-100's) mean.
 - :mod:`.transplant`: a target classifier built from the matched 21K rows; the coverage table.
 - :mod:`.compare`: notebook 07's zero-shot / transplant / random-head comparison and its record.
 """
@@ -19,6 +20,7 @@ from .hierarchy import (
     tree_file_hierarchy,
     wordnet_hierarchy,
 )
+from .kinds import KINDS
 from .labels import LABEL_SETS, LabelSet, definition, label_set, label_set_for, lemma
 from .matching import ClassMatch, HeadMatch, match_classes, parse_overrides
 from .names import candidates
@@ -41,9 +43,10 @@ from .transplant import (
 )
 
 __all__ = [
-    "Arm", "ClassMatch", "DATASET_CLASSES", "HeadMatch", "Hierarchy", "LABEL_SETS", "LabelSet", "LevelPick",
+    "Arm", "ClassMatch", "DATASET_CLASSES", "HeadMatch", "Hierarchy", "KINDS", "LABEL_SETS", "LabelSet", "LevelPick",
     "Predictions", "candidates", "chain_text", "comparison_table", "coverage_table", "dataset_classes", "definition",
     "fine_tune", "hierarchy_for", "label_set", "label_set_for", "lemma", "load_labelled_model", "match_classes",
-    "match_dataset", "match_names", "new_head", "parse_overrides", "plot_predictions", "predict_images", "sample_images", "read_tree_file", "record",
-    "show_predictions", "transplant_head", "tree_file_hierarchy", "verdict", "wordnet_hierarchy", "zero_shot",
+    "match_dataset", "match_names", "new_head", "parse_overrides", "plot_predictions", "predict_images",
+    "sample_images", "read_tree_file", "record", "show_predictions", "transplant_head", "tree_file_hierarchy",
+    "verdict", "wordnet_hierarchy", "zero_shot",
 ]  # fmt: skip

@@ -52,11 +52,13 @@ def lemma(synset: str) -> str:
 
 
 def definition(synset: str) -> str:
-    """WordNet definition (gloss) of ``synset``; '' when timm has none."""
+    """WordNet definition (gloss) of ``synset``: timm's, else the shipped tree's; '' when neither has one."""
     try:
         detailed = _info().label_name_to_description(synset, detailed=True)
     except KeyError:
-        return ""
+        from .wordnet import gloss
+
+        return gloss(synset) or ""
     return detailed[len(lemma(synset)) + 2 :]  # timm writes f"{lemmas}: {definition}"
 
 

@@ -3,11 +3,18 @@
 The senses of each name come from :mod:`.names`. Many names have several (a mouse is a rodent or a computer device;
 a tank is a storage tank, an army tank or a tank car). The sense kept is decided by these criteria in turn, each
 keeping the senses that score best on it:
-1. it lies under the class's superclass (CIFAR-100's 'small_mammals' -> mammal) or the dataset's ``context`` words;
-2. it lies where the dataset's other classes live: the mean depth of the deepest ancestor it shares with each of
+1. it descends from a synset its superclass means (:mod:`.kinds`: CIFAR-100's 'household_electrical_devices' ->
+   device or electronic equipment) or that the dataset's ``context`` words mean; with a superclass in that checked
+   table, a class none of whose senses fits gets a random row;
+2. it is not a kind of another class's choice: a dataset's classes exclude each other (CIFAR-100's castle is no
+   palace, a kind of house). The criteria run twice, the second time against the first choices of the classes
+   found by name (a head word names a kind that other classes may well belong to);
+3. it lies where the dataset's other classes live: the mean depth of the deepest ancestor it shares with each of
    them (with the superclass's other classes where there are superclasses), within half a level of the best;
-3. it is WordNet's most frequent sense of the word (index.noun's order);
-4. it is a class of the label set; then the closest mean depth; then the lowest synset id.
+4. it is WordNet's most frequent sense of the word (index.noun's order). With a checked superclass this comes
+   before 3: the superclass already says where the class lives, and the few classes beside it are a poor guide
+   (a bus among motorcycles and pickups would be the jalopy);
+5. it is a class of the label set; then the closest mean depth; then the lowest synset id.
 A sense outside the label set takes the row of its nearest ancestor in it. Every choice is reported with its synset,
 definition, reason and the senses set aside, and ``overrides`` ({name: synset, or None for a random row}) replaces
 any of them.
@@ -17,12 +24,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
+from .kinds import KINDS, kind_synsets
 from .labels import LabelSet, definition, lemma
-from .names import Candidates, candidates, domain, kinds, normalise
+from .names import Candidates, candidates, domain, normalise
 from .wordnet import ancestors, parents, sense_ranks
 
 STATUSES = ("matched", "ancestor", "random")  # coverage columns: matched, via ancestor, random
@@ -91,17 +99,40 @@ def _rank(synset: str, form: str) -> int:
     return ranks.get(form, UNRANKED)
 
 
-def _choose(found: Candidates, peers: Sequence[tuple[str, ...]], kind_set: frozenset[str], kind_text: str,
-            labels: LabelSet) -> tuple[str, str]:  # fmt: skip
-    """The sense among ``found`` that fits the dataset best, and the criteria that decided."""
+def _fits(synset: str, kind_set: frozenset[str]) -> bool:
+    """Whether ``synset`` descends from (or is) one of ``kind_set``."""
+    return not kind_set.isdisjoint(ancestors(synset))
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """What a class's sense is judged against: the senses of its peers, the synsets its superclass (or the context)
+    means and whether they come from the checked table, and the other classes' first choices."""
+
+    peers: tuple[tuple[str, ...], ...]
+    kinds: frozenset[str]
+    kind_text: str
+    checked: bool  # the kinds come from KINDS: a sense must fit them, and frequency outranks closeness
+    taken: Mapping[str, str] = field(default_factory=dict)  # another class's first choice -> that class
+
+
+def _choose(found: Candidates, setting: _Setting, labels: LabelSet) -> tuple[str, str] | None:
+    """The sense among ``found`` that fits the dataset best and the criteria that decided; None when the superclass
+    is in the checked table and no sense fits it."""
     senses = found.synsets
+    if setting.checked and not any(_fits(s, setting.kinds) for s in senses):
+        return None
     if len(senses) == 1:
         return senses[0], "only sense"
-    affinity = {s: _affinity(s, peers) for s in senses}
+    affinity = {s: _affinity(s, setting.peers) for s in senses}
+    over = {s: {setting.taken[a] for a in ancestors(s)[1:] if a in setting.taken} for s in senses}
+    others = ", ".join(map(repr, sorted(set().union(*over.values()))))
+    near = ("nearest the dataset's other classes", lambda s: affinity[s], AFFINITY_TOLERANCE)
+    frequent = (f"WordNet's most frequent sense of {found.form!r}", lambda s: -float(_rank(s, found.form)), 0.0)
     criteria = (  # (reason, score, tolerance): a criterion keeps the senses within tolerance of the best score
-        (f"fits the superclass {kind_text}", lambda s: float(bool(kind_set.intersection(ancestors(s)))), 0.0),
-        ("nearest the dataset's other classes", lambda s: affinity[s], AFFINITY_TOLERANCE),
-        (f"WordNet's most frequent sense of {found.form!r}", lambda s: -float(_rank(s, found.form)), 0.0),
+        (f"fits the superclass {setting.kind_text}", lambda s: float(_fits(s, setting.kinds)), 0.0),
+        (f"not a kind of another class ({others})", lambda s: -float(bool(over[s])), 0.0),
+        *((frequent, near) if setting.checked else (near, frequent)),
         (f"in {labels.name}", lambda s: float(s in labels.index), 0.0),
         ("nearest the dataset's other classes", lambda s: affinity[s], 0.0),
     )
@@ -156,24 +187,38 @@ def match_classes(
     found = {n: candidates(n) for n in class_names if n not in fixed}
     branch = domain(found.values())
     found = {n: c.within(branch) for n, c in found.items()}
-    # each class is compared with every sense of the others (the branch where they may live), overrides included
-    senses = {n: c.synsets for n, c in found.items() if c.synsets}
+    settings = {n: _setting(n, superclasses, context) for n in found}
+    # each class is compared with the senses of the others that fit their superclass (all when none does): the
+    # branch where they may live; overrides included
+    senses = {n: tuple(s for s in c.synsets if _fits(s, settings[n].kinds)) or c.synsets
+              for n, c in found.items() if c.synsets}  # fmt: skip
     senses.update({n: (m.synset,) for n, m in fixed.items() if m.synset})
-    picks = {}
-    for name, cand in found.items():
-        if not cand.synsets:
-            continue
-        words = (*([superclasses[name]] if superclasses and name in superclasses else []), *context)
-        # with superclasses, the peers are the other classes of the same superclass
-        peers = [senses[o] for o in senses if o != name
-                 and (not superclasses or superclasses.get(o) == superclasses.get(name))]  # fmt: skip
-        picks[name] = _choose(cand, peers, kinds(words), " or ".join(map(repr, words)), labels)
+    for name in settings:  # with superclasses, the peers are the other classes of the same superclass
+        peers = tuple(senses[o] for o in senses if o != name
+                      and (not superclasses or superclasses.get(o) == superclasses.get(name)))  # fmt: skip
+        settings[name] = replace(settings[name], peers=peers)
+    first = {n: _choose(c, settings[n], labels) for n, c in found.items() if c.synsets}
+    # then again, setting aside the senses that are kinds of another class's first choice (found by name, not by a
+    # head word, which names a kind the others may belong to): a castle that would be a palace, a kind of house
+    chosen = {n: p[0] for n, p in first.items() if p and found[n].how != "head word"}
+    chosen.update({n: m.synset for n, m in fixed.items() if m.synset})
+    picks = {n: _choose(found[n], replace(settings[n], taken={s: o for o, s in chosen.items() if o != n}), labels)
+             for n in first}  # fmt: skip
     return HeadMatch(labels.name, tuple(
         fixed[n] if n in fixed else _result(n, found[n], picks.get(n), labels) for n in class_names))  # fmt: skip
 
 
+def _setting(name: str, superclasses: Mapping[str, str] | None, context: Sequence[str]) -> _Setting:
+    """The superclass (and context) of ``name`` and the synsets they mean (peers and choices are filled in later)."""
+    words = (*([superclasses[name]] if superclasses and name in superclasses else []), *context)
+    checked = bool(words) and all(w in KINDS for w in words)
+    return _Setting((), kind_synsets(words), " or ".join(map(repr, words)), checked)
+
+
 def _result(name: str, cand: Candidates, pick: tuple[str, str] | None, labels: LabelSet) -> ClassMatch:
     """The :class:`ClassMatch` of ``name`` given its candidates and the chosen (sense, reason)."""
+    if pick is None and cand.synsets:
+        return ClassMatch(name, "random", None, None, None, cand.how, "no sense fits its superclass", cand.synsets)
     if pick is None:
         return ClassMatch(
             name, "random", None, None, None, "", "no lemma, spelling or head word (in the dataset's branch) found"

@@ -5,7 +5,9 @@ A name is normalised (case, accents, separators, plurals: 'maple_tree', 'Ankle b
 'top'), then looked up by the first of: a lemma; a lemma one edit away ('barbeton daisy' -> 'Barberton daisy'); a
 dropped last word that names the sense's kind ('maple tree' -> the maple that is a tree); ever shorter head words
 ('giant white arum lily' -> 'arum lily', 'lily'), which name a more general class and must lie in the dataset's
-branch (:func:`domain`).
+branch (:func:`domain`). A head word is tried only for names WordNet does not list: the shipped tree holds every
+WordNet noun under a 21K class whose name ends in a word of the tree without being a kind of it, so 'thorn apple'
+is found as itself (a Datura; its row that of 'plant') and never becomes an apple tree.
 """
 
 from __future__ import annotations
@@ -166,8 +168,8 @@ def domain(found: Iterable[Candidates]) -> str | None:
 
 @lru_cache(maxsize=256)
 def kinds(words: tuple[str, ...]) -> frozenset[str]:
-    """Every sense of every form and head word of ``words`` (superclass names), and every synset with a lemma
-    ending in one ('fruit' -> edible fruit): broad on purpose, as it only filters the senses of a name."""
+    """Every sense of every form and head word of ``words`` (superclass names outside :data:`.kinds.KINDS`), and
+    every synset with a lemma ending in one ('fruit' -> edible fruit): broad on purpose, as it only ranks senses."""
     endings = lemma_index()[2]
     out: set[str] = set()
     for word in words:

@@ -51,7 +51,7 @@ def _flowers102() -> ClassNames:
 def _plant_pathology() -> ClassNames:
     from ..datasets.plant_pathology import LABEL_COLUMNS
 
-    return ClassNames(LABEL_COLUMNS)
+    return ClassNames(LABEL_COLUMNS, context=("plant_disease",))  # see heads21k.kinds.KINDS
 
 
 def _fashion_mnist() -> ClassNames:

@@ -1,15 +1,18 @@
-"""The WordNet 3.0 hypernym tree shipped with the package (written by tools/wordnet_hierarchy.py).
+"""The WordNet 3.0 synsets shipped with the package (written by tools/wordnet_hierarchy.py).
 
-``data/imagenet21k_wordnet_tree.tsv.gz`` holds, for every synset of the fall11 and winter21 label sets and for each
-of their ancestors, its parent: the first hypernym its WordNet entry lists (13k rows), the lemmas of the ancestors
-whose lemmas timm does not ship, and, for words that several of these synsets share, the synset's sense rank for
+``data/imagenet21k_wordnet_tree.tsv.gz`` holds the synsets of the fall11 and winter21 label sets, the other senses
+of their words that lie under a class (the dinner plate beside the collection plate), the nouns whose name ends in
+one of these words without being a kind of it (thorn apple, a Datura) and the ancestors of all of them (20k rows).
+For each: its parent, the first hypernym its WordNet entry lists; for those whose lemmas timm does not ship, the
+lemmas and the definition (gloss); and, for words that several of these synsets share, the synset's sense rank for
 the word ('couch=1': the most frequent sense of 'couch' in WordNet's index.noun). Row: offset, parent, lemmas,
-ranks, separated by tabs (trailing empty fields left out).
+gloss, ranks, separated by tabs (trailing empty fields left out).
 """
 
 from __future__ import annotations
 
 import gzip
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 
@@ -20,7 +23,7 @@ ROOT_SYNSET = "n00001740"  # entity
 # The licence asks that its notice travel with every copy, modified or not: it heads the data file and sits beside
 # it as WORDNET_LICENSE.txt (the text of /usr/share/doc/wordnet-base/copyright).
 WORDNET_NOTICE = """\
-Derived from WordNet 3.0 (data.noun): the first hypernym of each ImageNet-21K synset and of its ancestors.
+Derived from WordNet 3.0 (data.noun, index.noun): hypernyms, lemmas, glosses and sense ranks of nouns.
 WordNet Release 3.0. This software and database is being provided to you, the LICENSEE, by Princeton University
 under the following license. By obtaining, using and/or copying this software and database, you agree that you have
 read, understood, and will comply with these terms and conditions.:
@@ -48,36 +51,47 @@ def read_tree_text() -> str:
     return gzip.decompress(TREE_FILE.read_bytes()).decode()
 
 
+@dataclass(frozen=True)
+class _Tree:
+    parents: dict[str, str | None]
+    lemmas: dict[str, str]
+    glosses: dict[str, str]
+    ranks: dict[str, dict[str, int]]
+
+
 @lru_cache(maxsize=1)
-def _read() -> tuple[dict[str, str | None], dict[str, str], dict[str, dict[str, int]]]:
-    up: dict[str, str | None] = {}
-    lemmas: dict[str, str] = {}
-    ranks: dict[str, dict[str, int]] = {}
+def _read() -> _Tree:
+    tree = _Tree({}, {}, {}, {})
     for line in read_tree_text().splitlines():
         if line and not line.startswith("#"):
-            offset, parent, words, senses = (line.split("\t") + ["", ""])[:4]
+            offset, parent, words, gloss, senses = (line.split("\t") + [""] * 3)[:5]
             synset = f"n{offset}"
-            up[synset] = f"n{parent}" if parent else None
+            tree.parents[synset] = f"n{parent}" if parent else None
             if words:
-                lemmas[synset] = words
+                tree.lemmas[synset], tree.glosses[synset] = words, gloss
             if senses:
-                ranks[synset] = {w: int(r) for w, _, r in (p.rpartition("=") for p in senses.split(" "))}
-    return up, lemmas, ranks
+                tree.ranks[synset] = {w: int(r) for w, _, r in (p.rpartition("=") for p in senses.split(" "))}
+    return tree
 
 
 def parents() -> dict[str, str | None]:
-    """Synset -> parent synset (None for entity), over the 21K label sets and their ancestors."""
-    return _read()[0]
+    """Synset -> parent synset (None for entity), over every synset of the file."""
+    return _read().parents
 
 
 def extra_lemmas(synset: str) -> str | None:
-    """The WordNet lemmas ('iris, flag, fleur-de-lis, sword lily') of an ancestor whose lemmas timm lacks."""
-    return _read()[1].get(synset)
+    """The WordNet lemmas ('iris, flag, fleur-de-lis, sword lily') of a synset whose lemmas timm lacks."""
+    return _read().lemmas.get(synset)
+
+
+def gloss(synset: str) -> str | None:
+    """The WordNet definition of a synset whose lemmas timm lacks ('the flesh of a bird or fowl used as food')."""
+    return _read().glosses.get(synset)
 
 
 def sense_ranks(synset: str) -> dict[str, int]:
     """WordNet word (lower case, '_' for spaces) -> the sense rank of ``synset`` for it, for shared words."""
-    return _read()[2].get(synset, {})
+    return _read().ranks.get(synset, {})
 
 
 @cache
