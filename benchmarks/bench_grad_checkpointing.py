@@ -12,28 +12,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from timing import step_seconds  # benchmarks/timing.py
 
 import tresnet_nb as tnb
 from tresnet_nb.memory import SavedBytes, grad_checkpointing, saved_tensor_bytes
 
 MIB = 2**20
-
-
-def step_seconds(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-    start = time.perf_counter()
-    F.cross_entropy(model(x), y).backward()
-    opt.step()
-    opt.zero_grad()
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-    return time.perf_counter() - start
 
 
 def describe(saved: SavedBytes) -> str:

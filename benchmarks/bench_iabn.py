@@ -25,10 +25,10 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import step_seconds  # benchmarks/timing.py
 from torch import nn
 
 import tresnet_nb as tnb
@@ -57,18 +57,6 @@ def max_batch(model: nn.Module, args: argparse.Namespace, device: torch.device) 
     per_image, fixed = saved_bytes_slope(model, args.img_size, device, "bf16", not args.contiguous, batches)
     resident = resident_training_bytes(model) + fixed
     return estimate_max_batch(per_image, resident, args.budget_gib * 2**30), per_image
-
-
-def step_seconds(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-    start = time.perf_counter()
-    F.cross_entropy(model(x), y).backward()
-    opt.step()
-    opt.zero_grad()
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-    return time.perf_counter() - start
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: a fastai callback that times training phases only."""
+"""Shared by the benchmarks: a fastai callback that times training phases only, and a timed plain training step."""
 
 from __future__ import annotations
 
@@ -12,6 +12,18 @@ def sync(device: torch.device) -> None:
     """Wait for queued CUDA work, so that a clock reading covers it (a no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def step_seconds(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Seconds of one plain training step (forward, cross-entropy, backward, optimizer step), the device
+    synchronised before and after."""
+    sync(x.device)
+    start = time.perf_counter()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    opt.zero_grad()
+    sync(x.device)
+    return time.perf_counter() - start
 
 
 class TrainTimer(Callback):

@@ -6,34 +6,18 @@ Usage: python tools/notebook07.py            (rewrites the notebook)
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/: the shared notebook builder
 
+from notebooks import base_parameters, config_cell, generate, notebook_json  # noqa: E402
 from tresnet_nb.hosted import SETUP_CELL  # noqa: E402
 
 STEM = "07_imagenet21k_heads"
-PARAMETERS = """\
-PRESET = "cpu"
-ARCH = "tresnet_m.miil_in21k"
-WEIGHTS = None
-DATASET = "fashion_mnist"
-DATA_ROOT = None
-IMG_SIZE = None
-BATCH_SIZE = None
-EPOCHS = None
-LR = None
-MAX_ITEMS = None
-SEED = None
-PRECISION = None
-OUTPUT_DIR = None
+PARAMETERS = (
+    base_parameters(ARCH="tresnet_m.miil_in21k", DATASET="fashion_mnist")
+    + """
 INTERACTIVE = None  # widgets: None = when a notebook frontend runs this, True/False to force
 LABEL_SET = None  # the head of random weights: None (the tag's: fall11), "fall11" or "winter21"
 TREE_FILE = None  # the authors' imagenet21k_miil_tree.pth; None: the WordNet tree shipped with tresnet_nb
@@ -41,6 +25,7 @@ TOP_K = 5
 THRESHOLD = 0.5  # a hierarchy level is reported when its top class is more probable than this
 N_SAMPLES = 8
 SENSES = ""  # your sense choices as name=synset pairs, e.g. mouse=n03793489, tank=none (none: a random row)"""
+)
 
 CELLS: list[tuple[str, str, list[str]]] = [
     ("markdown", f"""# 07 · ImageNet-21K heads: readable and hierarchical predictions, and head transplant
@@ -61,31 +46,8 @@ a 21K head: `tresnet_m.miil_in21k` or `tresnet_v2_l.miil_in21k` (or `WEIGHTS` = 
 `flowers102`, `plant_pathology` and `folder` (your class folders) read `DATA_ROOT`.""", []),
     ("code", PARAMETERS, ["parameters"]),
     ("markdown", "## Configuration and environment", []),
-    ("code", f"""import tresnet_nb as tnb
-from tresnet_nb import heads21k
-
-cfg = tnb.RunConfig.from_params(
-    "{STEM}",
-    preset=PRESET,
-    arch=ARCH,
-    weights=WEIGHTS,
-    dataset=DATASET,
-    data_root=DATA_ROOT,
-    img_size=IMG_SIZE,
-    batch_size=BATCH_SIZE,
-    epochs=EPOCHS,
-    lr=LR,
-    max_items=MAX_ITEMS,
-    seed=SEED,
-    precision=PRECISION,
-    output_dir=OUTPUT_DIR,
-    extra=dict(label_set=LABEL_SET, tree_file=TREE_FILE, top_k=TOP_K, threshold=THRESHOLD, senses=SENSES),
-)
-cfg.save()
-tnb.seed_everything(cfg.seed)
-tnb.hosted_check()
-tnb.show(tnb.config_table(cfg))
-tnb.show(tnb.environment())""", []),
+    ("code", config_cell(STEM, "dict(label_set=LABEL_SET, tree_file=TREE_FILE, top_k=TOP_K, threshold=THRESHOLD, "
+                            "senses=SENSES)", imports="from tresnet_nb import heads21k\n"), []),
     ("markdown", """## The 21K model and its labels
 The banner says whether the weights are pretrained: offline they are **random**, and every prediction below is then
 meaningless (the cells still run, to show the path). The label set follows from the head's size; the hierarchy is
@@ -145,48 +107,8 @@ print(tnb.summary_line(record))""", []),
 ]  # fmt: skip
 
 
-def notebook() -> dict:
-    cells = []
-    for i, (kind, source, tags) in enumerate(CELLS):
-        cell = {"cell_type": kind, "id": hashlib.sha1(f"{STEM}:{i}".encode()).hexdigest()[:8],
-                "metadata": {"tags": tags} if tags else {}, "source": source.splitlines(True)}  # fmt: skip
-        if kind == "code":
-            cell.update(execution_count=None, outputs=[])
-        cells.append(cell)
-    return {
-        "cells": cells,
-        "metadata": {
-            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-            "language_info": {"name": "python"},
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-
-
-def write(folder: Path) -> Path:
-    """Write the notebook into ``folder``, formatted by ruff as the repository's notebooks are."""
-    path = folder / f"{STEM}.ipynb"
-    path.write_text(json.dumps(notebook(), indent=1, ensure_ascii=False) + "\n")
-    subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", "--config", str(ROOT / "pyproject.toml"),
-                    str(path)], check=True)  # fmt: skip
-    return path
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
-    if not args.check:
-        write(ROOT / "notebooks")
-        return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh = write(Path(tmp))
-        committed = ROOT / "notebooks" / fresh.name
-        if not committed.is_file() or committed.read_text() != fresh.read_text():
-            print(f"{committed.name} is out of date with tools/notebook07.py; run python tools/notebook07.py")
-            return 1
-    return 0
+    return generate({STEM: notebook_json(STEM, CELLS)}, "tools/notebook07.py")
 
 
 if __name__ == "__main__":

@@ -89,13 +89,25 @@ def _lit(value: object) -> str:
     return repr(value)
 
 
+def base_parameters(**defaults: object) -> str:
+    """The DESIGN.md parameters as the lines of a parameters cell: PRESET "cpu", the others None unless given."""
+    return "\n".join(['PRESET = "cpu"'] + [f"{name} = {_lit(defaults.get(name))}" for name in BASE_PARAMS[1:]])
+
+
+def config_cell(stem: str, extra: str, imports: str = "") -> str:
+    """The cell turning the parameters into a saved, seeded RunConfig (``extra``: the expression of its extras)
+    and showing it with the environment."""
+    return (f'import tresnet_nb as tnb\n{imports}\ncfg = tnb.RunConfig.from_params(\n    "{stem}",\n    preset=PRESET,\n'
+            + "".join(f"    {n.lower()}={n},\n" for n in BASE_PARAMS[1:])
+            + f"    extra={extra},\n)\ncfg.save()\ntnb.seed_everything(cfg.seed)\ntnb.hosted_check()\n"
+              "tnb.show(tnb.config_table(cfg))\ntnb.show(tnb.environment())")  # fmt: skip
+
+
 def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
     switches = {**SWITCHES, **spec.switches}
     params = "\n".join(
-        ['PRESET = "cpu"'] + [f"{name} = None" if name != "DATASET" else f'DATASET = "{spec.dataset}"'
-                               for name in BASE_PARAMS[1:]]
-        + [f"{name} = {_lit(value)}" for name, value in switches.items()]
-    )  # fmt: skip
+        [base_parameters(DATASET=spec.dataset)] + [f"{name} = {_lit(value)}" for name, value in switches.items()]
+    )
     options = ", ".join(f"{name.lower()}={name}" for name in switches if name != "INTERACTIVE")
     submission = (
         '\nsubmission = tnb.kaggle_submission(learn, data, cfg.out / "submission.csv", tta=TTA)\n'
@@ -112,13 +124,8 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
          []),
         ("code", params, ["parameters"]),
         ("markdown", "## Configuration and environment", []),
-        ("code", f'import tresnet_nb as tnb\n\ncfg = tnb.RunConfig.from_params(\n    "{spec.stem}",\n'
-                 f"    preset=PRESET,\n"
-                 + "".join(f"    {n.lower()}={n},\n" for n in BASE_PARAMS[1:])
-                 + f"    extra=tnb.check_train_options(dict({options})),\n)\ncfg.save()\n"
-                   "tnb.seed_everything(cfg.seed)\ntnb.hosted_check()\ntnb.show(tnb.config_table(cfg))\n"
-                   "tnb.show(tnb.environment())\n"
-                   f"picker = tnb.ConfigPicker(cfg, datasets={spec.pickable or (spec.dataset,)!r}, "
+        ("code", config_cell(spec.stem, f"tnb.check_train_options(dict({options}))") + "\n"
+                 f"picker = tnb.ConfigPicker(cfg, datasets={spec.pickable or (spec.dataset,)!r}, "
                    "interactive=INTERACTIVE)", []),
         ("markdown", "## Data\nThe dataset as read from `DATA_ROOT` in its official format, a grid of training "
                      "images and the items per class.", []),
@@ -157,10 +164,11 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
     ]  # fmt: skip
 
 
-def notebook(spec: Spec) -> dict:
+def notebook_json(stem: str, cell_list: list[tuple[str, str, list[str]]]) -> dict:
+    """An nbformat 4.5 notebook of ``(kind, source, tags)`` cells, without outputs, with ids stable per stem."""
     out = []
-    for i, (kind, source, tags) in enumerate(cells(spec)):
-        cell = {"cell_type": kind, "id": _id(spec.stem, i), "metadata": {"tags": tags} if tags else {},
+    for i, (kind, source, tags) in enumerate(cell_list):
+        cell = {"cell_type": kind, "id": _id(stem, i), "metadata": {"tags": tags} if tags else {},
                 "source": source.splitlines(True)}  # fmt: skip
         if kind == "code":
             cell.update(execution_count=None, outputs=[])
@@ -176,39 +184,45 @@ def notebook(spec: Spec) -> dict:
     }
 
 
-def text(spec: Spec) -> str:
-    return json.dumps(notebook(spec), indent=1, ensure_ascii=False) + "\n"
+def notebook(spec: Spec) -> dict:
+    return notebook_json(spec.stem, cells(spec))
 
 
-def write(folder: Path) -> list[Path]:
-    """Write every notebook of NOTEBOOKS into ``folder``, formatted by ruff as the repository's are."""
+def write_notebooks(folder: Path, notebooks: dict[str, dict]) -> list[Path]:
+    """Write each ``stem: notebook`` into ``folder``, formatted by ruff as the repository's notebooks are."""
     paths = []
-    for spec in NOTEBOOKS:
-        path = folder / f"{spec.stem}.ipynb"
-        path.write_text(text(spec))
+    for stem, nb in notebooks.items():
+        path = folder / f"{stem}.ipynb"
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
         paths.append(path)
     subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", "--config", str(ROOT / "pyproject.toml"),
                     *map(str, paths)], check=True)  # fmt: skip
     return paths
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def generate(notebooks: dict[str, dict], tool: str) -> int:
+    """The command line of a notebook generator: rewrite ``notebooks`` in notebooks/, or with ``--check`` exit 1
+    when a committed one differs from what ``tool`` writes."""
+    parser = argparse.ArgumentParser(description=f"Writes {', '.join(notebooks)} (without outputs)")
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    stale = []
     if not args.check:
-        write(ROOT / "notebooks")
+        write_notebooks(ROOT / "notebooks", notebooks)
         return 0
+    stale = []
     with tempfile.TemporaryDirectory() as tmp:
-        for fresh in write(Path(tmp)):
+        for fresh in write_notebooks(Path(tmp), notebooks):
             committed = ROOT / "notebooks" / fresh.name
             if not committed.is_file() or committed.read_text() != fresh.read_text():
                 stale.append(fresh.name)
     if stale:
-        print(f"out of date with tools/notebooks.py: {stale}; run python tools/notebooks.py")
+        print(f"out of date with {tool}: {stale}; run python {tool}")
         return 1
     return 0
+
+
+def main() -> int:
+    return generate({spec.stem: notebook(spec) for spec in NOTEBOOKS}, "tools/notebooks.py")
 
 
 if __name__ == "__main__":

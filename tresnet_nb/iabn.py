@@ -42,7 +42,7 @@ from timm.layers import BatchNormAct2d, ConvNormAct
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .memory import buffers_restored, grad_checkpointing
+from .memory import _storage_key, buffers_restored, grad_checkpointing
 
 BACKENDS = ("auto", "pure", "inplace_abn")
 INSTALL_HINT = (
@@ -246,7 +246,7 @@ def outputs_kept(model: nn.Module, names: list[str], example_input: torch.Tensor
     saved: set[tuple[str, int]] = set()
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        saved.add((str(t.device), t.untyped_storage().data_ptr()))
+        saved.add(_storage_key(t))
         return t
 
     def recorder(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
@@ -277,7 +277,7 @@ def outputs_kept(model: nn.Module, names: list[str], example_input: torch.Tensor
         del out
     return {
         name: name in outputs
-        and (str(outputs[name][0].device), outputs[name][0].untyped_storage().data_ptr()) in saved
+        and _storage_key(outputs[name][0]) in saved
         and outputs[name][0]._version == outputs[name][1]
         for name in names
     }

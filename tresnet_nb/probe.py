@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .memory import max_batch_size, saved_tensor_bytes
+from .memory import buffers_restored, max_batch_size, saved_tensor_bytes
 from .models import check_img_size, count_parameters, load_model, split_arch
 from .report import atomic_write_text, environment
 from .report import device as default_device
@@ -181,18 +181,13 @@ def search_max_batch(model: nn.Module, mode: str, img_size: int, device: torch.d
     if mode not in ("train", "infer"):
         raise ValueError(f"mode must be 'train' or 'infer', not {mode!r}")
     make = training_step if mode == "train" else inference_step
-    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
 
     def fits(batch: int) -> None:
         make(model, batch, img_size, device, precision, channels_last)()
         _sync(device)
 
-    try:
+    with buffers_restored(model):
         return max_batch_size(fits, start=min(start, limit), limit=limit).largest
-    finally:
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
 
 
 def flops_per_image(model: nn.Module, img_size: int, device: torch.device) -> int:

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..datasets import Dataset
 from ..models import data_config, load_model, split_arch, weights_info
-from ..views import in_notebook, show
+from ..views import _finish, show
 from ..workbook import samples
 from .hierarchy import THRESHOLD, Hierarchy, LevelPick, chain_text, hierarchy_for
 from .labels import LABEL_SETS, LabelSet, label_set, label_set_for, lemma
@@ -171,15 +171,7 @@ def plot_predictions(images: Sequence[np.ndarray], predictions: Predictions, pat
         ax.set_title(f"{name}\n{text.split(', ')[0]} {prob:.2f}" + (f"\n{wrapped}" if wrapped else ""), fontsize=8)
     if predictions.banner:
         fig.suptitle("RANDOM weights: meaningless predictions", color="red")
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-    if in_notebook():
-        from IPython.display import display
-
-        display(fig)
-    plt.close(fig)
+    _finish(fig, path)
 
 
 def show_predictions(predictions: Predictions) -> pd.DataFrame:
