@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_grad_checkpointing.py
 	$(PY) benchmarks/bench_iabn.py
 	$(PY) benchmarks/bench_probe.py
+	$(PY) benchmarks/bench_optimizer.py
 
 clean-runs:
 	rm -rf runs

@@ -1,6 +1,6 @@
 """Activation memory and step time of a training step with and without timm's gradient checkpointing.
 
-Memory is what autograd saves for backward in one forward + loss (tresnet_nb.memory.saved_tensor_bytes: activation
+Memory is what autograd saves for backward in one forward + loss (tresnet_nb.model.memory.saved_tensor_bytes: activation
 storages counted once; saved parameters listed apart, being resident anyway). It is what the graph holds between
 forward and backward, not the peak: backward of a checkpointed block briefly re-materialises that block's
 activations. The step (forward, loss, backward, AdamW step) is timed alternately in both modes after a warm-up
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from timing import step_seconds  # benchmarks/timing.py
 
 import tresnet_nb as tnb
-from tresnet_nb.memory import SavedBytes, grad_checkpointing, saved_tensor_bytes
+from tresnet_nb.model.memory import SavedBytes, grad_checkpointing, saved_tensor_bytes
 
 MIB = 2**20
 

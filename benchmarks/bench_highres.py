@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tresnet_nb.datasets.base import Split
-from tresnet_nb.datasets.highres import FileItems, cache_split
+from tresnet_nb.data.base import Split
+from tresnet_nb.data.highres import FileItems, cache_split
 
 
 def write_photos(folder: Path, n: int, seed: int = 0) -> list[Path]:

@@ -2,7 +2,7 @@
 and the largest training batch a memory budget holds, next to ResNet50 (the paper's baseline).
 
 Memory is what autograd saves for backward in one fp32 forward + loss at --batch-size
-(tresnet_nb.memory.saved_tensor_bytes: activation storages counted once; saved parameters listed apart). The
+(tresnet_nb.model.memory.saved_tensor_bytes: activation storages counted once; saved parameters listed apart). The
 training step (forward, loss, backward, AdamW step) is timed alternately for BN and InPlace-ABN after a warm-up
 step of each; InPlace-ABN inverts the activation in backward, so some slowdown is expected.
 
@@ -32,11 +32,11 @@ from timing import step_seconds  # benchmarks/timing.py
 from torch import nn
 
 import tresnet_nb as tnb
-from tresnet_nb.iabn import convert_to_iabn
-from tresnet_nb.memory import SavedBytes, grad_checkpointing, saved_tensor_bytes
+from tresnet_nb.model.iabn_convert import convert_to_iabn
+from tresnet_nb.model.memory import SavedBytes, grad_checkpointing, saved_tensor_bytes
+from tresnet_nb.paper import PAPER_V100
 from tresnet_nb.probe import (
     NUM_CLASSES,
-    PAPER_V100,
     V100_GIB,
     estimate_max_batch,
     resident_training_bytes,

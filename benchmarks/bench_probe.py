@@ -4,9 +4,10 @@ The reference is written here the way timm's benchmark.py measures: the model in
 once, a few untimed warm-up steps, then N steps timed end to end with the device synchronised before and after;
 training steps are forward, cross-entropy, backward and an SGD step. Inference runs under ``inference_mode`` as the
 probe's does (the settings are the same); timm's ``no_grad`` is timed too, for the difference the grad mode alone
-makes (on CPU in bf16 at small sizes ``inference_mode`` was measured up to 1.4x faster). The probe (tresnet_nb.probe.time_steps with its
-own step functions) and the reference take turns, round after round, so drift of the machine's speed hits both, and
-each reports the median of its rounds. Goal: the probe within 5% of the reference (ratio 0.95-1.05).
+makes (on CPU in bf16 at small sizes ``inference_mode`` was measured up to 1.4x faster). The probe
+(tresnet_nb.probe.time_steps with the steps of tresnet_nb.model.steps, which the engine's batch search shares) and
+the reference take turns, round after round, so drift of the machine's speed hits both, and each reports the median
+of its rounds. Goal: the probe within 5% of the reference (ratio 0.95-1.05).
 Usage: python benchmarks/bench_probe.py [--arch tresnet_m] [--img-size 224] [--batch-size 16] [--precision bf16]
        [--rounds 5] [--steps 3] [--mode both]
 """

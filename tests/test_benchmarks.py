@@ -29,6 +29,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
          ("iabn / bn: saved bytes x", "step time x")),
         ("bench_probe.py", ("--img-size", "32", "--batch-size", "2", "--rounds", "1", "--steps", "1", "--warmup", "1"),
          ("probe / reference: infer x", "probe / reference: train x", "reference inference_mode / no_grad: x")),
+        ("bench_optimizer.py", ("--steps", "1", "--warmup", "1", "--wd-mode", "adamw"),
+         ("ForeachAdam / torch fused: x", "ForeachAdam foreach / torch foreach: x", "OptimWrapper / torch foreach: x")),
     ],
 )  # fmt: skip
 def test_benchmark_runs_and_prints_its_ratios(script, args, ratio_lines):

@@ -145,7 +145,7 @@ def test_notebook_runs_all_cells_in_jupyterlab(lab, name, dataset, tmp_path, cap
     base = lab.base
     params = {}
     if dataset is not None:
-        from tresnet_nb.datasets import get_dataset
+        from tresnet_nb.data import get_dataset
 
         root = get_dataset(dataset).write_fixture(base / "data" / dataset)
         params = {"DATASET": dataset, "DATA_ROOT": str(root)}

@@ -16,11 +16,11 @@ import time
 import numpy as np
 import pytest
 
-from tresnet_nb.datasets import cifar
-from tresnet_nb.datasets.base import DatasetError
-from tresnet_nb.datasets.download import md5_of, safe_extract
-from tresnet_nb.datasets.py2pickle import write_py2_pickle
-from tresnet_nb.net import host_reachable
+from tresnet_nb.data import cifar
+from tresnet_nb.data.base import DatasetError
+from tresnet_nb.data.download import md5_of, safe_extract
+from tresnet_nb.data.py2pickle import write_py2_pickle
+from tresnet_nb.runtime import host_reachable
 
 
 @pytest.fixture(scope="module")

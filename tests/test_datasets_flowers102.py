@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from tresnet_nb.datasets import flowers102 as flowers
-from tresnet_nb.datasets.base import DatasetError
+from tresnet_nb.data import flowers102 as flowers
+from tresnet_nb.data.base import DatasetError
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,7 @@ def test_download_refuses_files_whose_md5_differs(source, tmp_path):
 
 
 def test_download_installs_verified_files(source, tmp_path, monkeypatch):
-    from tresnet_nb.datasets.download import md5_of
+    from tresnet_nb.data.download import md5_of
 
     monkeypatch.setattr(flowers, "FILES", {name: md5_of(source / name) for name in flowers.FILES})
     root = flowers.download(tmp_path / "dest", source=source)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from tresnet_nb.datasets import herbarium2020 as herb
-from tresnet_nb.datasets.base import DatasetError
+from tresnet_nb.data import herbarium2020 as herb
+from tresnet_nb.data.base import DatasetError
 
 FIXTURE_IDS = [3, 17, 911, 5120, 23004]  # the fixture's category ids, ascending
 

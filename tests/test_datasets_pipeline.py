@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from tresnet_nb.__main__ import main
-from tresnet_nb.datasets import DATASETS, DatasetError, Split, get_dataset
-from tresnet_nb.datasets.highres import cache_split, decode_resized, file_dls
-from tresnet_nb.datasets.verify import screen_images, verify
+from tresnet_nb.data import DATASETS, DatasetError, Split, get_dataset
+from tresnet_nb.data.highres import cache_split, decode_resized, file_dls
+from tresnet_nb.data.verify import screen_images, verify
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
@@ -148,7 +148,7 @@ def test_cli_fixtures_verify_and_get(tmp_path, capsys):
 def test_prepare_file_dls_end_to_end_on_fixtures(tmp_path, name):
     import torch
 
-    from tresnet_nb.datasets.highres import prepare_file_dls
+    from tresnet_nb.data.highres import prepare_file_dls
 
     spec = get_dataset(name)
     ds = spec.read(spec.write_fixture(tmp_path / name))
@@ -191,7 +191,7 @@ def test_verify_reports_a_hostile_pickle_without_running_it(tmp_path):
 
 
 def test_balanced_sampling_evens_out_a_long_tail():
-    from tresnet_nb.datasets.highres import balanced_indices
+    from tresnet_nb.data.highres import balanced_indices
 
     labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
     draw = balanced_indices(labels, seed=0)

@@ -7,8 +7,8 @@ import csv
 import numpy as np
 import pytest
 
-from tresnet_nb.datasets import plant_pathology as pp
-from tresnet_nb.datasets.base import DatasetError
+from tresnet_nb.data import plant_pathology as pp
+from tresnet_nb.data.base import DatasetError
 
 HEADER = "image_id,healthy,multiple_diseases,rust,scab"
 

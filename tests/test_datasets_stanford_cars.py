@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from tresnet_nb.datasets import stanford_cars as cars
-from tresnet_nb.datasets.base import DatasetError
+from tresnet_nb.data import stanford_cars as cars
+from tresnet_nb.data.base import DatasetError
 
 
 @pytest.fixture(scope="module")

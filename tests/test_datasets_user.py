@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from tresnet_nb.datasets import folder, table
-from tresnet_nb.datasets.base import DatasetError
+from tresnet_nb.data import folder, table
+from tresnet_nb.data.base import DatasetError
 
 CLASSES = ("cat", "dog", "fox")
 

@@ -1,4 +1,4 @@
-"""Data-parallel training (tresnet_nb.distributed) on CPU with gloo, and the ``train`` command alone and under torchrun.
+"""Data-parallel training (tresnet_nb.train.distributed) on CPU with gloo, and the ``train`` command alone and under torchrun.
 
 The oracle of :func:`test_ddp_matches_a_single_process_reference` is DDP's own arithmetic, replayed in one process.
 Two torchrun processes train a random tresnet_m through the library's learner and :func:`distribute`, with
@@ -83,7 +83,7 @@ def _loaders(splits, data_cfg: dict, bs: int):
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
 
-    from tresnet_nb.datasets.arrays import Preprocess, TensorItems, to_tensor_images
+    from tresnet_nb.data.arrays import Preprocess, TensorItems, to_tensor_images
 
     mean, std, cpu = tuple(data_cfg["mean"]), tuple(data_cfg["std"]), torch.device("cpu")
     train = TensorItems(to_tensor_images(splits.train_x, SIZE), splits.train_y)
@@ -115,8 +115,9 @@ def ddp_worker(out: Path) -> None:
     from fastai.callback.progress import ProgressCallback
 
     from tresnet_nb import predict, seed_everything
-    from tresnet_nb.callbacks import EMA, Checkpoint, EpochLog
-    from tresnet_nb.distributed import cleanup, distribute, init_distributed
+    from tresnet_nb.train.callbacks import EMA, EpochLog
+    from tresnet_nb.train.checkpoint import Checkpoint
+    from tresnet_nb.train.distributed import cleanup, distribute, init_distributed
 
     class Probe(Callback):
         """What the training loop looked like from inside: the model it ran, batches per epoch, first gradients."""
@@ -340,7 +341,8 @@ def test_train_command_refuses_bad_input_before_running(tmp_path, capsys, monkey
 def test_init_distributed_alone_and_with_a_partial_launch_environment(monkeypatch):
     import torch.distributed as dist
 
-    from tresnet_nb.distributed import init_distributed, is_main, rank, world_size
+    from tresnet_nb.runtime import is_main, rank, world_size
+    from tresnet_nb.train.distributed import init_distributed
 
     for name in LAUNCH_ENV:
         monkeypatch.delenv(name, raising=False)
@@ -357,7 +359,7 @@ def test_init_distributed_alone_and_with_a_partial_launch_environment(monkeypatc
 def test_shards_cover_every_item_once_padded_by_the_first(tmp_path):
     import torch.distributed as dist
 
-    from tresnet_nb.distributed import ShardIndices
+    from tresnet_nb.train.distributed import ShardIndices
 
     class Loader:  # the two attributes of a fastai DataLoader that sharding uses
         def __init__(self, n: int) -> None:

@@ -26,10 +26,11 @@ from tresnet_nb import (
     predict,
     seed_everything,
 )
-from tresnet_nb.augment import BatchAugment, MixupCutmix, check_augment
-from tresnet_nb.datasets.arrays import ArraySplits, Preprocess
-from tresnet_nb.fitting import plan
-from tresnet_nb.metrics import mean_average_precision
+from tresnet_nb.data.arrays import ArraySplits, Preprocess
+from tresnet_nb.data.augment import BatchAugment, check_augment
+from tresnet_nb.evaluation.metrics import mean_average_precision
+from tresnet_nb.train.fit import plan_stages as plan
+from tresnet_nb.train.mix import MixupCutmix
 
 CPU = torch.device("cpu")
 

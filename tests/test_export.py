@@ -10,9 +10,9 @@ import pytest
 import timm.data
 import torch
 
-from tresnet_nb import export
-from tresnet_nb.export import ExportMismatchError, export_onnx, export_torchscript, load_preprocessing
-from tresnet_nb.models import load_model
+from tresnet_nb.model import export
+from tresnet_nb.model.export import ExportMismatchError, export_onnx, export_torchscript, load_preprocessing
+from tresnet_nb.model.load import load_model
 
 IMG = 64
 CLASSES = ["cat", "dog", "bird"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tresnet_nb.datasets import fashion_mnist as fm
-from tresnet_nb.datasets.arrays import load_splits, stratified_head, to_tensor_images
+from tresnet_nb.data import fashion_mnist as fm
+from tresnet_nb.data.arrays import load_splits, stratified_head, to_tensor_images
 
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
 
@@ -87,7 +87,7 @@ def test_load_splits_caps_and_resizes():
 def test_a_regular_install_carries_the_embedded_subset_as_data_files():
     import tomllib
 
-    from tresnet_nb.datasets import fashion_mnist as fm
+    from tresnet_nb.data import fashion_mnist as fm
 
     data_files = tomllib.loads((fm.CHECKOUT_ROOT.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"][
         "data-files"

@@ -13,16 +13,10 @@ import torch.nn.functional as F
 from timm.layers import BatchNormAct2d, ConvNormAct
 from torch import nn
 
-from tresnet_nb import iabn
-from tresnet_nb.iabn import (
-    IABNInfo,
-    InPlaceABN2d,
-    InPlaceABNFunction,
-    convert_from_iabn,
-    convert_to_iabn,
-    resolve_backend,
-)
-from tresnet_nb.memory import saved_tensor_bytes
+from tresnet_nb.model import iabn_convert as iabn
+from tresnet_nb.model.iabn import InPlaceABN2d, InPlaceABNFunction
+from tresnet_nb.model.iabn_convert import IABNInfo, convert_from_iabn, convert_to_iabn, resolve_backend
+from tresnet_nb.model.memory import saved_tensor_bytes
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tresnet_nb.memory import find_max_batch, grad_checkpointing, max_batch_size, saved_tensor_bytes, training_step
+from tresnet_nb.model.memory import grad_checkpointing, max_batch_size, saved_tensor_bytes
+from tresnet_nb.model.steps import _fit_step, find_max_batch, training_step
 
 F32 = 4  # bytes per float32
 
@@ -166,6 +167,73 @@ def test_max_batch_search_when_nothing_fits():
 def test_find_max_batch_needs_cuda_and_training_step_runs_on_cpu(tresnet):
     with pytest.raises(ValueError, match="searches a CUDA device.*set BATCH_SIZE"):
         find_max_batch(tresnet, 64, 10, device=torch.device("cpu"))
-    step = training_step(tresnet, 64, torch.device("cpu"), 10, precision="bf16")
+
+    def step(batch: int) -> None:
+        training_step(tresnet, batch, 64, torch.device("cpu"), "bf16", channels_last=True, num_classes=10)()
+
     found = max_batch_size(step, start=1, limit=2)  # the real step, here bounded by the limit
     assert found.largest == 2 and all(p.grad is None for p in tresnet.parameters())
+
+
+def small_convnet() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(8, 10),
+    )  # fmt: skip
+
+
+def _state_bytes(optimizer: torch.optim.Optimizer, key: str) -> int:
+    return sum(s[key].numel() * s[key].element_size() for s in optimizer.state.values() if key in s)
+
+
+def test_find_max_batch_step_holds_adam_moments_an_ema_copy_and_a_double_validation_batch():
+    """The engine's ``fits(batch)`` holds what a fit holds, more than the probe's bare SGD step: it is what lets
+    find_max_batch's answer be a batch a real fit survives."""
+    torch.manual_seed(0)
+    model = small_convnet()
+    seen: list[tuple[int, bool]] = []  # (batch, train mode) of every forward of the model
+    model.register_forward_hook(lambda module, args, out: seen.append((args[0].shape[0], module.training)))
+    held: dict = {}
+
+    def observe(step, average) -> None:  # called inside the step, while everything is still held
+        opt = step.optimizer
+        held["optimizer"] = type(opt)
+        held["moments"] = [sorted(k for k in opt.state[p] if k.startswith("exp_avg")) for p in model.parameters()]
+        held["shapes_match"] = all(opt.state[p]["exp_avg_sq"].shape == p.shape for p in model.parameters())
+        held["moment_bytes"] = _state_bytes(opt, "exp_avg") + _state_bytes(opt, "exp_avg_sq")
+        held["ema_is_a_copy"] = average is not None and average is not model
+        if average is None:
+            return
+        held["ema_keys"] = list(average.state_dict())
+        own = {p.data_ptr() for p in model.parameters()}
+        held["ema_shares_storage"] = any(p.data_ptr() in own for p in average.parameters())
+        held["ema_frozen"] = not any(p.requires_grad for p in average.parameters())
+        held["ema_bytes"] = sum(t.numel() * t.element_size() for t in average.state_dict().values())
+
+    fits = _fit_step(model, 32, torch.device("cpu"), 10, precision="fp32", channels_last=False, observe=observe)
+    fits(3)
+    assert held["optimizer"] is torch.optim.AdamW
+    assert held["moments"] == [["exp_avg", "exp_avg_sq"]] * len(list(model.parameters())) and held["shapes_match"]
+    assert held["ema_is_a_copy"] and held["ema_keys"] == list(model.state_dict())
+    assert not held["ema_shares_storage"] and held["ema_frozen"]
+    assert seen == [(3, True), (6, False)]  # the training batch, then validation at twice it in eval mode
+    assert all(p.grad is None for p in model.parameters())
+
+    bare = training_step(model, 3, 32, torch.device("cpu"), num_classes=10)  # the probe's step: SGD, no EMA
+    bare()
+    assert all(set(bare.optimizer.state[p]) == {"momentum_buffer"} for p in model.parameters())
+    momentum = _state_bytes(bare.optimizer, "momentum_buffer")
+    assert held["moment_bytes"] == 2 * momentum  # Adam's two moments against SGD's one buffer
+    assert held["moment_bytes"] + held["ema_bytes"] > 3 * momentum
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="find_max_batch searches a CUDA device's memory")
+def test_find_max_batch_on_cuda_leaves_the_model_as_found():
+    torch.manual_seed(0)
+    model = small_convnet().cuda().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    found = find_max_batch(model, 32, 10, limit=64)
+    assert 1 <= found.largest <= 64
+    assert model.training and all(p.grad is None for p in model.parameters())
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name  # weights and BatchNorm statistics restored

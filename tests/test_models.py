@@ -10,11 +10,12 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from tresnet_nb import checkpoints, models
-from tresnet_nb.checkpoints import UnsafeCheckpointError, write_miil_checkpoint
-from tresnet_nb.models import WeightsUnavailableError, data_config, load_model, weights_info
+from tresnet_nb.model import archs
+from tresnet_nb.model import weights as checkpoints
+from tresnet_nb.model.load import WeightsUnavailableError, data_config, load_model, weights_info
+from tresnet_nb.model.weights import UnsafeCheckpointError, write_miil_checkpoint
 
-TRESNETS = [name for name in models.ARCHS if name.startswith("tresnet")]
+TRESNETS = [name for name in archs.ARCHS if name.startswith("tresnet")]
 # Key counts of the official checkpoints (FACTS.md): tresnet_m 434, tresnet_v2_l 746.
 OFFICIAL_KEYS = {"tresnet_m": 434, "tresnet_v2_l": 746}
 
@@ -177,13 +178,13 @@ def test_tag_loads_from_the_hf_cache_offline(closed_hub, tag, classes, size, cro
 @pytest.mark.parametrize("size", [0, 28, 31, 66, 225])
 def test_image_size_must_be_a_multiple_of_4_of_at_least_32(size):
     with pytest.raises(ValueError, match=f"Image size {size} is not a multiple of 4 of at least 32"):
-        models.check_img_size(size)
+        archs.check_img_size(size)
 
 
 def test_sizes_off_the_32_grid_such_as_the_papers_368_run():
     model = load_model("tresnet_m", "none", num_classes=3).eval()
     for size in (100, 368):
-        assert models.check_img_size(size) == size
+        assert archs.check_img_size(size) == size
     with torch.no_grad():
         assert model(torch.rand(1, 3, 100, 100)).shape == (1, 3)
     with pytest.raises(RuntimeError):  # what the check prevents: the stem cannot fold a side of 66
@@ -202,7 +203,7 @@ def test_missing_file_says_so(tmp_path):
         load_model("tresnet_m", weights=str(tmp_path / "nothere.pth"))
 
 
-@pytest.mark.parametrize("arch", list(models.ARCHS))
+@pytest.mark.parametrize("arch", list(archs.ARCHS))
 def test_every_architecture_builds_at_random_with_its_preprocessing(arch):
     model = load_model(arch, weights=None, num_classes=4)
     assert model.num_classes == 4 and not weights_info(model).pretrained

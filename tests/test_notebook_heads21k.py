@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tresnet_nb.report import REQUIRED_KEYS
+from tresnet_nb.report.record import REQUIRED_KEYS
 from tresnet_nb.runner import run_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]

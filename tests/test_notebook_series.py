@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tresnet_nb.datasets import get_dataset
-from tresnet_nb.report import REQUIRED_KEYS
+from tresnet_nb.data import get_dataset
+from tresnet_nb.evaluation.submissions import HERBARIUM_COLUMNS, PLANT_PATHOLOGY_COLUMNS, check_submission
+from tresnet_nb.report.plots import MAX_NAMED_CLASSES
+from tresnet_nb.report.record import REQUIRED_KEYS
 from tresnet_nb.runner import run_notebooks
-from tresnet_nb.submissions import HERBARIUM_COLUMNS, PLANT_PATHOLOGY_COLUMNS, check_submission
-from tresnet_nb.views import MAX_NAMED_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 SERIES = {

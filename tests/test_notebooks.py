@@ -12,7 +12,7 @@ from IPython.core.inputtransformer2 import TransformerManager
 
 from tresnet_nb import load_model, load_preprocessing, weights_info
 from tresnet_nb.hosted import SETUP_CELL
-from tresnet_nb.report import REQUIRED_KEYS
+from tresnet_nb.report.record import REQUIRED_KEYS
 from tresnet_nb.runner import run_notebooks
 
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"

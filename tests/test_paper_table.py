@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tresnet_nb.workbook import paper_table
+from tresnet_nb.steps.results import paper_table
 
 
 def record(dataset: str, preset: str = "smoke", pretrained: bool = False, value: float = 0.5) -> dict:

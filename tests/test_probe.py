@@ -12,7 +12,7 @@ from torch import nn
 
 from tresnet_nb import probe
 from tresnet_nb.__main__ import main
-from tresnet_nb.report import write_metrics
+from tresnet_nb.report.record import write_metrics
 
 CPU = torch.device("cpu")
 
@@ -187,7 +187,7 @@ def test_report_json_and_csv_schema(report, tmp_path):
 
 
 def test_throughput_plot(report, tmp_path):
-    from tresnet_nb.views import plot_throughput
+    from tresnet_nb.report.plots import plot_throughput
 
     plot_throughput(report, tmp_path / "throughput.png")
     assert (tmp_path / "throughput.png").stat().st_size > 1000

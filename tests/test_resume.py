@@ -15,7 +15,7 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 
 from tresnet_nb import RunConfig, array_dls, build_learner, data_config, fit, load_model, load_splits, seed_everything
-from tresnet_nb.fitting import CHECKPOINT
+from tresnet_nb.train.fit import CHECKPOINT
 
 
 class Interrupt(Exception):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from tresnet_nb import metrics
-from tresnet_nb import submissions as sub
-from tresnet_nb.datasets import herbarium2020 as herb
-from tresnet_nb.datasets import plant_pathology as pp
+from tresnet_nb.data import herbarium2020 as herb
+from tresnet_nb.data import plant_pathology as pp
+from tresnet_nb.evaluation import metrics
+from tresnet_nb.evaluation import submissions as sub
 
 
 def rows(path):
@@ -139,8 +139,8 @@ def test_a_trained_model_writes_a_valid_submission_for_the_test_split(tmp_path, 
     from fastai.callback.progress import ProgressCallback
 
     from tresnet_nb import RunConfig, build_learner, data_config, fit, load_model, predict, seed_everything
-    from tresnet_nb.datasets import get_dataset
-    from tresnet_nb.datasets.highres import predict_dl, prepare_file_dls
+    from tresnet_nb.data import get_dataset
+    from tresnet_nb.data.highres import predict_dl, prepare_file_dls
 
     spec = get_dataset(dataset)
     ds = spec.read(spec.write_fixture(tmp_path / "data"))

@@ -20,7 +20,7 @@ from tresnet_nb import (
     seed_everything,
     topk_accuracy,
 )
-from tresnet_nb.callbacks import resolve_precision
+from tresnet_nb.train.callbacks import resolve_precision
 
 
 class FrozenProbe(Callback):
@@ -98,7 +98,7 @@ def test_classify_report_on_known_predictions():
 
 
 def test_asymmetric_loss_reduces_to_bce_and_down_weights_easy_negatives():
-    from tresnet_nb.losses import AsymmetricLoss
+    from tresnet_nb.train.losses import AsymmetricLoss
 
     logits = torch.tensor([[2.0, -1.0, 0.5, -3.0], [-0.5, 1.5, -2.0, 0.0]])
     targets = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
@@ -112,8 +112,8 @@ def test_asymmetric_loss_reduces_to_bce_and_down_weights_easy_negatives():
 
 @pytest.mark.parametrize("loss", ["bce", "asl"])
 def test_multi_label_training_on_the_plant_pathology_fixture(tmp_path, loss):
-    from tresnet_nb.datasets import get_dataset
-    from tresnet_nb.datasets.highres import prepare_file_dls
+    from tresnet_nb.data import get_dataset
+    from tresnet_nb.data.highres import prepare_file_dls
 
     spec = get_dataset("plant_pathology")
     ds = spec.read(spec.write_fixture(tmp_path / "pp"))
@@ -131,7 +131,7 @@ def test_multi_label_training_on_the_plant_pathology_fixture(tmp_path, loss):
     assert result.history["metric_names"] == ["train_loss", "valid_loss", "roc_auc", "mAP"]
     assert all(0.0 <= v <= 1.0 for v in result.history["epochs"][-1][2:4])
     probs, targets = predict(learn)
-    from tresnet_nb.metrics import mean_average_precision, mean_column_auc
+    from tresnet_nb.evaluation.metrics import mean_average_precision, mean_column_auc
 
     # the per-epoch values are the metrics of the final validation predictions (no EMA in the scratch recipe)
     assert result.history["epochs"][-1][2] == pytest.approx(mean_column_auc(probs.numpy(), targets.numpy()), abs=1e-4)
@@ -140,3 +140,82 @@ def test_multi_label_training_on_the_plant_pathology_fixture(tmp_path, loss):
     )
     assert probs.shape == targets.shape == (len(ds["valid"]), 4)
     assert 0 <= probs.min() and probs.max() <= 1 and set(targets.unique().tolist()) <= {0.0, 1.0}
+
+
+def bn_model(seed: int = 0) -> torch.nn.Module:
+    """A small model whose state has floating (running_mean/var) and integer (num_batches_tracked) buffers."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(64, 3)
+    )
+
+
+def sgd_steps(model: torch.nn.Module, steps: int, after_step) -> None:
+    """Train ``model`` for ``steps`` SGD steps on random batches (BN in train mode), calling ``after_step()``."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(steps):
+        model(torch.randn(4, 3, 6, 6)).pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+        after_step()
+
+
+def old_ema_update(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """The EMA callback's own update before timm's ModelEmaV3 took over: lerp floating state, copy integer buffers."""
+    with torch.no_grad():
+        for avg, new in zip(average.state_dict().values(), model.state_dict().values(), strict=True):
+            if avg.dtype.is_floating_point:
+                avg.lerp_(new.detach(), 1 - decay)
+            else:
+                avg.copy_(new)
+
+
+def test_ema_callback_on_timm_model_ema_gives_the_old_update_rule_state():
+    import copy
+    from types import SimpleNamespace
+
+    from tresnet_nb.train.callbacks import EMA
+
+    model, decay = bn_model(), 0.9
+    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    ema = EMA(decay)
+    ema.learn = SimpleNamespace(model=model)
+    ema.before_fit()
+    torch.manual_seed(1)
+    sgd_steps(model, 6, lambda: (old_ema_update(reference, model, decay), ema.after_step()))
+    new, old, live = ema.average.state_dict(), reference.state_dict(), model.state_dict()
+    assert list(new) == list(old)  # the keys checkpoints hold
+    for key in old:
+        assert torch.equal(new[key], old[key]), key
+    assert int(new["1.num_batches_tracked"]) == 6  # integer buffers copied from the model
+    assert not torch.allclose(new["1.running_mean"], live["1.running_mean"])  # floating buffers averaged, not copied
+    assert not ema.average.training and not any(p.requires_grad for p in ema.average.parameters())
+
+
+def test_ema_state_of_a_checkpoint_written_before_the_swap_resumes(tmp_path):
+    import copy
+    from types import SimpleNamespace
+
+    from tresnet_nb.train.callbacks import EMA
+    from tresnet_nb.train.checkpoint import plain
+
+    model, decay = bn_model(), 0.8
+    average = copy.deepcopy(model).eval().requires_grad_(False)  # the old callback's average, as its before_fit made
+    torch.manual_seed(2)
+    sgd_steps(model, 3, lambda: old_ema_update(average, model, decay))
+    torch.save(plain({"ema": average.state_dict()}), tmp_path / "checkpoint.pth")  # as Checkpoint.after_epoch saves
+    state = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
+    ema = EMA(decay)
+    ema.learn = SimpleNamespace(model=bn_model(seed=5))  # resuming: a freshly built model, before fit's before_fit
+    ema.learn.model.load_state_dict(model.state_dict())
+    ema.load_state_dict(state["ema"])
+    ema.before_fit()  # keeps the restored average
+    for key, value in average.state_dict().items():
+        assert torch.equal(ema.state_dict()[key], value), key
+    torch.manual_seed(3)
+    resumed = ema.learn.model
+    sgd_steps(resumed, 3, ema.after_step)
+    torch.manual_seed(3)
+    sgd_steps(model, 3, lambda: old_ema_update(average, model, decay))
+    for key, value in average.state_dict().items():  # and goes on as the old callback would have
+        assert torch.equal(ema.state_dict()[key], value), key

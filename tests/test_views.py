@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tresnet_nb.views import prediction_browser, use_widgets
+from tresnet_nb.report.widgets import prediction_browser, use_widgets
 
 NAMES = ("cat", "dog", "fox")
 
@@ -43,7 +43,7 @@ def test_widget_browser_follows_its_slider(predictions):
 
 def test_config_picker_headless_and_live(tmp_path):
     from tresnet_nb import RunConfig
-    from tresnet_nb.views import ConfigPicker
+    from tresnet_nb.report.widgets import ConfigPicker
 
     cfg = RunConfig.from_params("p", preset="smoke", output_dir=str(tmp_path))
     assert ConfigPicker(cfg, interactive=False).config() is cfg  # headless: the parameters as given

@@ -23,7 +23,7 @@ from tresnet_nb.hosted import SETUP_CELL  # noqa: E402
 
 BASE_PARAMS = ("PRESET", "ARCH", "WEIGHTS", "DATASET", "DATA_ROOT", "IMG_SIZE", "BATCH_SIZE", "EPOCHS", "LR",
                "MAX_ITEMS", "SEED", "PRECISION", "OUTPUT_DIR")  # fmt: skip
-# training switches (tresnet_nb.train.TRAIN_OPTIONS) every dataset notebook exposes, with their defaults
+# training switches (tresnet_nb.train.learner.TRAIN_OPTIONS) every dataset notebook exposes, with their defaults
 SWITCHES = {"INTERACTIVE": None, "RECIPE": None, "PROGRESSIVE": None, "TTA": False, "MIXUP": 0.0, "CUTMIX": 0.0, "ACCUMULATE": 1,
             "GRAD_CHECKPOINTING": False, "BALANCED": False}  # fmt: skip
 
@@ -155,7 +155,7 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
         ("markdown", "## Artifacts\nThe fine-tuned weights (timm layout), `metrics.json`"
                      + (" and the Kaggle submission." if spec.submission else "."), []),
         ("code", 'tnb.save_weights(learn.model, cfg.out / "model.safetensors")\n'
-                 "record = tnb.run_metrics(cfg, model, evaluation, result, learn)\n"
+                 "record = tnb.run_record(cfg, model, evaluation, result, learn)\n"
                  'tnb.write_metrics(record, cfg.out / "metrics.json")' + submission
                  + "\nprint(tnb.summary_line(record))", []),
         ("markdown", "## Ours vs the paper\nWhat was run, beside what the paper reports; a reduced run (fewer "

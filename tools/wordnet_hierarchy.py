@@ -1,4 +1,4 @@
-"""Writes tresnet_nb/data/imagenet21k_wordnet_tree.tsv.gz: the WordNet 3.0 synsets the name matcher and the
+"""Writes tresnet_nb/heads21k/resources/imagenet21k_wordnet_tree.tsv.gz: the WordNet 3.0 synsets the name matcher and the
 hierarchical decoder need, each with its hypernym, and the sense ranks that order the senses of a shared word.
 
 The package reads this file when the authors' tree file (imagenet21k_miil_tree.pth) is not at hand, so it never

@@ -1,9 +1,16 @@
 """tresnet-nb: transfer learning with TResNet image classifiers, on fastai and timm.
 
-The notebooks call these names; each lives in the module of its concern.
+``import tresnet_nb as tnb`` is cheap: it loads neither torch nor fastai. Each public name below is resolved on first
+use (PEP 562 ``__getattr__``) from the module of its concern, which then pays for its own imports; subpackages
+(``tnb.data``, ``tnb.model``, ``tnb.probe``, ...) load the same way. The table is grouped by layer, bottom first
+(README, "Architecture").
 """
 
+from __future__ import annotations
+
+import importlib
 import warnings
+from typing import Any
 
 # fastai decorates a few layers with torch.jit.script at import, which torch 2.10+ flags as deprecated; the
 # warning is about fastai's source, not about anything a user of this package can change.
@@ -11,81 +18,189 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
 # fastai.tabular sets a pandas option that pandas 3 deprecates; likewise nothing for a user to act on.
 warnings.filterwarnings("ignore", message=r"The 'mode\.chained_assignment' option is deprecated")
 
-from .callbacks import EMA, Autocast, ChannelsLast
-from .checkpoints import UnsafeCheckpointError, read_state_dict, to_miil_layout, write_miil_checkpoint
-from .config import PRESETS, RunConfig
-from .datasets import DATASETS, DatasetSpec, get_dataset
-from .datasets.arrays import ArraySplits, array_dls, load_splits
-from .distributed import DistInfo, distribute, init_distributed
-from .export import ExportMismatchError, export_onnx, export_torchscript, load_preprocessing
-from .fitting import FitResult, Phase, fit, history, parse_phases
-from .hosted import hosted_check, hosted_platform
-from .iabn import convert_from_iabn, convert_to_iabn
-from .job import train_job
-from .metrics import ClassificationReport, classify_report, topk_accuracy
-from .models import (
-    ARCHS,
-    WeightsInfo,
-    WeightsUnavailableError,
-    check_img_size,
-    count_parameters,
-    data_config,
-    describe_model,
-    load_model,
-    weights_info,
-)
-from .probe import PAPER_V100, ProbeReport, ProbeSettings, run_probe
-from .report import build_metrics, device, environment, run_record, save_weights, summary_line, write_metrics
-from .train import (
-    RECIPES,
-    TRAIN_OPTIONS,
-    LrFinding,
-    Recipe,
-    build_learner,
-    check_train_options,
-    learner_options,
-    lr_find,
-    predict,
-    seed_everything,
-)
-from .views import (
-    ConfigPicker,
-    config_table,
-    plot_class_counts,
-    plot_confusion,
-    plot_lr_find,
-    plot_memory,
-    plot_predictions,
-    plot_roc_curves,
-    plot_samples,
-    plot_throughput,
-    plot_training,
-    prediction_browser,
-    show,
-    use_widgets,
-    weights_banner,
-)
-from .workbook import (
-    Data,
-    Evaluation,
-    evaluate,
-    kaggle_submission,
-    open_data,
-    paper_table,
-    run_metrics,
-    samples,
-    show_evaluation,
-    split_counts,
-)
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "ARCHS", "DATASETS", "convert_to_iabn", "convert_from_iabn", "PAPER_V100", "ProbeReport", "ProbeSettings", "run_probe", "plot_memory", "plot_throughput", "EMA", "ConfigPicker", "prediction_browser", "use_widgets", "Data", "Evaluation", "evaluate", "kaggle_submission", "open_data", "paper_table", "run_metrics", "samples", "show_evaluation", "split_counts", "plot_roc_curves", "TRAIN_OPTIONS", "DistInfo", "check_train_options", "distribute", "init_distributed", "learner_options", "train_job", "ExportMismatchError", "export_onnx", "export_torchscript", "load_preprocessing", "LrFinding", "Phase", "lr_find", "parse_phases", "plot_lr_find", "PRESETS", "RECIPES", "Recipe", "ArraySplits", "Autocast", "ChannelsLast", "ClassificationReport",
-    "DatasetSpec", "FitResult", "RunConfig", "UnsafeCheckpointError", "WeightsInfo", "WeightsUnavailableError",
-    "array_dls", "build_learner", "build_metrics", "check_img_size", "classify_report", "config_table", "count_parameters",
-    "data_config", "describe_model", "device", "environment", "history", "hosted_check", "hosted_platform", "fit", "get_dataset", "load_model",
-    "load_splits", "plot_class_counts", "plot_confusion", "plot_predictions", "plot_samples", "plot_training",
-    "predict", "read_state_dict", "run_record", "save_weights", "seed_everything", "show", "summary_line", "to_miil_layout", "topk_accuracy",
-    "weights_banner", "weights_info", "write_metrics", "write_miil_checkpoint",
-]  # fmt: skip
+# module (relative to this package) -> the public names it provides, one a line, sorted within each module
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    # bottom: the paper's numbers, the process's device and environment
+    ".paper": (
+        "PAPER_V100",
+    ),
+    ".runtime": (
+        "device",
+        "environment",
+    ),
+    # data/: readers, the DATASETS table, loaders
+    ".data": (
+        "DATASETS",
+        "DatasetSpec",
+        "get_dataset",
+    ),
+    ".data.arrays": (
+        "ArraySplits",
+        "array_dls",
+        "load_splits",
+    ),
+    # model/: architectures and weights, InPlace-ABN, export
+    ".model.archs": (
+        "ARCHS",
+        "check_img_size",
+    ),
+    ".model.export": (
+        "ExportMismatchError",
+        "export_onnx",
+        "export_torchscript",
+        "load_preprocessing",
+    ),
+    ".model.hub": (
+        "WeightsUnavailableError",
+    ),
+    ".model.iabn_convert": (
+        "convert_from_iabn",
+        "convert_to_iabn",
+    ),
+    ".model.load": (
+        "WeightsInfo",
+        "count_parameters",
+        "data_config",
+        "describe_model",
+        "load_model",
+        "weights_info",
+    ),
+    ".model.weights": (
+        "UnsafeCheckpointError",
+        "read_state_dict",
+        "save_weights",
+        "to_miil_layout",
+        "write_miil_checkpoint",
+    ),
+    # config: the notebook parameters
+    ".config": (
+        "PRESETS",
+        "RunConfig",
+    ),
+    # evaluation/: metrics and scores
+    ".evaluation.metrics": (
+        "ClassificationReport",
+        "classify_report",
+        "topk_accuracy",
+    ),
+    ".evaluation.scores": (
+        "Evaluation",
+        "score",
+    ),
+    # probe/: throughput and memory
+    ".probe": (
+        "ProbeReport",
+        "ProbeSettings",
+        "run_probe",
+    ),
+    # train/: recipes, learner, staged fit, callbacks, DDP
+    ".train.callbacks": (
+        "Autocast",
+        "ChannelsLast",
+        "EMA",
+    ),
+    ".train.checkpoint": (
+        "history",
+    ),
+    ".train.distributed": (
+        "DistInfo",
+        "distribute",
+        "init_distributed",
+    ),
+    ".train.fit": (
+        "FitResult",
+        "fit",
+    ),
+    ".train.learner": (
+        "LrFinding",
+        "TRAIN_OPTIONS",
+        "build_learner",
+        "check_train_options",
+        "learner_options",
+        "lr_find",
+        "predict",
+        "seed_everything",
+    ),
+    ".train.recipes": (
+        "Phase",
+        "RECIPES",
+        "Recipe",
+        "parse_phases",
+    ),
+    # report/: the run record, plots, widgets
+    ".report.display": (
+        "show",
+        "weights_banner",
+    ),
+    ".report.plots": (
+        "plot_class_counts",
+        "plot_confusion",
+        "plot_lr_find",
+        "plot_memory",
+        "plot_predictions",
+        "plot_roc_curves",
+        "plot_samples",
+        "plot_throughput",
+        "plot_training",
+    ),
+    ".report.record": (
+        "build_metrics",
+        "run_record",
+        "summary_line",
+        "write_metrics",
+    ),
+    ".report.widgets": (
+        "ConfigPicker",
+        "config_table",
+        "prediction_browser",
+        "use_widgets",
+    ),
+    # top: the notebook steps, the headless job, hosted platforms
+    ".hosted": (
+        "hosted_check",
+        "hosted_platform",
+    ),
+    ".steps.data": (
+        "Data",
+        "open_data",
+        "samples",
+        "split_counts",
+    ),
+    ".steps.job": (
+        "train_job",
+    ),
+    ".steps.results": (
+        "evaluate",
+        "kaggle_submission",
+        "paper_table",
+        "show_evaluation",
+    ),
+}  # fmt: skip
+# earlier names kept working: the dataset notebooks called the run record run_metrics
+_ALIASES: dict[str, tuple[str, str]] = {
+    "run_metrics": (".report.record", "run_record"),
+}
+_SUBPACKAGES = ("commands", "config", "data", "evaluation", "files", "heads21k", "hosted", "model", "paper", "probe", "report",
+                "runner", "runtime", "steps", "train")  # fmt: skip
+_WHERE: dict[str, tuple[str, str]] = {
+    name: (module, name) for module, names in _EXPORTS.items() for name in names
+} | _ALIASES
+
+__all__ = [name for names in _EXPORTS.values() for name in names]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        module, attr = _WHERE[name]
+        value = getattr(importlib.import_module(module, __name__), attr)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'tresnet_nb' has no attribute {name!r}; its public names are in tresnet_nb.__all__")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE, *_SUBPACKAGES})

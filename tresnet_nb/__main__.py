@@ -24,7 +24,7 @@ from .runner import parse_value, run_notebooks
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .datasets import DATASETS
+    from .data import DATASETS
 
     parser = argparse.ArgumentParser(prog="python -m tresnet_nb", description="TResNet transfer-learning workbook")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def data_command(args: argparse.Namespace) -> int:
-    from .datasets import DatasetError, get_dataset
-    from .datasets.verify import verify
+    from .data import DatasetError, get_dataset
+    from .data.verify import verify
 
     spec = get_dataset(args.dataset)
     if args.data_command == "fixtures":
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data":
         return data_command(args)
     if args.command == "probe":
-        from .probe import probe_command
+        from .commands import probe_command
 
         return probe_command(args)
     if args.command == "predict":
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return predict_command(args)
     params = {key: parse_value(value) for key, value in args.parameter}
     if args.command == "train":
-        from .job import train_command
+        from .steps.job import train_command
 
         if len({key.upper() for key, _ in args.parameter}) < len(args.parameter):
             print(f"error: a parameter is given twice in {[key for key, _ in args.parameter]}", file=sys.stderr)

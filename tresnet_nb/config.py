@@ -1,4 +1,8 @@
-"""Run configuration: the notebook parameters as a frozen, validated dataclass, presets, and JSON round-trip."""
+"""Run configuration: the notebook parameters as a frozen, validated dataclass, presets, and JSON round-trip.
+
+A RunConfig is checked against the tables of the layer below (the dataset names of :mod:`tresnet_nb.data`, the
+architectures and image sizes of :mod:`tresnet_nb.model.archs`), which import no torch, so a config can be built and
+checked before anything heavy loads. The readers and the model loader never see a RunConfig."""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .datasets import DATASETS
-from .models import check_img_size, split_arch
+from .data import DATASETS
+from .model.archs import check_img_size, split_arch
+from .paper import transfer
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Values a notebook uses when neither the call nor the preset sets them.
@@ -103,9 +108,9 @@ class RunConfig:
             raise ValueError(f"Unknown parameters {unknown}; RunConfig takes {sorted(DEFAULTS)} (extras go in extra=)")
         given = {k: v for k, v in params.items() if v is not None}
         values = {**DEFAULTS, **PRESETS[preset], **given}
-        if preset == "paper" and values["dataset"] in DATASETS:  # the dataset's paper architecture and resolution
-            spec = DATASETS[values["dataset"]]
-            for key, paper in (("arch", spec.paper_arch), ("img_size", spec.paper_img_size)):
+        if preset == "paper":  # the dataset's paper architecture and resolution
+            result = transfer(values["dataset"])
+            for key, paper in (("arch", result.arch), ("img_size", result.img_size)):
                 if key not in given and paper is not None:
                     values[key] = paper
         if values["output_dir"] is None:

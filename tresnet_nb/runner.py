@@ -14,9 +14,9 @@ from jupyter_client.manager import KernelManager
 from tqdm.auto import tqdm
 from traitlets import Unicode
 
-from .callbacks import ECHO_ENV, ECHO_PREFIX
 from .config import PRESETS
-from .report import summary_line
+from .report.record import summary_line
+from .runtime import ECHO_ENV, ECHO_PREFIX
 
 SUMMARY_COLUMNS = (
     "notebook",

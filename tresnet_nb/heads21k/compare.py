@@ -12,11 +12,13 @@ import pandas as pd
 from torch import nn
 
 from ..config import RunConfig
-from ..fitting import fit
-from ..models import weights_info
-from ..report import build_metrics
-from ..train import build_learner
-from ..workbook import Data, Evaluation, evaluate
+from ..evaluation.scores import Evaluation
+from ..model.load import weights_info
+from ..report.record import build_metrics
+from ..steps.data import Data
+from ..steps.results import evaluate
+from ..train.fit import fit
+from ..train.learner import build_learner
 from .hierarchy import Hierarchy
 from .matching import HeadMatch
 

@@ -14,7 +14,6 @@ levels for fall11); ``deepest=True`` keeps it.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import cache_dir
 from .labels import LabelSet, label_set_for, lemma
 from .wordnet import ancestors
 
@@ -159,7 +159,7 @@ def tree_file_hierarchy(path: Path | str, labels: LabelSet | None = None) -> Hie
 
 def default_tree_file() -> Path:
     """Where :func:`hierarchy_for` looks for the authors' tree file when none is given."""
-    return Path(os.environ.get("TRESNET_NB_CACHE", Path.home() / ".cache" / "tresnet_nb")) / TREE_FILE_NAME
+    return cache_dir() / TREE_FILE_NAME
 
 
 def hierarchy_for(labels: LabelSet | int, tree_file: Path | str | None = None) -> Hierarchy:

@@ -18,10 +18,10 @@ from PIL import Image
 from timm.models import get_pretrained_cfg
 from torch import nn
 
-from ..datasets import Dataset
-from ..models import data_config, load_model, split_arch, weights_info
-from ..views import _finish, show
-from ..workbook import samples
+from ..data import Dataset
+from ..model.load import data_config, load_model, split_arch, weights_info
+from ..report.display import finish, show
+from ..steps.data import samples
 from .hierarchy import THRESHOLD, Hierarchy, LevelPick, chain_text, hierarchy_for
 from .labels import LABEL_SETS, LabelSet, label_set, label_set_for, lemma
 
@@ -171,7 +171,7 @@ def plot_predictions(images: Sequence[np.ndarray], predictions: Predictions, pat
         ax.set_title(f"{name}\n{text.split(', ')[0]} {prob:.2f}" + (f"\n{wrapped}" if wrapped else ""), fontsize=8)
     if predictions.banner:
         fig.suptitle("RANDOM weights: meaningless predictions", color="red")
-    _finish(fig, path)
+    finish(fig, path)
 
 
 def show_predictions(predictions: Predictions) -> pd.DataFrame:

@@ -30,32 +30,32 @@ class ClassNames:
 
 
 def _cifar10() -> ClassNames:
-    from ..datasets.cifar import CIFAR10_NAMES
+    from ..data.cifar import CIFAR10_NAMES
 
     return ClassNames(CIFAR10_NAMES)
 
 
 def _cifar100() -> ClassNames:
-    from ..datasets.cifar import CIFAR100_SUPERCLASSES
+    from ..data.cifar import CIFAR100_SUPERCLASSES
 
     superclass = {c: s for s, members in CIFAR100_SUPERCLASSES.items() for c in members}
     return ClassNames(tuple(sorted(superclass)), superclass)  # the files list the fine names in alphabetical order
 
 
 def _flowers102() -> ClassNames:
-    from ..datasets.flowers102 import CLASS_NAMES
+    from ..data.flowers102 import CLASS_NAMES
 
     return ClassNames(CLASS_NAMES)
 
 
 def _plant_pathology() -> ClassNames:
-    from ..datasets.plant_pathology import LABEL_COLUMNS
+    from ..data.plant_pathology import LABEL_COLUMNS
 
     return ClassNames(LABEL_COLUMNS, context=("plant_disease",))  # see heads21k.kinds.KINDS
 
 
 def _fashion_mnist() -> ClassNames:
-    from ..datasets.fashion_mnist import CLASS_NAMES
+    from ..data.fashion_mnist import CLASS_NAMES
 
     return ClassNames(CLASS_NAMES)
 

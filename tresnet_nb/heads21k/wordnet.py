@@ -1,6 +1,6 @@
 """The WordNet 3.0 synsets shipped with the package (written by tools/wordnet_hierarchy.py).
 
-``data/imagenet21k_wordnet_tree.tsv.gz`` holds the synsets of the fall11 and winter21 label sets, the other senses
+``resources/imagenet21k_wordnet_tree.tsv.gz`` holds the synsets of the fall11 and winter21 label sets, the other senses
 of their words that lie under a class (the dinner plate beside the collection plate), the nouns whose name ends in
 one of these words without being a kind of it (thorn apple, a Datura) and the ancestors of all of them (20k rows).
 For each: its parent, the first hypernym its WordNet entry lists; for those whose lemmas timm does not ship, the
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+DATA_DIR = Path(__file__).resolve().parent / "resources"  # package data (pyproject: package-data)
 TREE_FILE = DATA_DIR / "imagenet21k_wordnet_tree.tsv.gz"
 LICENSE_FILE = DATA_DIR / "WORDNET_LICENSE.txt"
 ROOT_SYNSET = "n00001740"  # entity

@@ -1,0 +1,220 @@
+"""High-resolution input: a resize-once JPEG cache with draft-mode decoding, and DataLoaders over image files.
+
+Transfer results in the paper use 368-448 px and Kaggle images are large (Plant Pathology 2048x1365), so on a
+2-core machine decoding, not the network, is the bottleneck. Each source image is decoded once, with PIL's JPEG
+draft mode (the decoder downscales by 1/2, 1/4 or 1/8 while decoding), squished to the run's size, and stored as
+a small JPEG; later epochs decode only that. Measured here with PIL alone (FACTS.md): naive decode+resize of a
+2048x1365 JPEG to 448 px about 37 img/s per core, draft mode about 110, decoding a cached 448 px JPEG about 830.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
+from fastprogress.fastprogress import progress_bar
+from PIL import Image
+
+from .. import files
+from .arrays import Preprocess, stratified_head
+from .base import Dataset, DatasetError, Split, class_balanced_weights
+from .verify import PROGRESS_FROM, screen_images
+
+CACHE_QUALITY = 93  # JPEG quality of cached images: visually lossless at these sizes, about 40 KB at 448 px
+RESAMPLE = Image.Resampling.BILINEAR  # TResNet's pretrained cfgs use bilinear interpolation (timm tresnet.py)
+
+
+def decode_resized(
+    path: Path, size: int, box: tuple[int, int, int, int] | None = None, draft: bool = True
+) -> Image.Image:
+    """Open the image at ``path``, crop to ``box`` if given, and squish it to ``size`` x ``size`` RGB; with
+    ``draft`` the JPEG decoder produces the smallest scale that is still at least ``size``."""
+    with Image.open(path) as img:
+        if draft and img.format == "JPEG" and box is None:
+            img.draft("RGB", (size, size))  # never below the requested size: draft keeps scale >= requested
+        img = img.convert("RGB")
+        if box is not None:
+            img = img.crop(box)
+        return img.resize((size, size), RESAMPLE, reducing_gap=None)
+
+
+def cache_key(path: Path, size: int, box: tuple[int, ...] | None) -> str:
+    """A name for the cached copy that changes when the source file, the size or the crop box changes."""
+    stat = path.stat()
+    text = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{size}|{box}"
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _cache_one(job: tuple[Path, Path, int, tuple[int, int, int, int] | None]) -> str | None:
+    source, target, size, box = job
+    if target.exists():
+        return None
+    try:
+        img = decode_resized(source, size, box)
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        return f"{source}: {type(err).__name__}: {err}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    img.save(tmp, "JPEG", quality=CACHE_QUALITY)
+    os.replace(tmp, target)  # atomic: an interrupted build never leaves a half-written file behind
+    return None
+
+
+def cache_split(
+    split: Split, size: int, cache_dir: Path | None = None, crop: bool = False, workers: int | None = None
+) -> Split:
+    """``split`` with every image resized once to ``size`` px into ``cache_dir`` (reused across runs; safe to
+    interrupt), cropped to its boxes when ``crop``. Raises naming every image that could not be decoded."""
+    if split.paths is None:
+        return split
+    root = Path(cache_dir) if cache_dir is not None else files.cache_dir()
+    jobs = []
+    for i, source in enumerate(split.paths):
+        box = tuple(int(v) for v in split.boxes[i]) if crop and split.boxes is not None else None
+        key = cache_key(Path(source), size, box)
+        jobs.append((Path(source), root / str(size) / key[:2] / f"{key}.jpg", size, box))
+    todo = [job for job in jobs if not job[1].exists()]
+    errors: list[str] = []
+    if todo:
+        workers = workers or min(len(todo), os.cpu_count() or 1)
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = pool.map(_cache_one, todo, chunksize=16)
+            for message in progress_bar(results, total=len(todo), display=len(todo) >= PROGRESS_FROM):
+                if message:
+                    errors.append(message)
+    if errors:
+        shown = "\n  ".join(errors[:20])
+        raise DatasetError(f"{len(errors)} images could not be decoded:\n  {shown}\nFix or remove them, or verify "
+                           f"the dataset with `python -m tresnet_nb data verify`")  # fmt: skip
+    return Split(ids=split.ids, labels=split.labels, paths=tuple(job[1] for job in jobs), boxes=None)
+
+
+class FileItems(torch.utils.data.Dataset):
+    """Items ``(uint8 3xSxS tensor, label)`` from image files already at the run's size (see :func:`cache_split`);
+    files of another size are squished on the fly, so an uncached split works too, only slower."""
+
+    def __init__(self, split: Split, size: int, crop: bool = False, draft: bool = True) -> None:
+        self.split, self.size, self.crop, self.draft = split, size, crop, draft
+        # an unlabelled split (a Kaggle test set) yields images alone: fastai then predicts without a loss
+        labels = split.labels
+        self.labels = (
+            None if labels is None else torch.as_tensor(labels, dtype=torch.float32 if labels.ndim == 2 else torch.long)
+        )
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        box = None
+        if self.crop and self.split.boxes is not None:
+            box = tuple(int(v) for v in self.split.boxes[i])
+        img = decode_resized(self.split.paths[i], self.size, box, self.draft)
+        image = torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
+        return (image,) if self.labels is None else (image, self.labels[i])
+
+
+def file_dls(
+    train: Split,
+    valid: Split,
+    size: int,
+    batch_size: int,
+    data_cfg: dict[str, Any],
+    device: torch.device,
+    num_workers: int | None = None,
+    balanced: bool = False,
+    seed: int = 0,
+) -> DataLoaders:
+    """fastai DataLoaders over image-file splits at ``size`` (flip augmentation on train, the model's mean/std);
+    ``balanced`` draws training items class-balanced (long-tailed sets such as Herbarium 2020)."""
+    workers = min(2, os.cpu_count() or 1) if num_workers is None else num_workers
+    mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
+    train_items, valid_items = FileItems(train, size), FileItems(valid, size)
+    bs = min(batch_size, len(train_items))
+    extra = {"get_idxs": balanced_indices(train.labels, seed)} if balanced else {"shuffle": True}
+    train_dl = DataLoader(
+        train_items, bs=bs, drop_last=len(train_items) >= 2 * bs, num_workers=workers,
+        device=device, after_batch=Preprocess(mean, std, augment=True), **extra,
+    )  # fmt: skip
+    valid_dl = DataLoader(
+        valid_items, bs=batch_size * 2, num_workers=workers, device=device,
+        after_batch=Preprocess(mean, std, augment=False),
+    )  # fmt: skip
+    return DataLoaders(train_dl, valid_dl, device=device)
+
+
+def predict_dl(
+    split: Split,
+    size: int,
+    batch_size: int,
+    data_cfg: dict[str, Any],
+    device: torch.device,
+    cache_dir: Path | None = None,
+    crop: bool = False,
+    num_workers: int | None = None,
+) -> DataLoader:
+    """A DataLoader over every image of ``split`` (labelled or not, e.g. a Kaggle test set) in split order,
+    resized once into the cache, for tresnet_nb.predict(learn, dl=...)."""
+    workers = min(2, os.cpu_count() or 1) if num_workers is None else num_workers
+    items = FileItems(cache_split(split, size, cache_dir, crop=crop), size)
+    mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
+    return DataLoader(items, bs=batch_size, shuffle=False, num_workers=workers, device=device,
+                      after_batch=Preprocess(mean, std, augment=False))  # fmt: skip
+
+
+def balanced_indices(labels: np.ndarray, seed: int) -> Callable[[], list[int]]:
+    """An epoch-order function for fastai's DataLoader: len(labels) draws with replacement, each class equally
+    likely (single-label ``labels``), from a generator seeded with ``seed``."""
+    if labels is None or labels.ndim != 1:
+        raise ValueError("class-balanced sampling needs single-label training labels")
+    weights = class_balanced_weights(labels, int(labels.max()) + 1)
+    rng = np.random.default_rng(seed)
+    return lambda: rng.choice(len(labels), size=len(labels), replace=True, p=weights).tolist()
+
+
+def cap_items(split: Split, max_items: int | None, n_classes: int) -> Split:
+    """At most ``max_items`` items of ``split``: balanced over classes for single-label, the first ones otherwise."""
+    if max_items is None or max_items >= len(split):
+        return split
+    if split.labels is not None and split.labels.ndim == 1:
+        return split.subset(stratified_head(split.labels, max_items, n_classes))
+    return split.subset(np.arange(max_items))
+
+
+def prepare_file_dls(
+    ds: Dataset,
+    eval_split: str,
+    size: int,
+    batch_size: int,
+    data_cfg: dict[str, Any],
+    device: torch.device,
+    out_dir: Path,
+    on_bad_image: str = "error",
+    max_items: int | None = None,
+    crop: bool = False,
+    cache_dir: Path | None = None,
+    balanced: bool = False,
+    seed: int = 0,
+) -> DataLoaders:
+    """DataLoaders for ``ds`` (train and ``eval_split``): every image checked first (``on_bad_image`` 'error' or
+    'skip', skipped files listed in ``out_dir``/skipped_images.txt), then resized once into the cache."""
+    n = len(ds.class_names)
+    splits = {}
+    for name in ("train", eval_split):
+        split = cap_items(ds[name], max_items if name == "train" else _eval_cap(max_items, n), n)
+        split = screen_images(split, on_bad_image, log=Path(out_dir) / f"skipped_images_{name}.txt", label=name)
+        splits[name] = cache_split(split, size, cache_dir, crop=crop)
+    return file_dls(
+        splits["train"], splits[eval_split], size, batch_size, data_cfg, device, balanced=balanced, seed=seed
+    )
+
+
+def _eval_cap(max_items: int | None, n_classes: int) -> int | None:
+    return None if max_items is None else max(n_classes, max_items // 2)

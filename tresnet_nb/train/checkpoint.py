@@ -1,0 +1,122 @@
+"""Resume state: the callback that writes, after every trained epoch, what resuming needs (weights, EMA, optimizer,
+RNG states, history, position in the plan) atomically, and the helpers that read the history and RNG states back.
+Every entry is a tensor or a plain container, so the checkpoint loads with ``torch.load(weights_only=True)``."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from fastai.callback.core import Callback
+from fastai.learner import Learner
+
+from ..files import atomic_write
+from ..runtime import is_main
+from .callbacks import EMA
+
+
+def rng_state(learn: Learner) -> dict[str, Any]:
+    """Every RNG a training epoch draws from, as tensors and lists (loadable with weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "loader": [list(x) if isinstance(x, tuple) else x for x in learn.dls.train.rng.getstate()],
+    }
+
+
+def set_rng_state(learn: Learner, state: dict[str, Any], loader: bool = True) -> None:
+    """Restore what :func:`rng_state` saved (the training loader's generator too, if ``loader``)."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+    if loader:
+        learn.dls.train.rng.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["loader"]))
+
+
+def join_history(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """The history of earlier fits followed by ``later`` (a stage, or the epochs of one so far)."""
+    return {"train_losses": earlier["train_losses"] + later["train_losses"],
+            "epochs": earlier["epochs"] + later["epochs"], "metric_names": later["metric_names"]}  # fmt: skip
+
+
+def history(learn: Learner) -> dict[str, Any]:
+    """Training losses and per-epoch validation values fastai recorded in the last fit (get_preds resets them)."""
+    rec = learn.recorder
+    return {
+        "train_losses": [float(v) for v in rec.losses],
+        "metric_names": list(rec.metric_names[1:-1]),
+        # epochs skipped on resume leave empty rows
+        "epochs": [[float(v) if v is not None else None for v in row] for row in rec.values if len(row)],
+    }
+
+
+def plain(obj: object) -> object:
+    """``obj`` with fastcore's L and other sequences turned into lists and dict values likewise, so that the
+    checkpoint loads with ``torch.load(weights_only=True)``."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) or type(obj).__name__ == "L":
+        return [plain(v) for v in obj]
+    if isinstance(obj, np.generic):  # numpy scalars (schedulers compute hyper-parameters with numpy)
+        return obj.item()
+    if isinstance(obj, torch.Tensor) and type(obj) is not torch.Tensor:  # fastai's TensorBase and friends
+        return obj.as_subclass(torch.Tensor)
+    return obj
+
+
+class Checkpoint(Callback):
+    """After every trained epoch, save what resuming needs (weights, EMA, optimizer, RNG states, history, position
+    in the plan) to ``path`` atomically; :func:`tresnet_nb.train.fit` reads it back to resume."""
+
+    order = 70  # last: after the Recorder has the epoch's values and the EMA its update
+
+    def __init__(self, path: os.PathLike, fingerprint: str) -> None:
+        self.path, self.fingerprint = path, fingerprint
+        self.stage, self.prefix = 0, {"train_losses": [], "epochs": [], "metric_names": []}
+        self.trained = False
+        self.smooth_loss: tuple[int, torch.Tensor] | None = None  # to restore on resume, after Recorder resets it
+        self.scaler_state: dict | None = (
+            None  # fp16 loss-scaler state to restore on resume, after MixedPrecision makes one
+        )
+
+    def before_fit(self) -> None:
+        if self.smooth_loss is not None:  # the train_loss column is a running average over all batches so far
+            self.learn.recorder.smooth_loss.count, self.learn.recorder.smooth_loss.val = self.smooth_loss
+            self.smooth_loss = None
+        if self.scaler_state is not None and getattr(self.learn, "scaler", None) is not None:
+            self.learn.scaler.load_state_dict(
+                self.scaler_state
+            )  # fastai's MixedPrecision made a fresh one in its before_fit
+            self.scaler_state = None
+
+    def before_epoch(self) -> None:
+        self.trained = False
+
+    def before_train(self) -> None:
+        self.trained = True  # validation-only epochs (get_preds) are not checkpointed
+
+    def after_epoch(self) -> None:
+        if not self.trained or not is_main():  # data-parallel: rank 0 writes; every rank reads it to resume
+            return
+        ema = next((cb for cb in self.learn.cbs if isinstance(cb, EMA)), None)
+        current = history(self.learn)
+        state = {
+            "fingerprint": self.fingerprint,
+            "stage": self.stage,
+            "epoch": self.epoch,
+            "stage_epochs": self.n_epoch,
+            "model": self.learn.model.state_dict(),
+            "opt": plain(self.learn.opt.state_dict()),
+            "ema": ema.state_dict() if ema is not None else None,
+            "scaler": self.learn.scaler.state_dict() if getattr(self.learn, "scaler", None) is not None else None,
+            "rng": rng_state(self.learn),
+            "smooth_loss": [self.learn.recorder.smooth_loss.count, self.learn.recorder.smooth_loss.val],
+            "history": join_history(self.prefix, current),
+        }
+        atomic_write(self.path, lambda tmp: torch.save(plain(state), tmp))

@@ -1,0 +1,221 @@
+"""A staged fit that checkpoints every epoch and resumes, with progressive resizing.
+
+A recipe becomes a plan of stages (e.g. fastai's fine_tune: one frozen epoch, then all layers). With a progressive
+schedule of phases (size, epochs, batch size), such as 224 px then 448 px, each phase is a stage of its own with
+DataLoaders at its size. :func:`fit` runs the plan and, when OUTPUT_DIR already holds a checkpoint of the same
+configuration, resumes from its last complete epoch: weights, EMA, optimizer state, RNG states and history are
+restored, so a resumed run ends where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine_scheds
+from fastai.data.core import DataLoaders
+from fastai.learner import Learner
+
+from ..config import RunConfig
+from ..data.arrays import augment_of, set_augment
+from .callbacks import EMA
+from .checkpoint import Checkpoint, history, join_history, set_rng_state
+from .recipes import Phase, Recipe, get_recipe, parse_phases
+
+CHECKPOINT = "checkpoint.pth"
+DlsFactory = Callable[[int, int], DataLoaders]  # (img_size, batch_size) -> DataLoaders
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One fastai fit of a plan: frozen body or not, epochs, learning rate (or a slice), schedule, and the
+    DataLoaders' size and batch (None: keep the learner's)."""
+
+    frozen: bool
+    epochs: int
+    lr: float | tuple[float, float]
+    schedule: str
+    pct_start: float
+    div: float
+    size: int | None = None
+    batch_size: int | None = None
+
+    @property
+    def loader_key(self) -> tuple[int, int] | None:
+        return None if self.size is None else (self.size, self.batch_size)
+
+
+def plan_stages(
+    recipe: Recipe, epochs: int, lr: float | None, pretrained: bool, phases: Sequence[Phase] | None = None
+) -> list[Stage]:
+    """The stages that train ``epochs`` epochs (or the ``phases``) with ``recipe``: a frozen stage first for
+    pretrained bodies when the recipe has one. Later phases scale the learning rate with their batch size (the
+    linear scaling rule, Goyal et al. 2017) and keep the optimizer state (Adam's moments do not depend on size)."""
+    lr = recipe.lr if lr is None else lr
+    phases = list(phases or [Phase(0, epochs, 0)])
+    stages = []
+    frozen_first = pretrained and recipe.freeze_epochs > 0
+    for i, phase in enumerate(phases):
+        size, batch = (phase.size, phase.batch_size) if phase.size else (None, None)
+        scale = phase.batch_size / phases[0].batch_size if phase.size else 1.0
+        if frozen_first and i == 0:
+            stages.append(Stage(True, recipe.freeze_epochs, lr, recipe.schedule, 0.99, 25.0, size, batch))
+        if frozen_first:
+            body_lr = lr * scale / 2  # fastai's fine_tune halves base_lr after the frozen epochs
+            peak: float | tuple[float, float] = (body_lr / recipe.lr_mult, body_lr)
+            stages.append(Stage(False, phase.epochs, peak, recipe.schedule, recipe.warmup_pct, 5.0, size, batch))
+        else:
+            stages.append(Stage(False, phase.epochs, lr * scale, recipe.schedule, recipe.warmup_pct, 25.0, size, batch))
+    return stages
+
+
+def _run_stage(learn: Learner, stage: Stage, start_epoch: int) -> None:
+    if start_epoch == 0:  # fastai's freeze/unfreeze also clear the optimizer state: not when resuming mid-stage
+        frozen_now = learn.opt is not None and getattr(learn.opt, "frozen_idx", 0) > 0
+        if stage.frozen != frozen_now or learn.opt is None:
+            learn.freeze() if stage.frozen else learn.unfreeze()
+    lr = slice(*stage.lr) if isinstance(stage.lr, tuple) else stage.lr
+    if stage.schedule == "one_cycle":
+        learn.fit_one_cycle(stage.epochs, lr, pct_start=stage.pct_start, div=stage.div, start_epoch=start_epoch)
+        return
+    # one peak per parameter group (body, head), as fastai spreads a slice
+    peak = np.array(stage.lr) if isinstance(stage.lr, tuple) else stage.lr
+    warm = combine_scheds([stage.pct_start, 1 - stage.pct_start], [SchedLin(peak / 25, peak), SchedCos(peak, 0.0)])
+    learn.fit(stage.epochs, peak, cbs=ParamScheduler({"lr": warm}), start_epoch=start_epoch)
+
+
+def fingerprint(cfg: RunConfig, stages: list[Stage], recipe: str, options: dict[str, Any] | None = None) -> str:
+    """What must match for a checkpoint to be resumed: the config (less where it is written), the plan and the
+    learner's training options."""
+    config = {k: v for k, v in cfg.to_dict().items() if k != "output_dir"}
+    return json.dumps(
+        {"config": config, "recipe": recipe, "plan": [asdict(s) for s in stages], "options": options or {}},
+        sort_keys=True,
+        default=str,
+    )
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` did: recipe, learning rate, epochs, wall time, the history, and where it resumed."""
+
+    recipe: str
+    lr: float
+    epochs: int
+    seconds: float
+    images_per_second: float
+    history: dict[str, Any]
+    resumed_from: str | None = None
+
+
+def _load_checkpoint(path: Path, expected: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("fingerprint") != expected:
+        raise ValueError(
+            f"{path} holds a checkpoint of a different configuration or plan, so it cannot be resumed. Fix: use "
+            f"another OUTPUT_DIR for this run, or delete {path} to start this one afresh."
+        )
+    return state
+
+
+def _swap_loaders(learn: Learner, key: tuple[int, int], dls_for: DlsFactory) -> None:
+    """Give ``learn`` the DataLoaders of ``key`` (size, batch), with the augmentation its current ones apply."""
+    policy, erasing = augment_of(learn.dls)
+    learn.dls = dls_for(*key)
+    if policy != "as_built":
+        set_augment(learn.dls, policy, erasing)
+
+
+def _ema(learn: Learner) -> EMA | None:
+    return next((cb for cb in learn.cbs if isinstance(cb, EMA)), None)
+
+
+def _restore(learn: Learner, state: dict[str, Any], stage: Stage, loader_rng: bool) -> None:
+    learn.model.load_state_dict(state["model"])
+    if learn.opt is None:
+        learn.create_opt()
+    learn.freeze() if stage.frozen else learn.unfreeze()
+    learn.opt.load_state_dict(state["opt"])
+    ema = _ema(learn)
+    if ema is not None and state["ema"] is not None:
+        ema.load_state_dict(state["ema"])
+    set_rng_state(learn, state["rng"], loader=loader_rng)
+
+
+def fit(
+    learn: Learner,
+    cfg: RunConfig,
+    pretrained: bool,
+    checkpoint_dir: Path | str | None = None,
+    phases: Sequence[Phase] | str | None = None,
+    dls_for: DlsFactory | None = None,
+) -> FitResult:
+    """Train with the learner's recipe, checkpointing every epoch in ``checkpoint_dir`` (default OUTPUT_DIR) and
+    resuming from a checkpoint of the same configuration found there.
+
+    ``phases`` (see :func:`parse_phases`) trains progressively at growing sizes; ``dls_for(size, batch_size)``
+    then builds each phase's DataLoaders (given the augmentation of the learner's current ones), and the phases'
+    epochs replace ``cfg.epochs``.
+    """
+    recipe = get_recipe(learn.recipe_name)
+    phases = parse_phases(phases)
+    if phases and dls_for is None:
+        raise ValueError("A progressive schedule needs dls_for(size, batch_size) to build each phase's DataLoaders")
+    stages = plan_stages(recipe, cfg.epochs, cfg.lr, pretrained, phases)
+    path = Path(checkpoint_dir or cfg.out) / CHECKPOINT
+    print_ = fingerprint(cfg, stages, learn.recipe_name, getattr(learn, "options", None))
+    state = _load_checkpoint(path, print_)
+    ckpt = Checkpoint(path, print_)
+    learn.add_cb(ckpt)
+    start_stage, start_epoch, resumed, loaders = 0, 0, None, None
+    if state is not None:
+        start_stage, start_epoch = state["stage"], state["epoch"] + 1
+        if start_epoch >= stages[start_stage].epochs:
+            start_stage, start_epoch = start_stage + 1, 0
+        target = stages[min(start_stage, len(stages) - 1)]
+        # the training loader's generator goes on from the checkpoint unless this stage starts on new loaders,
+        # which (as in an uninterrupted run) are built after the checkpoint's global RNG state is restored
+        same_loaders = start_epoch > 0 or target.loader_key == stages[state["stage"]].loader_key
+        if target.loader_key is not None and same_loaders:
+            _swap_loaders(learn, target.loader_key, dls_for)
+            loaders = target.loader_key
+        # frozen as when the checkpoint was written: _run_stage then makes the same transition an uninterrupted run
+        # makes (unfreezing clears the optimizer state, as fastai's fine_tune does)
+        _restore(learn, state, stages[state["stage"]], loader_rng=same_loaders)
+        ckpt.prefix = state["history"]
+        ckpt.scaler_state = state.get("scaler")  # fp16 on CUDA: the loss scale goes on where it was
+        if start_epoch > 0:  # mid-stage: the running train loss goes on; a new stage starts it afresh, as fastai does
+            ckpt.smooth_loss = (state["smooth_loss"][0], state["smooth_loss"][1])
+        resumed = f"stage {state['stage'] + 1} epoch {state['epoch'] + 1} of {path}"
+        print(f"Resuming after {resumed}" if start_stage < len(stages) else f"Training already complete in {path}")
+    start = time.perf_counter()
+    images = 0
+    try:
+        for index in range(start_stage, len(stages)):
+            stage = stages[index]
+            if stage.loader_key is not None and stage.loader_key != loaders:
+                _swap_loaders(learn, stage.loader_key, dls_for)
+                loaders = stage.loader_key
+            ckpt.stage = index
+            _run_stage(learn, stage, start_epoch if index == start_stage else 0)
+            done = history(learn)
+            ckpt.prefix = join_history(ckpt.prefix, done)
+            images += len(done["epochs"]) * len(learn.dls.train) * learn.dls.train.bs
+    finally:
+        learn.remove_cb(ckpt)
+    if state is not None and start_stage >= len(stages):
+        ema = _ema(learn)
+        if ema is not None and state["ema"] is not None:
+            learn.model.load_state_dict(state["ema"])  # a finished EMA run ends on the average
+    seconds = time.perf_counter() - start
+    lr = cfg.lr if cfg.lr is not None else recipe.lr
+    epochs = sum(p.epochs for p in phases) if phases else cfg.epochs
+    return FitResult(learn.recipe_name, lr, epochs, seconds, images / max(seconds, 1e-9), ckpt.prefix, resumed)

@@ -1,0 +1,250 @@
+"""Training: the recipes table, learner construction (precision, EMA, augmentation, MixUp/CutMix, gradient clipping
+and accumulation, gradient checkpointing, torch.compile), the learning-rate finder and predictions with optional
+test-time augmentation. The recipes are in :mod:`tresnet_nb.train.recipes`, the staged, resumable fit in :mod:`tresnet_nb.train.fit`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from fastai.callback import progress as _progress  # noqa: F401  (adds the fastprogress bar to every Learner)
+from fastai.callback import schedule as _schedule  # noqa: F401  (defines Learner.fit_one_cycle, lr_find)
+from fastai.callback.core import Callback, CancelBatchException
+from fastai.callback.training import GradientClip
+from fastai.data.core import DataLoaders
+from fastai.learner import Learner
+from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
+from fastai.metrics import AccumMetric, accuracy
+from fastai.torch_core import set_seed
+from torch import nn
+
+from ..config import RunConfig
+from ..data.arrays import set_augment
+from ..data.augment import check_augment
+from ..evaluation.metrics import mean_average_precision, mean_column_auc
+from ..runtime import ECHO_ENV
+from .callbacks import EMA, EpochLog, precision_callbacks, resolve_precision
+from .losses import AsymmetricLoss
+from .mix import FlipInputs, MixupCutmix
+from .optim import ForeachAdam
+from .recipes import Recipe, default_recipe, get_recipe, parse_phases
+
+
+def head_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
+    """Two parameter groups, body then classifier, so fastai can freeze the body of a pretrained model."""
+    head = model.get_classifier()
+    head_ids = {id(p) for p in head.parameters()}
+    return [[p for p in model.parameters() if id(p) not in head_ids], list(head.parameters())]
+
+
+def _roc_auc(preds: torch.Tensor, targets: torch.Tensor) -> float:
+    return mean_column_auc(preds.float().numpy(), targets.float().numpy())
+
+
+def _map(preds: torch.Tensor, targets: torch.Tensor) -> float:
+    return mean_average_precision(preds.float().numpy(), targets.float().numpy())
+
+
+def task_loss_and_metrics(task: str, recipe: Recipe, multi_label_loss: str = "bce") -> tuple[nn.Module, list]:
+    """Loss and fastai metrics for ``task`` ('single-label' or 'multi-label')."""
+    if task == "single-label":
+        return CrossEntropyLossFlat(label_smoothing=recipe.label_smoothing), [accuracy]
+    if task != "multi-label":
+        raise ValueError(f"Unknown task {task!r}; choose 'single-label' or 'multi-label'")
+    losses = {"bce": BCEWithLogitsLossFlat(), "asl": AsymmetricLoss()}
+    if multi_label_loss not in losses:
+        raise ValueError(f"Unknown multi-label loss {multi_label_loss!r}; choose one of {sorted(losses)}")
+    metrics = [AccumMetric(_roc_auc, activation="sigmoid", flatten=False, name="roc_auc"),
+               AccumMetric(_map, activation="sigmoid", flatten=False, name="mAP")]  # fmt: skip
+    return losses[multi_label_loss], metrics
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (and make cuDNN deterministic), before the model is created."""
+    set_seed(seed, reproducible=True)
+
+
+# Training switches beside the RunConfig parameters (notebook parameters and `train -p` keys, upper case there) and
+# their defaults: build_learner's keyword arguments, the progressive schedule for fit, and TTA for predict.
+TRAIN_OPTIONS: dict[str, Any] = {
+    "recipe": None, "augment": None, "erasing": None, "mixup": 0.0, "cutmix": 0.0, "clip_grad": None,
+    "accumulate": 1, "grad_checkpointing": False, "compile": False, "progressive": None, "tta": False,
+    "balanced": False,  # class-balanced sampling of image-file training sets (long tails, e.g. Herbarium 2020)
+}  # fmt: skip
+LEARNER_OPTIONS = ("recipe", "augment", "erasing", "mixup", "cutmix", "clip_grad", "accumulate", "grad_checkpointing",
+                   "compile")  # fmt: skip
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_train_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` (keys of TRAIN_OPTIONS in any case) lower-cased and checked before anything runs: an unknown key
+    or a bad value raises ValueError naming it."""
+    lowered = {k.lower(): v for k, v in options.items()}
+    unknown = sorted(set(lowered) - set(TRAIN_OPTIONS))
+    if unknown:
+        raise ValueError(f"Unknown training options {unknown}; choose from {sorted(k.upper() for k in TRAIN_OPTIONS)}")
+    o = {**TRAIN_OPTIONS, **{k: v for k, v in lowered.items() if v is not None}}
+    if o["recipe"] is not None:
+        get_recipe(o["recipe"])
+    if o["augment"] is not None and o["augment"] != "as_built":
+        check_augment(o["augment"], 0.0 if o["erasing"] is None else o["erasing"])
+    checks = [
+        ("mixup", _is_number(o["mixup"]) and o["mixup"] >= 0, "a Beta alpha >= 0 (0: off)"),
+        ("cutmix", _is_number(o["cutmix"]) and o["cutmix"] >= 0, "a Beta alpha >= 0 (0: off)"),
+        ("clip_grad", o["clip_grad"] is None or (_is_number(o["clip_grad"]) and o["clip_grad"] > 0),
+         "a positive gradient norm or None"),
+        ("accumulate", isinstance(o["accumulate"], int) and not isinstance(o["accumulate"], bool)
+         and o["accumulate"] >= 1, "a whole number of batches >= 1"),
+        ("grad_checkpointing", isinstance(o["grad_checkpointing"], bool), "True or False"),
+        ("compile", isinstance(o["compile"], (bool, str)), "True, False or a torch.compile backend name"),
+        ("tta", isinstance(o["tta"], bool), "True or False"),
+        ("balanced", isinstance(o["balanced"], bool), "True or False"),
+    ]  # fmt: skip
+    for name, ok, wanted in checks:
+        if not ok:
+            raise ValueError(f"{name.upper()} must be {wanted}, not {o[name]!r}")
+    if o["erasing"] is not None:
+        check_augment("flip", o["erasing"])
+    if o["progressive"] is not None:
+        parse_phases(o["progressive"])
+    return lowered
+
+
+def learner_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The build_learner keyword arguments among ``options`` (checked by :func:`check_train_options`)."""
+    return {k: v for k, v in check_train_options(options).items() if k in LEARNER_OPTIONS and v is not None}
+
+
+class AccumulateGradients(Callback):
+    """Step the optimizer every ``steps`` batches with the mean of their gradients (an effective batch of
+    ``steps`` x the loader's), and on the last batch of each epoch, so that no gradient crosses an epoch boundary
+    (checkpoints are taken there) and no data is left out."""
+
+    order = 6  # before MixedPrecision's before_step (10) and gradient clipping (11): skipped batches do neither
+    run_valid = False
+
+    def __init__(self, steps: int) -> None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"ACCUMULATE must be a whole number of batches >= 1, not {steps!r}")
+        self.steps = steps
+
+    def before_epoch(self) -> None:
+        self.count = 0
+
+    def after_loss(self) -> None:
+        self.learn.loss_grad = self.loss_grad / self.steps
+
+    def before_step(self) -> None:
+        self.count += 1
+        if self.count % self.steps and self.iter < self.n_iter - 1:
+            raise CancelBatchException()  # keeps the gradients: fastai zeroes them only after a step
+
+
+def build_learner(
+    cfg: RunConfig,
+    dls: DataLoaders,
+    model: nn.Module,
+    task: str = "single-label",
+    recipe: str | None = None,
+    multi_label_loss: str = "bce",
+    *,
+    augment: str | None = None,
+    erasing: float | None = None,
+    mixup: float = 0.0,
+    cutmix: float = 0.0,
+    clip_grad: float | None = None,
+    accumulate: int = 1,
+    grad_checkpointing: bool = False,
+    compile: bool | str = False,
+) -> Learner:
+    """A fastai Learner for ``model`` on ``dls`` with the precision of ``cfg`` and the loss, optimizer, EMA and
+    augmentation of ``recipe`` (default: by whether the weights are pretrained) for ``task``.
+
+    ``augment`` and ``erasing`` override the recipe's augmentation policy (one of ``AUGMENTS``, or 'as_built' to
+    keep the loaders' own) and random-erasing probability; ``mixup``/``cutmix`` are Beta alphas (0: off);
+    ``clip_grad`` clips the global gradient norm; ``accumulate`` steps every that many batches (effective batch
+    ``accumulate`` x BATCH_SIZE); ``grad_checkpointing`` recomputes block activations in backward (timm's
+    set_grad_checkpointing); ``compile`` applies ``torch.compile`` in place (True, or a backend name).
+    """
+    pretrained = bool(getattr(getattr(model, "weights_info", None), "pretrained", False))
+    name = recipe or default_recipe(pretrained)
+    rec = get_recipe(name)
+    loss, metrics = task_loss_and_metrics(task, rec, multi_label_loss)
+    precision = resolve_precision(cfg.precision, dls.device)
+    policy = rec.augment if augment is None else augment
+    erase = rec.erasing if erasing is None else erasing
+    if policy != "as_built":
+        set_augment(dls, policy, erase)  # checks both, naming the bad value
+    elif erasing:
+        raise ValueError("erasing needs a tresnet_nb augmentation policy; with augment='as_built' leave it None")
+    check_train_options({"mixup": mixup, "cutmix": cutmix, "clip_grad": clip_grad, "accumulate": accumulate,
+                         "grad_checkpointing": grad_checkpointing, "compile": compile})  # fmt: skip
+    if grad_checkpointing and compile:
+        raise ValueError(
+            "grad_checkpointing and compile cannot be combined: with torch 2.14 the recomputed BatchNorm counters of "
+            "a compiled, checkpointed TResNet fail autograd's in-place check. Choose one (checkpointing saves "
+            "memory, compile saves time)."
+        )
+    if grad_checkpointing:
+        if not hasattr(model, "set_grad_checkpointing"):
+            raise TypeError(f"{type(model).__name__} has no set_grad_checkpointing; use a timm model")
+        model.set_grad_checkpointing(True)
+    opt = partial(ForeachAdam, sqr_mom=rec.sqr_mom, eps=rec.eps, wd=rec.weight_decay, decouple_wd=rec.decoupled_wd)
+    cbs: list[Callback] = precision_callbacks(precision, dls.device)
+    if rec.ema_decay:
+        cbs.append(EMA(rec.ema_decay))
+    if mixup or cutmix:
+        cbs.append(MixupCutmix(mixup, cutmix))
+    if accumulate != 1:
+        cbs.append(AccumulateGradients(accumulate))
+    if clip_grad is not None:
+        cbs.append(GradientClip(float(clip_grad)))
+    if os.environ.get(ECHO_ENV):
+        cbs.append(EpochLog(cfg.notebook))
+    model = model.to(dls.device)
+    if compile:
+        model.compile(**({} if compile is True else {"backend": compile}))  # in place: state_dict keys unchanged
+    learn = Learner(dls, model, loss_func=loss, opt_func=opt, metrics=metrics, splitter=head_splitter,
+                    wd=rec.weight_decay, cbs=cbs, path=cfg.out)  # fmt: skip
+    learn.precision, learn.recipe_name, learn.task = precision, name, task
+    learn.options = {"augment": policy, "erasing": erase, "mixup": mixup, "cutmix": cutmix, "clip_grad": clip_grad,
+                     "accumulate": accumulate, "grad_checkpointing": grad_checkpointing, "task": task,
+                     "multi_label_loss": multi_label_loss}  # fmt: skip
+    return learn
+
+
+@dataclass(frozen=True)
+class LrFinding:
+    """fastai's learning-rate range test: the rates tried, the smoothed losses, and the suggested rate (valley)."""
+
+    lrs: list[float]
+    losses: list[float]
+    suggestion: float
+
+
+def lr_find(learn: Learner, num_it: int = 100, start_lr: float = 1e-7, end_lr: float = 10.0) -> LrFinding:
+    """Run fastai's learning-rate finder on ``learn`` and return what it found; the weights and optimizer are
+    restored afterwards, and the EMA (which must not average the test's exploding steps) sits it out."""
+    emas = [cb for cb in learn.cbs if isinstance(cb, EMA)]
+    with learn.removed_cbs(emas), learn.no_logging():
+        found = learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, show_plot=False)
+    rec = learn.recorder
+    return LrFinding([float(v) for v in rec.lrs], [float(v) for v in rec.losses], float(found.valley))
+
+
+def predict(learn: Learner, dl: Any = None, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities (softmax, or sigmoid for multi-label) and targets on ``dl`` (default: the validation
+    DataLoader), in fp32; ``tta`` averages them with the predictions on the left-right flipped images."""
+    dl = learn.dls.valid if dl is None else dl
+    probs, targets = learn.get_preds(dl=dl)
+    if tta:
+        flipped, _ = learn.get_preds(dl=dl, cbs=[FlipInputs()])
+        probs = (probs.float() + flipped.float()) / 2
+    return probs.float(), targets
