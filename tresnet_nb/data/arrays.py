@@ -52,7 +52,7 @@ def load_splits(dataset: str, root: str | Path | None = None, max_items: int | N
     ds = spec.read(root)
     train, valid = ds["train"], ds[spec.eval_split]
     if train.images is None or valid.images is None:
-        raise ValueError(f"{dataset} is a dataset of image files, not arrays; use tresnet_nb.datasets.highres.file_dls")
+        raise ValueError(f"{dataset} is a dataset of image files, not arrays; use tresnet_nb.data.highres.file_dls")
     n = len(ds.class_names)
     keep_train = stratified_head(train.labels, max_items, n)
     keep_valid = stratified_head(valid.labels, None if max_items is None else max(n, max_items // 2), n)
@@ -92,7 +92,7 @@ class TensorItems(torch.utils.data.Dataset):
 
 class Preprocess(ItemTransform):
     """Batch transform: uint8 to float in [0, 1], the model's mean/std, and (train only) augmentation: a
-    :class:`tresnet_nb.augment.BatchAugment` policy (flip by default; build_learner sets the recipe's), an optional
+    :class:`tresnet_nb.data.augment.BatchAugment` policy (flip by default; build_learner sets the recipe's), an optional
     small shift, and random erasing after normalisation."""
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], augment: bool, max_shift: float = 0.1) -> None:
@@ -162,7 +162,7 @@ def set_augment(dls: DataLoaders, policy: str, erasing: float = 0.0) -> None:
     if not found:
         raise ValueError(
             "These DataLoaders have no tresnet_nb Preprocess step, so the recipe's augmentation cannot be set. Build "
-            "them with tresnet_nb.array_dls or tresnet_nb.datasets.highres.file_dls, or pass augment='as_built' to "
+            "them with tresnet_nb.array_dls or tresnet_nb.data.highres.file_dls, or pass augment='as_built' to "
             "build_learner to keep your own."
         )
     for t in found:

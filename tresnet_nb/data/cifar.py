@@ -57,7 +57,7 @@ LAYOUT = (
     "tarballs; ROOT may also be that folder itself)"
 )
 GET_IT = (
-    "Run tresnet_nb.datasets.cifar.download(ROOT, variant) (fetches the tarball, checks its md5, unpacks it), or "
+    "Run tresnet_nb.data.cifar.download(ROOT, variant) (fetches the tarball, checks its md5, unpacks it), or "
     "download cifar-10-python.tar.gz / cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
     "and run tar xzf on it inside ROOT."
 )

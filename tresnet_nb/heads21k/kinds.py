@@ -16,7 +16,7 @@ from .names import kinds
 
 MAMMAL = "n01861778"
 KINDS: dict[str, tuple[str, ...]] = {
-    # CIFAR-100's 20 superclasses (tresnet_nb.datasets.cifar.CIFAR100_SUPERCLASSES); the comments say why an entry
+    # CIFAR-100's 20 superclasses (tresnet_nb.data.cifar.CIFAR100_SUPERCLASSES); the comments say why an entry
     # is broader than the name: where WordNet files a member elsewhere.
     "aquatic_mammals": (MAMMAL,),  # a beaver is a rodent, an otter a musteline: not WordNet's 'aquatic mammal'
     "fish": ("n02512053",),  # fish

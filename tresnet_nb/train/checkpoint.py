@@ -72,7 +72,7 @@ def plain(obj: object) -> object:
 
 class Checkpoint(Callback):
     """After every trained epoch, save what resuming needs (weights, EMA, optimizer, RNG states, history, position
-    in the plan) to ``path`` atomically; :func:`tresnet_nb.train.fit` reads it back to resume."""
+    in the plan) to ``path`` atomically; :func:`tresnet_nb.train.fit.fit` reads it back to resume."""
 
     order = 70  # last: after the Recorder has the epoch's values and the EMA its update
 
