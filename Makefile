@@ -1,10 +1,11 @@
-# make demo: set up .venv and run the quickstart on the embedded data; make test: set up and run the test suite.
+# make demo: set up .venv and run the quickstart on the embedded data; make test: set up and run the test suite;
+# make test-floors / test-hosted: the dependency ranges proven in fresh venvs (see tools/venvcheck.py).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean-runs
+.PHONY: demo test test-floors test-hosted lint bench clean-runs
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +18,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Not in CI (each builds a fresh venv with PyPI's CUDA torch, about 6 GB, from the package registry): every
+# dependency at its floor, then the smoke runs; Colab's GPU image, then the notebooks' install cell and a smoke run.
+test-floors: $(STAMP)
+	$(PY) tools/venvcheck.py floors
+
+test-hosted: $(STAMP)
+	$(PY) tools/venvcheck.py hosted --image colab-gpu
 
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

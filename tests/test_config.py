@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tresnet_nb.config import DEFAULTS, PRESETS, RunConfig
+from tresnet_nb.config import DEFAULTS, PRESETS, RunConfig, config_key, default_output_dir
+from tresnet_nb.data import DatasetError
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -21,9 +22,44 @@ def test_explicit_parameters_win_over_the_preset():
     assert (cfg.img_size, cfg.epochs, cfg.weights, cfg.batch_size) == (96, 3, "auto", PRESETS["smoke"]["batch_size"])
 
 
-def test_default_output_dir_is_runs_of_the_notebook():
+def test_default_output_dir_is_runs_of_the_notebook_keyed_by_the_configuration():
     cfg = RunConfig.from_params("00_quickstart", preset="smoke")
-    assert cfg.output_dir.endswith("runs/00_quickstart")
+    assert cfg.output_dir.endswith(f"runs/00_quickstart/{cfg.key}") and len(cfg.key) == 8 and cfg.default_dir
+    assert RunConfig.from_params("00_quickstart", preset="smoke").output_dir == cfg.output_dir  # unchanged: resumes
+    changed = RunConfig.from_params("00_quickstart", preset="smoke", epochs=2)
+    assert changed.output_dir != cfg.output_dir and changed.default_dir  # changed: a folder of its own
+    picked = cfg.with_changes(arch="tresnet_l")  # a ConfigPicker choice
+    assert picked.output_dir == str(default_output_dir("00_quickstart", picked.key)) != cfg.output_dir
+    given = RunConfig.from_params("00_quickstart", preset="smoke", output_dir="/tmp/x")
+    assert given.output_dir == given.with_changes(arch="tresnet_l").output_dir == "/tmp/x"  # given: kept
+    assert not given.default_dir
+
+
+def test_config_key_is_the_config_part_of_the_fit_fingerprint():
+    import json
+
+    from tresnet_nb.train.fit import fingerprint
+
+    cfg = RunConfig.from_params("nb", preset="smoke", output_dir="/tmp/x")
+    config = json.loads(fingerprint(cfg, [], "scratch"))["config"]
+    assert config_key({**config, "output_dir": "/elsewhere"}) == cfg.key == cfg.with_changes(output_dir="/y").key
+
+
+def test_smoke_without_data_root_runs_on_a_marked_fixture(tmp_path, monkeypatch, capsys):
+    from tresnet_nb.data import get_dataset
+    from tresnet_nb.data.fixtures import is_fixture
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # read TMPDIR again
+    cfg = RunConfig.from_params("04_oxford_flowers", preset="smoke", dataset="flowers102", output_dir="/tmp/x")
+    assert cfg.data_root.startswith(str(tmp_path)) and is_fixture(cfg.data_root)
+    assert "DATA_ROOT is not set: PRESET 'smoke' runs on a generated flowers102 fixture" in capsys.readouterr().out
+    assert len(get_dataset("flowers102").read(cfg.data_root)["train"]) > 0  # the official format, readable
+    again = RunConfig.from_params("04_oxford_flowers", preset="smoke", dataset="flowers102", output_dir="/tmp/x")
+    assert again.data_root == cfg.data_root  # written once: the configuration (and its run folder) stays the same
+    with pytest.raises(DatasetError, match="DATA_ROOT is not set"):  # other presets: DATA_ROOT is needed
+        get_dataset("flowers102").read(RunConfig.from_params("nb", dataset="flowers102", output_dir="/x").data_root)
+    assert not is_fixture(None) and not is_fixture(tmp_path / "elsewhere")
 
 
 @pytest.mark.parametrize(

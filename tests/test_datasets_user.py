@@ -114,6 +114,52 @@ def test_multi_label_csv(tmp_path):
     assert labels[1].tolist() == [1, 1, 0]  # images/cat_1.jpg,1,1,0
 
 
+def test_capped_multi_label_split_keeps_positives_in_every_column(tmp_path):
+    from tresnet_nb.data.highres import cap_items
+
+    split = table.read(table.write_fixture(tmp_path / "t", multi_label=True), holdout=0)["train"]
+    assert (split.labels.sum(0) > 0).all()
+    for cap in (3, 4, 6):  # file order is cat, dog, fox: the first 3 rows have no fox
+        capped = cap_items(split, cap, 3)
+        assert len(capped) == cap and (capped.labels.sum(0) > 0).all(), capped.labels.tolist()
+        assert list(capped.ids) == sorted(capped.ids, key=split.ids.index)  # file order kept
+
+
+def test_multi_label_csv_trains_and_evaluates_with_bce(tmp_path):
+    import torch
+    from fastai.callback.progress import ProgressCallback
+    from fastai.losses import BCEWithLogitsLossFlat
+
+    from tresnet_nb import RunConfig, build_learner, data_config, fit, load_model, predict, seed_everything
+    from tresnet_nb.data import get_dataset
+    from tresnet_nb.data.highres import prepare_file_dls
+    from tresnet_nb.evaluation.metrics import mean_average_precision, mean_column_auc
+    from tresnet_nb.evaluation.scores import score
+
+    root = table.write_fixture(tmp_path / "t", multi_label=True)
+    spec = get_dataset("csv")
+    ds = spec.read(root)
+    assert ds.task == "multi-label"
+    cfg = RunConfig.from_params("ml", preset="smoke", dataset="csv", data_root=str(root), precision="fp32",
+                                output_dir=str(tmp_path / "run"))  # fmt: skip
+    seed_everything(cfg.seed)
+    model = load_model(cfg.arch, cfg.weights, num_classes=len(ds.class_names))
+    dls = prepare_file_dls(ds, spec.eval_split, 64, 8, data_config(model, 64), torch.device("cpu"), tmp_path / "run",
+                           max_items=cfg.max_items, cache_dir=tmp_path / "c")  # fmt: skip
+    learn = build_learner(cfg, dls, model, task=ds.task)  # the default multi-label loss
+    assert isinstance(learn.loss_func, BCEWithLogitsLossFlat)
+    learn.remove_cb(ProgressCallback)
+    result = fit(learn, cfg, pretrained=False)
+    assert result.history["metric_names"] == ["train_loss", "valid_loss", "roc_auc", "mAP"]
+    probs, targets = predict(learn)
+    assert probs.shape == targets.shape == (len(ds["valid"]), 3) and 0 <= probs.min() and probs.max() <= 1
+    p, t = probs.numpy(), targets.numpy()
+    assert result.history["epochs"][-1][2] == pytest.approx(mean_column_auc(p, t), abs=1e-4)
+    evaluation = score(probs, targets, ds.class_names, ds.task, "mean_roc_auc")
+    assert evaluation.metric_name == "mean_roc_auc" and evaluation.metric_value == pytest.approx(mean_column_auc(p, t))
+    assert evaluation.mean_ap == pytest.approx(mean_average_precision(p, t)) and evaluation.report is None
+
+
 def test_split_column_overrides_the_holdout_and_test_may_be_unlabelled(tmp_path):
     root = table.write_fixture(tmp_path / "t")
     lines = (root / "labels.csv").read_text().splitlines()

@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -256,6 +257,27 @@ def test_ddp_matches_a_single_process_reference(tmp_path):
     print(f"torchrun part {launched:.0f}s, max weight difference to the reference {worst:.1e}")
 
 
+def _metric_of_saved_model(out: Path, tta: bool = False) -> float:
+    """The run in ``out`` scored again in this process: its model.safetensors, with the library's own data and
+    learner for its run_config.json, predicting the whole evaluation split on one thread (as torchrun's workers)."""
+    from tresnet_nb import RunConfig, build_learner, load_model, open_data, predict
+    from tresnet_nb.evaluation.scores import score
+    from tresnet_nb.model.weights import read_state_dict
+
+    cfg = RunConfig.load(out / "run_config.json")
+    state = read_state_dict(out / "model.safetensors")
+    model = load_model(cfg.arch, "none", num_classes=len(state["head.fc.bias"]))
+    model.load_state_dict(state)
+    data = open_data(cfg, model, torch.device("cpu"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        probs, targets = predict(build_learner(cfg, data.dls, model, task=data.task), tta=tta)
+    finally:
+        torch.set_num_threads(threads)
+    return score(probs, targets, data.class_names, data.task, data.metric).metric_value
+
+
 @pytest.mark.slow
 def test_train_command_under_torchrun_writes_one_metrics_file(tmp_path):
     out = tmp_path / "ddp-run"
@@ -269,7 +291,9 @@ def test_train_command_under_torchrun_writes_one_metrics_file(tmp_path):
     record = json.loads((out / "metrics.json").read_text())
     assert record["world_size"] == 2 and record["batch_size_per_process"] == 16 and record["global_batch_size"] == 32
     assert record["n_eval"] == 32  # the whole validation split once, not once per process
-    assert record["metric_name"] == "accuracy" and 0.0 <= record["metric_value"] <= 1.0
+    # the whole validation split's accuracy under the saved model, not one rank's half or an average of halves
+    assert record["metric_name"] == "accuracy"
+    assert record["metric_value"] == pytest.approx(_metric_of_saved_model(out), abs=1e-9)
     assert record["pretrained"] is False and record["train_seconds"] > 0
     assert proc.stdout.count("[tresnet-nb] train epoch 1/1") == 1, proc.stdout  # printed by rank 0 only
     assert not _processes_mentioning(str(tmp_path)), "processes of the job outlived it"
@@ -281,7 +305,7 @@ def test_train_command_under_torchrun_writes_one_metrics_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_command_under_torchrun_on_an_image_file_dataset(tmp_path):
+def test_train_command_under_torchrun_on_an_image_file_dataset(tmp_path, monkeypatch):
     from tresnet_nb import get_dataset
 
     root = get_dataset("plant_pathology").write_fixture(tmp_path / "pp")
@@ -291,7 +315,9 @@ def test_train_command_under_torchrun_on_an_image_file_dataset(tmp_path):
     proc = _run(_torchrun(*args), timeout=240, env={"TRESNET_NB_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-5000:]
     record = json.loads((out / "metrics.json").read_text())
-    assert record["metric_name"] == "mean_roc_auc" and 0.0 <= record["metric_value"] <= 1.0
+    assert record["metric_name"] == "mean_roc_auc"
+    monkeypatch.setenv("TRESNET_NB_CACHE", str(tmp_path / "cache"))
+    assert record["metric_value"] == pytest.approx(_metric_of_saved_model(out), abs=1e-9)
     assert record["world_size"] == 2 and record["n_eval"] == len(get_dataset("plant_pathology").read(root)["valid"])
     assert list((tmp_path / "cache").rglob("*.jpg"))  # rank 0 cached the resized images, in the test's folder
     assert not _processes_mentioning(str(tmp_path)), "processes of the job outlived it"
@@ -306,7 +332,8 @@ def test_train_command_alone(tmp_path):
     assert proc.returncode == 0, proc.stderr[-5000:]
     record = json.loads((out / "metrics.json").read_text())
     assert record["world_size"] == 1 and record["global_batch_size"] == record["batch_size_per_process"] == 16
-    assert record["n_eval"] == 16 and 0.0 <= record["metric_value"] <= 1.0
+    assert record["n_eval"] == 16
+    assert record["metric_value"] == pytest.approx(_metric_of_saved_model(out, tta=True), abs=1e-9)  # TTA as run
     assert record["recipe"] == "miil" and record["epochs"] == 2 and record["options"]["mixup"] == 0.2
     assert json.loads((out / "run_config.json").read_text())["extra"]["progressive"] == "32:1:8,64:1:16"
     assert (out / "model.safetensors").is_file() and proc.stdout.count("[tresnet-nb] train epoch 1/1") == 2
@@ -379,5 +406,228 @@ def test_shards_cover_every_item_once_padded_by_the_first(tmp_path):
     assert sorted(i for s in shards for i in s) == sorted([*range(7), 6, 5])
 
 
+PREP_TIMEOUT_MIN, PREP_DELAY_S, PREP_ITEMS = 0.05, 0.5, {"train": 16, "valid": 8}  # a 3 s process-group timeout
+PREP_HOLD_S = 9.0  # how long rank 0 keeps the other waiting at a barrier, three times the timeout
+
+
+def _image_folder(root: Path, items: dict[str, int], corrupt: int | None = None) -> dict[str, list[str]]:
+    """Small PNG files for each split (the file names of each); the train file ``corrupt`` holds no image."""
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    names = {}
+    for split, n in items.items():
+        names[split] = [f"{split}-{i:02d}.png" for i in range(n)]
+        for i, name in enumerate(names[split]):
+            Image.new("RGB", (12, 10), (20 * i % 256, 80, 160)).save(root / name)
+    if corrupt is not None:
+        (root / names["train"][corrupt]).write_bytes(b"not an image")
+    return names
+
+
+def _file_dataset(root: Path):
+    """The folder ``root`` (see :func:`_image_folder`) as a two-class single-label Dataset of image files."""
+    import numpy as np
+
+    from tresnet_nb.data.base import Dataset, Split
+
+    splits = {}
+    for split in ("train", "valid"):
+        paths = tuple(sorted(root.glob(f"{split}-*.png")))
+        splits[split] = Split(ids=tuple(p.stem for p in paths), labels=np.arange(len(paths)) % 2, paths=paths)
+    return Dataset("folder", ("a", "b"), "single-label", splits)
+
+
+def prep_worker(out: Path) -> None:
+    """One torchrun process of the preparation test: open image-file data whose screening takes longer than the
+    process group's timeout, then data with a corrupt image, then hold a barrier past the timeout."""
+    import torch.distributed as dist
+
+    from tresnet_nb import RunConfig
+    from tresnet_nb.data import get_dataset, verify
+    from tresnet_nb.data.base import DatasetError
+    from tresnet_nb.steps.data import Data
+    from tresnet_nb.train.distributed import cleanup, init_distributed
+
+    checked, decode = [], verify.image_problem
+
+    def slow(path: Path) -> str | None:  # a slow disk: screening the whole set alone outlasts the timeout
+        checked.append(f"{Path(path).parent.name}/{Path(path).name}")
+        time.sleep(PREP_DELAY_S)
+        return decode(path)
+
+    verify.image_problem = slow
+    data_cfg = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+    info = init_distributed()  # after the imports, so that the ranks start the preparation together
+    cfg = RunConfig.from_params("prep", preset="smoke", dataset="folder", img_size=32, batch_size=4,
+                                output_dir=str(out / f"run{info.rank}"))  # fmt: skip
+    start = time.perf_counter()
+    data = Data(cfg, get_dataset("folder"), _file_dataset(out / "images"), data_cfg, info.device)
+    result = {"seconds": time.perf_counter() - start,
+              "train": [str(p) for p in data.dls.train.dataset.split.paths],
+              "valid": [str(p) for p in data.dls.valid.dataset.split.paths]}  # fmt: skip
+    try:
+        Data(cfg, get_dataset("folder"), _file_dataset(out / "bad"), data_cfg, info.device)
+        result["bad"] = "no error"
+    except (DatasetError, RuntimeError) as err:
+        result["bad"] = f"{type(err).__name__}: {err}"
+    result["checked"] = checked
+    if info.rank == 0:
+        time.sleep(PREP_HOLD_S)
+    start = time.perf_counter()
+    try:
+        dist.barrier()
+        result["held"] = None
+    except RuntimeError as err:
+        result["held"] = [type(err).__name__, time.perf_counter() - start]
+    (out / f"prep-rank{info.rank}.json").write_text(json.dumps(result))
+    cleanup()
+
+
+@pytest.mark.slow
+def test_image_file_preparation_outlasting_the_process_group_timeout_succeeds(tmp_path):
+    names = _image_folder(tmp_path / "images", PREP_ITEMS)
+    bad = _image_folder(tmp_path / "bad", {"train": 4, "valid": 2}, corrupt=2)
+    env = {"TRESNET_NB_DIST_TIMEOUT_MIN": str(PREP_TIMEOUT_MIN), "TRESNET_NB_CACHE": str(tmp_path / "cache")}
+    proc = _run(_torchrun(str(Path(__file__).resolve()), "prep-worker", str(tmp_path)), timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    r0, r1 = (json.loads((tmp_path / f"prep-rank{r}.json").read_text()) for r in range(WORLD))
+    timeout_s = PREP_TIMEOUT_MIN * 60
+    # the environment's timeout was the group's: rank 1, held at a barrier for three times as long, timed out
+    assert r1["held"] is not None, "a barrier held past TRESNET_NB_DIST_TIMEOUT_MIN did not time out"
+    assert timeout_s * 0.8 <= r1["held"][1] < PREP_HOLD_S, r1["held"]
+    # and the preparation took longer than that timeout in each rank, yet succeeded in both, with the same items
+    for r in (r0, r1):
+        assert r["seconds"] > timeout_s, r["seconds"]
+        assert len(r["train"]) == PREP_ITEMS["train"] and len(r["valid"]) == PREP_ITEMS["valid"]
+        assert all(Path(p).is_file() and (tmp_path / "cache") in Path(p).parents for p in r["train"] + r["valid"])
+    assert r0["train"] == r1["train"] and r0["valid"] == r1["valid"]
+    # the ranks shared the screening: each image checked once, half of them in each rank (the corrupt set's train
+    # split too, where both stopped)
+    expected = [f"images/{n}" for n in names["train"] + names["valid"]] + [f"bad/{n}" for n in bad["train"]]
+    assert sorted(r0["checked"] + r1["checked"]) == sorted(expected)
+    assert len(r0["checked"]) == len(r1["checked"])
+    # a corrupt image stops every rank with the same DatasetError naming it; none is left waiting for rank 0
+    for r in (r0, r1):
+        assert r["bad"].startswith("DatasetError: 1 images of train cannot be decoded"), r["bad"]
+        assert bad["train"][2] in r["bad"]
+    assert not _processes_mentioning(str(tmp_path)), "processes of the job outlived it"
+
+
+@pytest.mark.parametrize("backend", ["gloo", "nccl"])
+def test_process_group_kwargs_carry_the_timeout_and_the_nccl_device(backend):
+    from tresnet_nb.train.distributed import process_group_kwargs
+
+    kwargs = process_group_kwargs(backend, 3, timedelta(minutes=90))
+    expected = {"backend": backend, "init_method": "env://", "timeout": timedelta(minutes=90)}
+    if backend == "nccl":  # NCCL binds this process's GPU: the communicator forms at once, barriers use that GPU
+        expected["device_id"] = torch.device("cuda", 3)
+    assert kwargs == expected
+
+
+def test_process_group_timeout_from_the_argument_the_environment_or_the_default(monkeypatch):
+    from tresnet_nb.train.distributed import DEFAULT_TIMEOUT_MIN, TIMEOUT_ENV, dist_timeout
+
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert dist_timeout() == timedelta(minutes=DEFAULT_TIMEOUT_MIN) == timedelta(hours=1)
+    monkeypatch.setenv(TIMEOUT_ENV, "2.5")
+    assert dist_timeout() == timedelta(seconds=150)
+    assert dist_timeout(120) == timedelta(hours=2)  # the argument wins
+    for text in ("ten", "0", "-5", "nan", "inf"):
+        monkeypatch.setenv(TIMEOUT_ENV, text)
+        with pytest.raises(ValueError, match=f"{TIMEOUT_ENV}={text!r}"):
+            dist_timeout()
+    with pytest.raises(ValueError, match="timeout_min=0"):
+        dist_timeout(0)
+
+
+def test_nccl_barriers_name_this_process_gpu(monkeypatch):
+    from tresnet_nb import runtime
+
+    calls = []
+
+    class FakeGroup:  # the two functions of torch.distributed that runtime.barrier uses
+        def __init__(self, backend: str) -> None:
+            self.backend = backend
+
+        def get_backend(self) -> str:
+            return self.backend
+
+        def barrier(self, **kwargs) -> None:
+            calls.append(kwargs)
+
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    for backend in ("nccl", "gloo"):
+        monkeypatch.setattr(runtime, "_dist", lambda b=backend: FakeGroup(b))
+        runtime.barrier()
+    # without device_ids an NCCL barrier guesses a GPU (rank mod device count, or the current one), warns, and can
+    # hang or put every rank's context on GPU 0 (torch.distributed.barrier's notes); gloo takes no device
+    assert calls == [{"device_ids": [3]}, {}]
+
+
+def test_work_shared_by_every_rank_raises_in_every_rank(tmp_path):
+    import torch.distributed as dist
+
+    from tresnet_nb.runtime import every_rank
+
+    assert every_rank(lambda rank, world: (rank, world)) == [(0, 1)]  # alone: no process group needed
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        assert every_rank(lambda rank, world: [rank, world]) == [[0, 1]]
+
+        def fail(rank: int, world: int) -> None:
+            raise KeyError("item 7")
+
+        with pytest.raises(KeyError, match="item 7"):
+            every_rank(fail)
+        assert every_rank(lambda rank, world: "still in step") == ["still in step"]  # the group is usable after
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.cuda
+def test_nccl_alone_binds_the_device_and_trains_ddp(monkeypatch):
+    import socket
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from tresnet_nb import runtime
+    from tresnet_nb.train.distributed import process_group_kwargs
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
+                        "LOCAL_RANK": "0"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    torch.cuda.set_device(0)
+    dist.init_process_group(**process_group_kwargs("nccl", 0, timedelta(minutes=5)), rank=0, world_size=1)
+    try:
+        assert dist.get_backend() == "nccl"
+        assert dist.distributed_c10d._get_default_group().bound_device_id == torch.device("cuda", 0)
+        runtime.barrier()
+        total = torch.tensor([2.0], device="cuda")
+        dist.all_reduce(total)
+        assert total.item() == 2.0
+        torch.manual_seed(0)
+        model = DistributedDataParallel(torch.nn.Linear(4, 2).cuda(), device_ids=[0])
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        x, y = torch.randn(8, 4, device="cuda"), torch.randn(8, 2, device="cuda")
+        losses = []
+        for _ in range(3):
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert losses[2] < losses[0], losses  # full-batch gradient descent at a small step lowers the loss
+        assert runtime.every_rank(lambda rank, world: rank) == [0]
+    finally:
+        dist.destroy_process_group()
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["ddp-worker"]:
     ddp_worker(Path(sys.argv[2]))
+if __name__ == "__main__" and sys.argv[1:2] == ["prep-worker"]:
+    prep_worker(Path(sys.argv[2]))

@@ -89,6 +89,87 @@ def test_torchscript_round_trip_and_sidecar(model, channels_last_export):
     assert sorted(p.name for p in folder.iterdir()) == ["model.pt", "model.pt.json"], "temporary files left behind"
 
 
+def _validation_pixels(path, size: int, data_cfg: dict) -> torch.Tensor:
+    """The image file at ``path`` as the project's validation loader hands it to the model: the file items (no
+    draft: a PNG) and the batch transform without augmentation."""
+    from tresnet_nb.data.arrays import Preprocess
+    from tresnet_nb.data.base import Split
+    from tresnet_nb.data.highres import FileItems
+
+    image, _ = FileItems(Split(ids=("x",), labels=np.zeros(1, np.int64), paths=(path,)), size)[0]
+    (x, _) = Preprocess(tuple(data_cfg["mean"]), tuple(data_cfg["std"]), augment=False).encodes(
+        (image[None], torch.zeros(1))
+    )
+    return x[0]
+
+
+def test_sidecar_rebuilds_the_validation_pixels_with_timm(model, channels_last_export, tmp_path):
+    """A deployment feeding the sidecar to timm.data.create_transform sees the pixels validation saw: the loaders
+    squish the whole image (no centre crop), so the sidecar must say crop_mode 'squash' at crop_pct 1.0."""
+    from PIL import Image
+
+    _, _, result = channels_last_export
+    side = load_preprocessing(result.path)
+    assert (side["crop_mode"], side["crop_pct"], side["interpolation"]) == ("squash", 1.0, "bilinear")
+    # a non-square image with detail everywhere, so that a centre crop or another aspect ratio would show
+    pixels = np.random.default_rng(0).integers(0, 256, (90, 150, 3), dtype=np.uint8)
+    path = tmp_path / "wide.png"
+    Image.fromarray(pixels).save(path)
+    expected = _validation_pixels(path, IMG, side)
+    cfg = {key: side[key] for key in export.TRANSFORM_KEYS}
+    with Image.open(path) as img:
+        deployed = timm.data.create_transform(**cfg, is_training=False)(img.convert("RGB"))
+        # the record timm's pretrained cfg holds (centre crop 0.875) gives other pixels: the comparison can fail
+        centre = timm.data.create_transform(**{**cfg, "crop_mode": "center", "crop_pct": 0.875}, is_training=False)(
+            img.convert("RGB")
+        )
+    assert deployed.shape == expected.shape == (3, IMG, IMG)
+    torch.testing.assert_close(deployed, expected, rtol=0, atol=1e-6)
+    assert (centre - expected).abs().mean() > 0.05
+    # the 21K predictions preprocess their image batch from the same record
+    from tresnet_nb.heads21k.predict import image_batch
+
+    torch.testing.assert_close(image_batch(model, [path], IMG)[0], expected, rtol=0, atol=1e-6)
+    # the in-memory loaders resize with torch's antialiased bilinear, PIL's filter up to one grey level in 255
+    from tresnet_nb.data.arrays import to_tensor_images
+
+    in_memory = to_tensor_images(pixels[None], IMG)[0].float() / 255
+    torch.testing.assert_close(deployed, in_memory, rtol=0, atol=1 / 255 + 1e-6)
+
+
+def test_a_compiled_model_exports_from_its_original_module(model, tmp_path):
+    """COMPILE=True then export: the copy that is traced must be the plain module, not torch.compile's wrapper
+    (whose copy runs the compiled call, and which torch.jit.trace refuses)."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    compiled = torch.compile(copy.deepcopy(model), backend="eager")
+    assert isinstance(compiled, OptimizedModule)
+    clone = export._export_copy(compiled)
+    assert not any(isinstance(m, OptimizedModule) for m in clone.modules())
+    assert not any("_compiled_call_impl" in vars(m) or "forward" in vars(m) for m in clone.modules())
+    original = {p.data_ptr() for p in compiled.parameters()}
+    assert not any(p.data_ptr() in original for p in clone.parameters()), "the copy shares the compiled weights"
+    assert isinstance(compiled, OptimizedModule) and compiled._orig_mod.training == model.training  # left as found
+    result = export_torchscript(compiled, tmp_path / "model.pt", IMG, class_names=CLASSES)
+    x = torch.rand(2, 3, IMG, IMG, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert_close(torch.jit.load(str(result.path))(x).numpy(), eager_logits(model, x))
+    assert load_preprocessing(result.path)["arch"] == "tresnet_m"
+
+
+def test_an_in_place_compiled_model_exports_without_its_compiled_call(model):
+    """build_learner's compile=True is nn.Module.compile(): the module keeps the compiled call on itself."""
+    compiled = copy.deepcopy(model)
+    compiled.compile(backend="eager")
+    inner = copy.deepcopy(model)
+    inner.head = torch.compile(inner.head, backend="eager")  # a submodule compiled on its own
+    for source in (compiled, inner):
+        clone = export._export_copy(source)
+        assert all(m._compiled_call_impl is None for m in clone.modules())
+        assert type(clone.head).__name__ == "ClassifierHead"
+    assert compiled._compiled_call_impl is not None  # the caller's module keeps its compiled call
+
+
 def test_callers_channels_last_training_model_is_left_as_it_was(channels_last_export):
     trained, before, _ = channels_last_export
     assert trained.training and all(m.training for m in trained.modules())

@@ -9,12 +9,12 @@ import re
 import stat
 import subprocess
 import sys
+import tomllib
 import types
 from pathlib import Path
 
 import nbformat
 import pytest
-import tomllib
 import torch
 from conftest import NOTEBOOKS, ROOT
 from IPython.core.inputtransformer2 import TransformerManager

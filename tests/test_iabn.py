@@ -215,10 +215,49 @@ def test_conversion_leaves_the_model_as_found(tresnet):
     assert all(torch.equal(b, buffers[k]) for k, b in model.named_buffers())
 
 
-def test_auto_backend_is_pure_without_the_package_or_cuda():
-    assert resolve_backend("pure") == "pure"
-    if iabn._package_class() is None or not torch.cuda.is_available():
-        assert resolve_backend("auto", torch.device("cpu")) == "pure"
+# (package imports, CUDA in use, training precision) -> what backend='auto' takes: the package only on CUDA and only
+# in the precisions its kernels dispatch (float, half; no bfloat16)
+AUTO_BACKENDS = [
+    (False, False, "fp32", "pure"), (False, False, "fp16", "pure"), (False, False, "bf16", "pure"),
+    (False, True, "fp32", "pure"), (False, True, "fp16", "pure"), (False, True, "bf16", "pure"),
+    (True, False, "fp32", "pure"), (True, False, "fp16", "pure"), (True, False, "bf16", "pure"),
+    (True, True, "fp32", "inplace_abn"), (True, True, "fp16", "inplace_abn"), (True, True, "bf16", "pure"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("package", "cuda", "precision", "expected"), AUTO_BACKENDS)
+def test_auto_backend_for_every_package_device_and_precision(package, cuda, precision, expected):
+    assert iabn.auto_backend(package, cuda, precision) == expected
+
+
+@pytest.mark.parametrize(("package", "cuda", "precision", "expected"), AUTO_BACKENDS)
+def test_resolve_backend_probes_the_package_and_cuda(package, cuda, precision, expected, monkeypatch):
+    """The same table through resolve_backend, the package probe and torch.cuda.is_available replaced."""
+    stand_in = type("InPlaceABN", (InPlaceABN2d,), {})
+    monkeypatch.setattr(iabn, "_package_class", lambda: stand_in if package else None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert resolve_backend("auto", torch.device("cpu"), precision) == expected
+    assert resolve_backend("pure", torch.device("cpu"), precision) == "pure"
+
+
+def test_auto_needs_the_precision_only_where_the_package_could_run(monkeypatch):
+    assert iabn.auto_backend(False, True, None) == "pure" and iabn.auto_backend(True, False, None) == "pure"
+    with pytest.raises(ValueError, match=r"kernels take fp32 and fp16 but not bf16.*precision='fp32'\|'fp16'\|'bf16'"):
+        iabn.auto_backend(True, True, None)
+    with pytest.raises(ValueError, match=r"Unknown training precision 'auto'.*resolve_precision"):
+        iabn.auto_backend(True, True, "auto")
+
+
+def test_bf16_on_cuda_with_the_package_converts_to_the_pure_backend(tresnet, monkeypatch):
+    stand_in = type("InPlaceABN", (InPlaceABN2d,), {})
+    monkeypatch.setattr(iabn, "_package_class", lambda: stand_in)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    model = convert_to_iabn(copy.deepcopy(tresnet), precision="bf16")
+    assert model.iabn_info.backend == "pure" and type(model.body.conv1.bn) is InPlaceABN2d
+    fp16 = convert_to_iabn(copy.deepcopy(tresnet), precision="fp16")
+    assert fp16.iabn_info.backend == "inplace_abn" and type(fp16.body.conv1.bn) is stand_in
+    with pytest.raises(ValueError, match=r"backend='inplace_abn' cannot train in 'bf16'.*backend='pure'"):
+        convert_to_iabn(copy.deepcopy(tresnet), backend="inplace_abn", precision="bf16")
 
 
 def test_unknown_backend_is_refused(tresnet):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import timm
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tresnet_nb.model.memory import grad_checkpointing, max_batch_size, saved_tensor_bytes
+from tresnet_nb.model.memory import SEARCH_LIMIT, grad_checkpointing, max_batch_size, saved_tensor_bytes
 from tresnet_nb.model.steps import _fit_step, find_max_batch, training_step
 
 F32 = 4  # bytes per float32
@@ -145,6 +146,59 @@ def test_max_batch_search_finds_the_threshold_by_doubling_then_bisection(thresho
 def test_max_batch_search_stops_at_the_limit():
     found = max_batch_size(oom_above(10_000, []), start=2, limit=100)
     assert (found.largest, found.smallest_failing) == (100, None)
+    assert found.capped and found.shown == ">= 100"  # a lower bound, not the maximum
+    below = max_batch_size(oom_above(99, []), start=2, limit=100)
+    assert not below.capped and below.shown == "99"
+
+
+def test_max_batch_search_default_cap_is_far_above_what_a_large_gpu_reaches():
+    """Inference at 224 px on an H100/H200 reached the old cap of 4096, which was then reported as the maximum."""
+    calls: list[int] = []
+    found = max_batch_size(oom_above(10**9, calls), start=8)  # never runs out
+    assert found.largest == SEARCH_LIMIT >= 2**16 and found.capped and found.shown == f">= {SEARCH_LIMIT}"
+    assert calls == [8 * 2**i for i in range(14)]  # doubling only, no bisection above a cap that fitted
+    assert max_batch_size(oom_above(5000, []), start=8).largest == 5000  # beyond the old cap, measured exactly
+
+
+def failing_above(threshold: int, message: str, calls: list[int]):
+    def fits(batch: int) -> None:
+        calls.append(batch)
+        if batch > threshold:
+            raise RuntimeError(message)
+
+    return fits
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+        "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasLtMatmulAlgoGetHeuristic( ltHandle, ...)`",
+        "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+        "cuDNN error: CUDNN_STATUS_NOT_ENOUGH_WORKSPACE",
+        "cuDNN Frontend error: [cudnn_frontend] Error: CUDNN_STATUS_BAD_PARAM_NOT_ENOUGH_WORKSPACE",
+    ],
+)
+def test_max_batch_search_backs_off_on_library_allocation_failures(message):
+    calls: list[int] = []
+    found = max_batch_size(failing_above(37, message, calls), start=2, limit=4096)
+    assert (found.largest, found.smallest_failing, found.capped) == (37, 38, False)
+    assert all(ok == (b <= 37) for b, ok in found.tried) and len(calls) > 6
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "CUDA error: an illegal memory access was encountered",
+        "CUDA error: CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasGemmEx(...)`",
+        "cuDNN error: CUDNN_STATUS_INTERNAL_ERROR",
+    ],
+)
+def test_max_batch_search_stops_on_other_cuda_errors_near_the_limit(message):
+    calls: list[int] = []
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        max_batch_size(failing_above(37, message, calls), start=2, limit=4096)
+    assert calls == [2, 4, 8, 16, 32, 64]  # the first failure ends the search
 
 
 def test_max_batch_search_lets_other_errors_through_at_once():
@@ -227,13 +281,14 @@ def test_find_max_batch_step_holds_adam_moments_an_ema_copy_and_a_double_validat
     assert held["moment_bytes"] + held["ema_bytes"] > 3 * momentum
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="find_max_batch searches a CUDA device's memory")
+@pytest.mark.cuda
 def test_find_max_batch_on_cuda_leaves_the_model_as_found():
     torch.manual_seed(0)
     model = small_convnet().cuda().train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     found = find_max_batch(model, 32, 10, limit=64)
-    assert 1 <= found.largest <= 64
+    # a tiny net at 32 px fits 64 images on any GPU: the search reaches its limit and says it is a lower bound
+    assert (found.largest, found.smallest_failing, found.capped, found.shown) == (64, None, True, ">= 64")
     assert model.training and all(p.grad is None for p in model.parameters())
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name  # weights and BatchNorm statistics restored

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections import OrderedDict
 
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from tresnet_nb.model import archs
@@ -67,6 +69,137 @@ def test_forgetting_the_inplace_abn_weight_conversion_changes_logits():
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         assert (naive(x) - reference(x)).abs().max() > 1e-3
+
+
+# ---- the official layout written independently: the Alibaba-MIIL TResNet rebuilt from its source ------------------
+# src/models/tresnet/tresnet.py and layers/ of Alibaba-MIIL/TResNet (aea5f0f), with InPlaceABN's eval-mode arithmetic
+# from mapillary/inplace_abn (src/inplace_abn_cpu.cpp forward_cpu). Its state_dict is an official checkpoint by
+# construction; nothing here uses the project's (or timm's) mapping between the two layouts.
+
+
+class OfficialIABN(torch.nn.Module):
+    """inplace_abn.InPlaceABN: its state (ABN's parameters and buffers) and eval forward act(x̂·(|w| + eps) + b)."""
+
+    def __init__(self, n: int, activation: str = "leaky_relu", param: float = 1e-2) -> None:
+        super().__init__()
+        self.weight, self.bias = torch.nn.Parameter(torch.ones(n)), torch.nn.Parameter(torch.zeros(n))
+        self.register_buffer("running_mean", torch.zeros(n))
+        self.register_buffer("running_var", torch.ones(n))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        self.activation, self.param = activation, param
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = (self.weight.abs() + 1e-5) * (self.running_var + 1e-5).rsqrt()
+        y = x * scale.view(1, -1, 1, 1) + (self.bias - self.running_mean * scale).view(1, -1, 1, 1)
+        return F.leaky_relu(y, self.param) if self.activation == "leaky_relu" else y
+
+
+def conv2d_abn(ni: int, nf: int, kernel_size: int = 3, activation: str = "leaky_relu", param: float = 1e-2):
+    """The official conv2d_ABN (stride 1: every stride-2 conv of TResNet-M is followed by the anti-alias layer)."""
+    conv = torch.nn.Conv2d(ni, nf, kernel_size, 1, kernel_size // 2, bias=False)
+    return torch.nn.Sequential(conv, OfficialIABN(nf, activation, param))
+
+
+class OfficialAntiAlias(torch.nn.Module):
+    """AntiAliasDownsampleLayer with DownsampleJIT (a scripted class: nothing in the state_dict)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.tensor([1.0, 2.0, 1.0])
+        filt = (a[:, None] * a[None, :]) / (a[:, None] * a[None, :]).sum()
+        weight = filt[None, None].repeat(x.shape[1], 1, 1, 1)
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), "reflect"), weight, stride=2, groups=x.shape[1])
+
+
+class OfficialSE(torch.nn.Module):
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Conv2d(channels, reduced, 1), torch.nn.Conv2d(reduced, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+
+
+class OfficialBlock(torch.nn.Module):
+    """BasicBlock (``bottleneck`` False) or Bottleneck of the official TResNet."""
+
+    def __init__(self, bottleneck: bool, inplanes: int, planes: int, stride: int, downsample, use_se: bool) -> None:
+        super().__init__()
+        self.bottleneck, self.downsample = bottleneck, downsample
+        first = conv2d_abn(planes if bottleneck else inplanes, planes, 3, param=1e-3)
+        strided = torch.nn.Sequential(first, OfficialAntiAlias()) if stride == 2 else first
+        if bottleneck:
+            self.conv1, self.conv2 = conv2d_abn(inplanes, planes, 1, param=1e-3), strided
+            self.conv3 = conv2d_abn(planes, planes * 4, 1, "identity")
+            self.se = OfficialSE(planes, max(planes * 4 // 8, 64)) if use_se else None
+        else:
+            self.conv1, self.conv2 = strided, conv2d_abn(planes, planes, 3, "identity")
+            self.se = OfficialSE(planes, max(planes // 4, 64)) if use_se else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = x if self.downsample is None else self.downsample(x)
+        out = self.conv2(self.conv1(x))
+        out = out if self.se is None else self.se(out)
+        out = self.conv3(out) if self.bottleneck else out
+        return F.relu(out + residual)
+
+
+class OfficialSpaceToDepth(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        x = x.view(n, c, h // 4, 4, w // 4, 4).permute(0, 3, 5, 1, 2, 4).contiguous()
+        return x.view(n, c * 16, h // 4, w // 4)
+
+
+class OfficialTResNet(torch.nn.Module):
+    """The official TResNet (width 1: TResNet-M with layers [3, 4, 11, 3])."""
+
+    def __init__(self, layers=(3, 4, 11, 3), num_classes: int = 1000) -> None:
+        super().__init__()
+        body = OrderedDict([("SpaceToDepth", OfficialSpaceToDepth()), ("conv1", conv2d_abn(48, 64, 3))])
+        inplanes = 64
+        for i, blocks in enumerate(layers):
+            planes, bottleneck, stride = 64 * 2**i, i >= 2, 1 if i == 0 else 2
+            width = planes * (4 if bottleneck else 1)
+            downsample = None
+            if stride != 1 or inplanes != width:
+                pool = [torch.nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)] if stride == 2 else []
+                downsample = torch.nn.Sequential(*pool, conv2d_abn(inplanes, width, 1, "identity"))
+            stage = [OfficialBlock(bottleneck, inplanes, planes, stride, downsample, use_se=i < 3)]
+            stage += [OfficialBlock(bottleneck, width, planes, 1, None, use_se=i < 3) for _ in range(1, blocks)]
+            body[f"layer{i + 1}"], inplanes = torch.nn.Sequential(*stage), width
+        self.body = torch.nn.Sequential(body)
+        self.head = torch.nn.Sequential(OrderedDict([("fc", torch.nn.Linear(inplanes, num_classes))]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).flatten(2).mean(2))
+
+
+def test_official_checkpoint_written_independently_loads_to_the_official_logits(tmp_path):
+    torch.manual_seed(0)
+    official = OfficialTResNet(num_classes=10).eval()
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for module in official.modules():
+            if isinstance(module, OfficialIABN):  # signed weights: InPlaceABN computes with |w| + eps
+                n = module.weight.numel()
+                sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+                module.weight.copy_(sign * (0.5 + torch.rand(n, generator=gen)))
+                module.bias.copy_(0.1 * torch.randn(n, generator=gen))
+                module.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+    state = official.state_dict()
+    assert len(state) == OFFICIAL_KEYS["tresnet_m"]
+    assert {"body.conv1.0.weight", "body.conv1.1.weight", "body.layer2.0.conv1.0.0.weight",
+            "body.layer2.0.downsample.1.1.running_var", "body.layer3.0.conv2.0.1.bias", "head.fc.weight"} <= set(state)  # fmt: skip
+    path = tmp_path / "official_tresnet_m.pth"
+    torch.save({"model": state}, path)
+    model = load_model("tresnet_m", weights=path).eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours, theirs = model(x), official(x)
+    assert theirs.abs().max() > 1e-3 and theirs.std() > 1e-3  # logits that tell weights apart
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5 * theirs.abs().max().item())
+    assert weights_info(model).num_classes == 10
 
 
 def test_timm_layout_safetensors_round_trip_keeps_the_head(tmp_path):
@@ -151,7 +284,7 @@ def _put_in_hf_cache(cache, repo: str, model: torch.nn.Module) -> None:
 
 
 @pytest.mark.parametrize(
-    ("tag", "classes", "size", "crop"), [("miil_in21k", 11221, 224, "center"), ("miil_in1k_448", 1000, 448, "squash")]
+    ("tag", "classes", "size", "crop"), [("miil_in21k", 11221, 224, "squash"), ("miil_in1k_448", 1000, 448, "squash")]
 )
 def test_tag_loads_from_the_hf_cache_offline(closed_hub, tag, classes, size, crop):
     reference = randomised(timm.create_model("tresnet_m", num_classes=classes))
@@ -169,7 +302,8 @@ def test_tag_loads_from_the_hf_cache_offline(closed_hub, tag, classes, size, cro
     with torch.no_grad():
         assert torch.allclose(model(x), reference(x), atol=1e-5, rtol=0)
     cfg = data_config(model)
-    assert cfg["input_size"] == (3, size, size) and cfg["crop_mode"] == crop
+    # the loaders squish the whole image, whatever the tag's cfg says (timm: centre crop 0.875)
+    assert cfg["input_size"] == (3, size, size) and (cfg["crop_mode"], cfg["crop_pct"]) == (crop, 1.0)
     assert cfg["mean"] == (0.0, 0.0, 0.0) and cfg["std"] == (1.0, 1.0, 1.0)  # TResNet: raw [0, 1] pixels
     transfer = load_model("tresnet_m", weights=tag, num_classes=5)
     assert weights_info(transfer).head == "new" and transfer.num_classes == 5

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import ast
 import json
+from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 from conftest import NOTEBOOKS
 from IPython.core.inputtransformer2 import TransformerManager
+from sklearn.metrics import accuracy_score
 
 from tresnet_nb import load_model, load_preprocessing, weights_info
 from tresnet_nb.hosted import SETUP_CELL
-from tresnet_nb.report.record import REQUIRED_KEYS
+from tresnet_nb.report.record import PREDICTIONS, REQUIRED_KEYS
 from tresnet_nb.runner import run_notebooks
 
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
@@ -60,6 +63,22 @@ def test_notebook_is_committed_clean(path):
             assert "!pip" not in cell.source and "%pip" not in cell.source
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_parses_every_parameter(path, caplog):
+    import logging
+
+    import papermill
+
+    source = next(
+        c.source for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", [])
+    )
+    names = [t.id for node in ast.parse(source).body for t in node.targets]
+    with caplog.at_level(logging.WARNING, logger="papermill"):
+        parsed = papermill.inspect_notebook(str(path))
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("papermill")] == []
+    assert list(parsed) == names  # every line understood, so -p NAME is accepted for each of them
+
+
 @pytest.mark.slow
 def test_quickstart_smoke_run(tmp_path, closed_hub, capsys):
     out = tmp_path / "runs"
@@ -73,7 +92,10 @@ def test_quickstart_smoke_run(tmp_path, closed_hub, capsys):
     assert set(REQUIRED_KEYS) <= set(metrics)
     assert metrics["notebook"] == "00_quickstart" and metrics["preset"] == "smoke"
     assert metrics["pretrained"] is False and metrics["weights_source"] == "random"  # smoke: WEIGHTS 'none'
-    assert metrics["metric_name"] == "accuracy" and 0.0 <= metrics["metric_value"] <= 1.0
+    assert metrics["metric_name"] == "accuracy" and metrics["fixture_data"] is False  # the embedded real subset
+    saved = np.load(run_dir / PREDICTIONS)  # the metric is what the saved predictions give (scikit-learn's count)
+    assert metrics["metric_value"] == pytest.approx(accuracy_score(saved["targets"], saved["probs"].argmax(1)))
+    assert len(saved["targets"]) == metrics["n_eval"]
     assert metrics["img_size"] == 64 and metrics["epochs"] == 1 and metrics["train_seconds"] > 0
     assert set(metrics["versions"]) == {"torch", "timm", "fastai"}
     for name in ("00_quickstart.ipynb", "run_config.json", "samples.png", "class_counts.png", "training.png",
@@ -99,3 +121,48 @@ def test_quickstart_says_plainly_when_auto_weights_fall_back(tmp_path, closed_hu
     assert metrics["pretrained"] is False and metrics["weights"] == "auto" and metrics["weights_source"] == "random"
     executed = (out / "00_quickstart" / "00_quickstart.ipynb").read_text()
     assert "Weights: RANDOM initialisation" in executed
+
+
+@pytest.mark.slow
+def test_rerunning_the_notebook_flow_without_output_dir(tmp_path, monkeypatch, capsys):
+    """The quickstart's cells in process, as a JupyterLab user re-runs them: a changed parameter starts its own run
+    folder (said in one line), an unchanged configuration says it was complete and shows the same results; with an
+    explicit OUTPUT_DIR holding another configuration, fit's clear error stands."""
+    import torch
+    from fastai.callback.progress import ProgressCallback
+
+    import tresnet_nb as tnb
+
+    monkeypatch.setattr("tresnet_nb.config.PROJECT_ROOT", tmp_path)  # no checkout here: runs/ goes under the cwd
+    monkeypatch.chdir(tmp_path)
+
+    def run_cells(output_dir=None, **params):
+        cfg = tnb.RunConfig.from_params("00_quickstart", preset="smoke", max_items=16, batch_size=8,
+                                        precision="fp32", output_dir=output_dir, **params)  # fmt: skip
+        cfg.save()
+        tnb.seed_everything(cfg.seed)
+        splits = tnb.load_splits(cfg.dataset, cfg.data_root, cfg.max_items)
+        model = tnb.load_model(cfg.arch, cfg.weights, num_classes=len(splits.class_names))
+        dls = tnb.array_dls(splits, cfg.img_size, cfg.batch_size, tnb.data_config(model, cfg.img_size),
+                            torch.device("cpu"))  # fmt: skip
+        learn = tnb.build_learner(cfg, dls, model)
+        learn.remove_cb(ProgressCallback)
+        result = tnb.fit(learn, cfg, pretrained=tnb.weights_info(model).pretrained)
+        probs, targets = tnb.predict(learn)
+        evaluation = tnb.score(probs, targets, splits.class_names)
+        return cfg, tnb.run_record(cfg, model, evaluation, result, learn), capsys.readouterr().out
+
+    first, record1, said = run_cells()
+    assert f"OUTPUT_DIR not set: this configuration's run folder is {first.out} (new" in said
+    assert Path(first.output_dir).parent == tmp_path / "runs" / "00_quickstart" and record1["resumed_from"] is None
+    second, record2, said = run_cells(seed=1)  # a changed parameter: no "different configuration" error
+    assert second.output_dir != first.output_dir and (second.out / "checkpoint.pth").is_file()
+    assert [line for line in said.splitlines() if "run folder" in line] == [
+        f"OUTPUT_DIR not set: this configuration's run folder is {second.out} (new: each configuration has its own)"
+    ]
+    again, record3, said = run_cells()  # unchanged: says so, and shows the finished run's results
+    assert again.output_dir == first.output_dir and "holds an earlier run of it" in said
+    assert f"Training already complete in {first.out / 'checkpoint.pth'}" in said
+    assert record3["resumed_from"] is not None and record3["metric_value"] == record1["metric_value"]
+    with pytest.raises(ValueError, match="different configuration"):  # an explicit folder is the one given
+        run_cells(output_dir=first.output_dir, seed=1)

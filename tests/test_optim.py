@@ -195,3 +195,25 @@ def test_fused_steps_are_right_when_the_model_changes_memory_format_after_its_st
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert_close_at_scale(pa, pb)
         assert_close_at_scale(ours.state[pa]["sqr_avg"], reference.state[pb]["sqr_avg"])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_loaded_state_moves_to_each_parameters_device_and_dtype(fused):
+    # a checkpoint is mapped to the CPU and loaded where the model is (CUDA in issue 14, float64 here): the state
+    # follows each parameter, as torch's Optimizer.load_state_dict casts it, and the step is the one it would have been
+    a, x = model(), torch.randn(8, 3, 8, 8)
+    b = copy.deepcopy(a).double()
+    ours = ForeachAdam(groups(a), 1e-2, fused=fused)
+    a(x).pow(2).mean().backward()
+    ours.step()
+    ours.zero_grad()
+    loaded = ForeachAdam(groups(b), 1e-2, fused=fused)
+    loaded.load_state_dict(copy.deepcopy(ours.state_dict()))
+    for p, _, state, _ in loaded.all_params():
+        assert (state["grad_avg"].dtype, state["sqr_avg"].dtype) == (p.dtype, p.dtype)
+    b.load_state_dict(a.state_dict())
+    for m, opt, inputs in ((a, ours, x), (b, loaded, x.double())):
+        m(inputs).pow(2).mean().backward()
+        opt.step()
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pb, pa.double(), rtol=1e-5, atol=1e-6)

@@ -4,6 +4,7 @@ rule, memory and FLOP counts, the report's table/JSON/CSV, and the command line.
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 
 import pytest
@@ -61,12 +62,53 @@ def test_the_paper_measures_at_90_percent_of_the_maximal_batch(largest, measured
 def test_max_batch_search_backs_off_on_out_of_memory_and_restores_batchnorm():
     model = OutOfMemoryAbove(37)
     before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
-    assert probe.search_max_batch(model, "train", 16, CPU, limit=1024) == 37
+    found = probe.search_max_batch(model, "train", 16, CPU, limit=1024)
+    assert (found.largest, found.capped, found.shown) == (37, False, "37")
     assert max(model.batches) > 37  # it did try (and back off from) larger batches
     after = {k: v for k, v in model.state_dict().items() if "running" in k}
     assert all(torch.equal(before[k], after[k]) for k in before)
     model = OutOfMemoryAbove(100)
-    assert probe.search_max_batch(model, "infer", 16, CPU, limit=1024) == 100
+    assert probe.search_max_batch(model, "infer", 16, CPU, limit=1024).largest == 100
+
+
+CUBLAS_ALLOC = "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"
+
+
+@pytest.mark.parametrize("mode", ["train", "infer"])
+def test_max_batch_search_treats_cublas_allocation_failures_as_out_of_memory(mode):
+    model = OutOfMemoryAbove(37, RuntimeError, CUBLAS_ALLOC)
+    found = probe.search_max_batch(model, mode, 16, CPU, limit=1024)
+    assert (found.largest, found.smallest_failing, found.capped) == (37, 38, False)
+
+
+def test_a_search_that_never_fails_reports_its_cap_as_a_lower_bound():
+    found = probe.search_max_batch(OutOfMemoryAbove(10**9), "infer", 16, CPU, limit=64)
+    assert (found.largest, found.smallest_failing, found.capped, found.shown) == (64, None, True, ">= 64")
+    default_cap = inspect.signature(probe.search_max_batch).parameters["limit"].default
+    assert default_cap >= 2**16  # far above the old 4096, which inference at 224 px reaches on an H100/H200
+
+
+def test_capped_search_shows_at_least_n_in_the_table_details_and_json(monkeypatch, tmp_path):
+    from functools import partial
+
+    from tresnet_nb.probe import measure
+
+    monkeypatch.setattr(measure, "search_max_batch", partial(probe.search_max_batch, limit=64))
+    settings = probe.ProbeSettings(("tresnet_m",), img_size=32, batch_size="max", warmup=0, repeats=1, flops=False)
+    capped = probe.probe_model(OutOfMemoryAbove(10**9), "tresnet_m", settings, CPU, search=True)
+    assert (capped.max_train_batch, capped.max_train_batch_capped, capped.max_infer_batch_capped) == (64, True, True)
+    assert capped.train.batch_size == 57 and "reached its cap: train >= 64, infer >= 64" in capped.batch_note
+    measured = probe.probe_model(OutOfMemoryAbove(37), "resnet50", settings, CPU, search=True)
+    report = probe.ProbeReport(settings, "cuda:0 (stand-in)", {"versions": {}}, 2**30, None, [capped, measured])
+    table = report.table()
+    assert list(table[probe.TABLE_COLUMNS[2]]) == [">= 64", "37"]
+    details = report.details()
+    assert details.loc["tresnet_m", "max infer batch"] == ">= 64" and details.loc["resnet50", "max train batch"] == "37"
+    rows = json.loads(report.to_json(tmp_path / "probe.json").read_text())["results"]
+    assert (rows[0]["max_train_batch"], rows[0]["max_train_batch_capped"], rows[0]["max_train_batch_shown"]) == (
+        64, True, ">= 64",
+    )  # fmt: skip
+    assert (rows[1]["max_infer_batch_shown"], rows[1]["max_infer_batch_capped"]) == ("37", False)
 
 
 def test_other_cuda_errors_are_not_retried():

@@ -13,9 +13,12 @@ import pytest
 import torch
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
+from torch import nn
 
 from tresnet_nb import RunConfig, array_dls, build_learner, data_config, fit, load_model, load_splits, seed_everything
-from tresnet_nb.train.fit import CHECKPOINT
+from tresnet_nb.train.callbacks import EMA
+from tresnet_nb.train.fit import CHECKPOINT, _restore, plan_stages
+from tresnet_nb.train.recipes import get_recipe
 
 
 class Interrupt(Exception):
@@ -55,6 +58,48 @@ class HalvingScaler(Callback):
         self.learn.scaler.update(new_scale=self.learn.scaler.get_scale() / 2)
 
 
+class TinyNet(nn.Module):
+    """A small classifier shaped like a timm one (BatchNorm body, ``get_classifier`` head, ``pretrained_cfg`` with
+    TResNet's [0, 1] inputs), so that whole fits take a second on a CPU."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.pretrained_cfg = {"input_size": (3, 32, 32), "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0),
+                               "interpolation": "bilinear", "crop_pct": 1.0}  # fmt: skip
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )  # fmt: skip
+        self.head = nn.Linear(16, num_classes)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def make_learner(out: Path, recipe: str, epochs: int, cbs=(), model_fn=None, device="cpu", precision="fp32"):
+    """The smoke preset's learner (TResNet-M, or ``model_fn(10)``) on ``device``, and its ``dls_for``."""
+    cfg = RunConfig.from_params(
+        "r", preset="smoke", precision=precision, max_items=16, batch_size=8, epochs=epochs, output_dir=str(out)
+    )
+    seed_everything(cfg.seed)
+    model = load_model(cfg.arch, cfg.weights, num_classes=10) if model_fn is None else model_fn(10)
+    splits = load_splits(cfg.dataset, None, cfg.max_items)
+    device = torch.device(device)
+    dls = array_dls(splits, cfg.img_size, cfg.batch_size, data_config(model, cfg.img_size), device)
+    learn = build_learner(cfg, dls, model, recipe=recipe)
+    learn.remove_cb(ProgressCallback)
+    learn.add_cbs(list(cbs))
+
+    def dls_for(size: int, bs: int):
+        return array_dls(splits, size, bs, data_config(model, size), device)
+
+    return cfg, learn, dls_for
+
+
 def run(
     out: Path,
     recipe: str,
@@ -63,23 +108,11 @@ def run(
     interrupt: tuple[int, int] | None = None,
     phases=None,
     cbs=(),
+    model_fn=None,
 ):
-    cfg = RunConfig.from_params(
-        "r", preset="smoke", precision="fp32", max_items=16, batch_size=8, epochs=epochs, output_dir=str(out)
-    )
-    seed_everything(cfg.seed)
-    model = load_model(cfg.arch, cfg.weights, num_classes=10)
-    splits = load_splits(cfg.dataset, None, cfg.max_items)
-    dls = array_dls(splits, cfg.img_size, cfg.batch_size, data_config(model, cfg.img_size), torch.device("cpu"))
-    learn = build_learner(cfg, dls, model, recipe=recipe)
-    learn.remove_cb(ProgressCallback)
-    learn.add_cbs(list(cbs))
+    cfg, learn, dls_for = make_learner(out, recipe, epochs, cbs, model_fn)
     if interrupt:
         learn.add_cb(InterruptAt(*interrupt))
-
-    def dls_for(size: int, bs: int):
-        return array_dls(splits, size, bs, data_config(model, size), torch.device("cpu"))
-
     result = fit(learn, cfg, pretrained=pretrained, phases=phases, dls_for=dls_for if phases else None)
     return result, {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
 
@@ -128,6 +161,83 @@ def test_progressive_resizing_resumes_like_an_uninterrupted_run(tmp_path, interr
     resumed = run(tmp_path / "broken", "fastai", 1, True, phases=phases)
     assert resumed[0].resumed_from is not None and resumed[0].epochs == 3
     assert_same_run(whole, resumed)
+
+
+class FitProbe(Callback):
+    """Per fit: the live weights and the EMA's average when it starts, and the live weights after its last epoch."""
+
+    order = 56  # after EMA.before_fit has made the average
+
+    def __init__(self) -> None:
+        self.fits: list[dict[str, dict[str, torch.Tensor]]] = []
+
+    @staticmethod
+    def _copy(module: nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    def before_fit(self) -> None:
+        ema = next(cb for cb in self.learn.cbs if isinstance(cb, EMA))
+        self.fits.append({"start": self._copy(self.learn.model), "average": self._copy(ema.average)})
+
+    def after_epoch(self) -> None:  # after validation has put the live weights back
+        self.fits[-1]["end"] = self._copy(self.learn.model)
+
+
+def assert_equal_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert list(a) == list(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_ema_goes_into_the_model_once_so_a_phase_boundary_resume_is_exact(tmp_path):
+    phases = "32:1:4,48:1:8"  # miil: EMA, cosine with warm-up; two progressive phases, one fit each
+    whole_probe, resumed_probe = FitProbe(), FitProbe()
+    whole = run(tmp_path / "whole", "miil", 1, False, phases=phases, cbs=[whole_probe], model_fn=TinyNet)
+    first, second = whole_probe.fits
+    assert_equal_states(second["start"], first["end"])  # phase 2 goes on from phase 1's live weights...
+    floating = [k for k, v in second["start"].items() if v.dtype.is_floating_point]
+    assert any(not torch.equal(second["start"][k], second["average"][k]) for k in floating)  # ...not the average
+    ema = next(cb for cb in whole_probe.learn.cbs if isinstance(cb, EMA))
+    assert_equal_states(whole[1], ema.state_dict())  # and the whole run ends on the average
+    assert any(not torch.equal(whole[1][k], second["end"][k]) for k in floating)
+    with pytest.raises(Interrupt):  # phase 1 done and checkpointed, phase 2 not started
+        run(tmp_path / "broken", "miil", 1, False, interrupt=(2, 0), phases=phases, model_fn=TinyNet)
+    resumed = run(tmp_path / "broken", "miil", 1, False, phases=phases, cbs=[resumed_probe], model_fn=TinyNet)
+    assert resumed[0].resumed_from.startswith("stage 1 epoch 1")
+    (only,) = resumed_probe.fits
+    assert_equal_states(only["start"], second["start"])
+    assert_equal_states(only["average"], second["average"])
+    assert_equal_states(only["end"], second["end"])  # live weights after phase 2
+    assert_equal_states(resumed[1], whole[1])  # the averages the runs end on
+    assert resumed[0].history["train_losses"] == whole[0].history["train_losses"]
+    assert resumed[0].history["epochs"] == whole[0].history["epochs"]
+
+
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter:UserWarning")
+@pytest.mark.parametrize("move", ["meta", "float64"])
+def test_restored_optimizer_and_ema_state_sit_where_the_model_is(tmp_path, move):
+    # on CUDA the checkpoint is mapped to the CPU while the model is on the GPU: here the model is moved instead, to
+    # the meta device or to float64, and every restored state tensor must follow its parameter (issue 14)
+    run(tmp_path, "miil", 1, False, model_fn=TinyNet)  # a checkpoint with Adam moments and an EMA
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    _, learn, _ = make_learner(tmp_path, "miil", 1, model_fn=TinyNet)
+    ema = next(cb for cb in learn.cbs if isinstance(cb, EMA))
+    ema.load_state_dict(state["ema"])  # an average made before the model moves (as a validation would make one)
+    learn.model.to("meta" if move == "meta" else torch.float64)
+    _restore(learn, state, plan_stages(get_recipe("miil"), 1, None, False)[0], loader_rng=True)
+    params = [p for p, *_ in learn.opt.all_params()]
+    assert len(params) == len(list(learn.model.parameters()))
+    for p, _, s, _ in learn.opt.all_params():
+        for key in ("grad_avg", "sqr_avg"):
+            assert (s[key].device, s[key].dtype) == (p.device, p.dtype), key
+    device = next(learn.model.parameters()).device
+    assert all(t.device == device for t in ema.average.state_dict().values())
+    if move == "float64":  # and the fused step that would refuse mixed tensors runs
+        for p in params:
+            p.grad = torch.ones_like(p)
+        before = params[0].detach().clone()
+        learn.opt.step()
+        assert not torch.equal(before, params[0])
 
 
 def test_the_loss_scale_resumes_where_it_was(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -117,13 +118,82 @@ def test_mean_column_auc_names_a_column_with_one_class():
         metrics.mean_column_auc(np.zeros((3, 2)), targets, ["healthy", "multiple_diseases"])
 
 
+def test_per_epoch_roc_auc_skips_a_column_without_positives():
+    from fastai.metrics import AccumMetric
+    from fastai.torch_core import to_detach
+
+    from tresnet_nb.train.learner import task_loss_and_metrics
+    from tresnet_nb.train.recipes import default_recipe, get_recipe
+
+    # a capped validation split where 'multiple_diseases' (column 1) has no positive
+    targets = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [1, 0, 0, 0], [0, 0, 1, 0]], dtype=np.float32)
+    probs = np.random.default_rng(0).random(targets.shape)
+    defined = [0, 2, 3]
+    expected = np.mean([roc_auc_score(targets[:, j], probs[:, j]) for j in defined])
+    assert metrics.mean_column_auc(probs, targets, undefined="skip") == pytest.approx(expected)
+    assert list(metrics.column_aucs(probs, targets, pp.LABEL_COLUMNS, undefined="skip")) == ["healthy", "rust", "scab"]
+    assert np.isnan(metrics.mean_column_auc(probs[:, 1:2], targets[:, 1:2], undefined="skip"))  # no column defined
+    # class indices (single-label) are scored as their one-hot columns
+    assert metrics.mean_column_auc(probs, targets.argmax(1), undefined="skip") == pytest.approx(expected)
+    with pytest.raises(ValueError, match="undefined='ignore'; choose 'raise' or 'skip'"):
+        metrics.mean_column_auc(probs, targets, undefined="ignore")
+    import torch
+
+    recipe = get_recipe(default_recipe(False))
+    for task, logits, y in [("multi-label", torch.randn(5, 4), torch.from_numpy(targets)),
+                            ("single-label", torch.randn(5, 4), torch.from_numpy(targets.argmax(1)))]:  # fmt: skip
+        _, fastai_metrics = task_loss_and_metrics(task, recipe, metric="mean_roc_auc")
+        (auc,) = [m for m in fastai_metrics if isinstance(m, AccumMetric) and m.name == "roc_auc"]
+        auc.reset()
+        auc.accumulate(SimpleNamespace(pred=logits, y=y, to_detach=to_detach))  # what a Learner hands a metric
+        act = torch.sigmoid(logits) if task == "multi-label" else torch.softmax(logits, 1)
+        want = np.mean([roc_auc_score(targets[:, j], act[:, j].numpy()) for j in defined])
+        assert auc.value == pytest.approx(want, abs=1e-6)
+
+
+def test_final_roc_auc_leaves_out_a_column_without_positives_and_says_so():
+    import torch
+
+    from tresnet_nb.evaluation.scores import score
+
+    probs = torch.softmax(torch.randn(12, 4, generator=torch.Generator().manual_seed(0)), 1)
+    targets = torch.tensor([0, 0, 2, 3] * 3)  # no multiple_diseases
+    with pytest.warns(UserWarning, match=r"over 3 of 4 columns: \['multiple_diseases'\] have a single class"):
+        evaluation = score(probs, targets, pp.LABEL_COLUMNS, "single-label", "mean_roc_auc")
+    one_hot = np.eye(4)[targets.numpy()]
+    expected = np.mean([roc_auc_score(one_hot[:, j], probs[:, j].numpy()) for j in (0, 2, 3)])
+    assert list(evaluation.extras()["column_auc"]) == ["healthy", "rust", "scab"]
+    assert evaluation.metric_value == pytest.approx(expected)
+    with pytest.raises(ValueError, match="no column of .* has both positive and negative targets"):
+        score(probs[:, :1], torch.ones(12, 1), ["healthy"], "multi-label")
+
+
+def test_herbarium_evaluation_holds_one_macro_f1_the_kaggle_one():
+    import torch
+
+    from tresnet_nb.evaluation.scores import score
+
+    rng = np.random.default_rng(2)
+    n_classes = 40  # of which only 0..9 occur in the targets and 0..11 in the predictions
+    targets = rng.integers(0, 10, 200)
+    pred = np.where(rng.random(200) < 0.5, targets, rng.integers(0, 12, 200))
+    probs = torch.from_numpy(np.eye(n_classes)[pred] * 0.9 + 0.1 / n_classes)
+    evaluation = score(probs, torch.from_numpy(targets), [f"s{k}" for k in range(n_classes)], "single-label",
+                       "macro_f1")  # fmt: skip
+    kaggle = f1_score(targets, pred, average="macro")  # labels=None: those in truth or predictions
+    every_class = f1_score(targets, pred, labels=np.arange(n_classes), average="macro", zero_division=0)
+    assert abs(kaggle - every_class) > 0.1  # the case where the two definitions part
+    extras = evaluation.extras()
+    assert evaluation.metric_name == "macro_f1" and evaluation.metric_value == pytest.approx(kaggle)
+    assert extras["macro_f1"] == evaluation.metric_value == evaluation.report.macro_f1
+    assert [k for k in extras if "f1" in k] == ["macro_f1"]
+
+
 def test_macro_f1_matches_sklearn():
     rng = np.random.default_rng(1)
     targets = rng.integers(0, 6, 300)  # class 6 and 7 never occur; class 7 is sometimes predicted
     pred = np.where(rng.random(300) < 0.6, targets, rng.integers(0, 8, 300))
     assert metrics.macro_f1(pred, targets, 9) == pytest.approx(f1_score(targets, pred, average="macro"))
-    expected_all = f1_score(targets, pred, labels=np.arange(9), average="macro", zero_division=0)
-    assert metrics.macro_f1(pred, targets, 9, all_classes=True) == pytest.approx(expected_all)
     scores = np.eye(9)[pred] + 0.01
     assert metrics.macro_f1(scores, targets, 9) == metrics.macro_f1(pred, targets, 9)
     with pytest.raises(ValueError, match="pred range over 0..7, outside the classes 0..6"):
@@ -133,7 +203,7 @@ def test_macro_f1_matches_sklearn():
 # --- end to end: train on a fixture, predict its unlabelled test split, write and check the submission -----------
 
 
-@pytest.mark.parametrize(("dataset", "task"), [("herbarium2020", "single-label"), ("plant_pathology", "multi-label")])
+@pytest.mark.parametrize(("dataset", "task"), [("herbarium2020", "single-label"), ("plant_pathology", "single-label")])
 def test_a_trained_model_writes_a_valid_submission_for_the_test_split(tmp_path, dataset, task):
     import torch
     from fastai.callback.progress import ProgressCallback
@@ -163,8 +233,9 @@ def test_a_trained_model_writes_a_valid_submission_for_the_test_split(tmp_path, 
     if dataset == "herbarium2020":  # category ids, not class indices
         predicted = [int(r[1]) for r in table[1:]]
         assert predicted == [int(ds.meta["category_ids"][i]) for i in probs.argmax(1).tolist()]
-    else:
+    else:  # softmax probabilities, one per column, as Kaggle scores them (column-wise ROC-AUC)
         assert np.allclose([[float(v) for v in r[1:]] for r in table[1:]], probs.numpy())
+        assert np.allclose(probs.sum(1).numpy(), 1.0, atol=1e-5)
 
 
 def test_write_submission_refuses_datasets_without_a_format(tmp_path):

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from fastai.callback.core import Callback
+from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.progress import ProgressCallback
+from fastai.torch_core import norm_bias_params
+from fastcore.foundation import L
+from test_resume import CHECKPOINT, Interrupt, InterruptAt, TinyNet, make_learner
 
 from tresnet_nb import (
     RunConfig,
@@ -23,14 +27,20 @@ from tresnet_nb import (
 from tresnet_nb.train.callbacks import resolve_precision
 
 
-class FrozenProbe(Callback):
-    """Records, at the start of each fit, whether the body's first weight is frozen."""
+class GroupProbe(Callback):
+    """Per fit: which tensors of each parameter group train (requires_grad), and each group's learning rate and
+    momentum at every optimizer step (after the schedulers have set them)."""
 
-    def __init__(self, seen: list) -> None:
-        self.seen = seen
+    def __init__(self) -> None:
+        self.fits: list[dict] = []
 
     def before_fit(self) -> None:
-        self.seen.append(not next(self.learn.model.parameters()).requires_grad)
+        trains = [[p.requires_grad for p in group] for group in self.learn.opt.param_lists]
+        self.fits.append({"trains": trains, "lr": [], "mom": []})
+
+    def before_step(self) -> None:
+        for key in ("lr", "mom"):
+            self.fits[-1][key].append([float(h[key]) for h in self.learn.opt.hypers])
 
 
 def tiny_learner(precision: str, tmp_path, recipe=None, epochs=1):
@@ -69,19 +79,80 @@ def test_precision_is_what_the_convolutions_compute_in(tmp_path, precision, dtyp
     assert len(summary["train_losses"]) == len(learn.dls.train) and summary["metric_names"][-1] == "accuracy"
 
 
-def test_pretrained_bodies_are_fine_tuned_with_a_frozen_epoch_first(tmp_path):
-    cfg, learn = tiny_learner("fp32", tmp_path, recipe="fastai")
-    frozen = []
-    learn.add_cb(FrozenProbe(frozen))
+def test_the_fastai_recipe_trains_the_groups_and_rates_of_fastai_fine_tune(tmp_path):
+    ours, theirs = GroupProbe(), GroupProbe()
+    cfg, learn, _ = make_learner(tmp_path / "ours", "fastai", 2, cbs=[ours], model_fn=TinyNet)
     result = fit(learn, cfg, pretrained=True)
+    _, reference, _ = make_learner(tmp_path / "fastai", "fastai", 2, cbs=[theirs], model_fn=TinyNet)
+    reference.fine_tune(2)  # fastai's own: freeze, slice(2e-3) for 1 epoch, unfreeze, slice(1e-5, 1e-3)
     assert result.recipe == "fastai" and len(result.history["epochs"]) == 1 + cfg.epochs  # frozen epoch + epochs
-    assert frozen == [True, False]  # the body had no trainable parameters in the first stage only
-    assert len(learn.opt.param_groups) == 2  # body and head groups from head_splitter
+    assert len(ours.fits) == len(theirs.fits) == 2
+    for stage, (a, b) in enumerate(zip(ours.fits, theirs.fits, strict=True)):
+        assert a["trains"] == b["trains"], stage  # every tensor of every group
+        assert a["lr"] == b["lr"] and a["mom"] == b["mom"], stage  # every group's rate at every step
+    for p, q in zip(learn.model.parameters(), reference.model.parameters(), strict=True):
+        assert torch.equal(p, q)  # and so the same training
+    # fastai's rule (Learner.freeze with train_bn=True, Optimizer.set_hyper of slice(stop)): frozen, the body trains
+    # its norm layers only, at a tenth of the head's peak rate; unfrozen, everything, body at lr / lr_mult
+    body, head = learn.opt.param_lists
+    norms = {id(p) for p in norm_bias_params(learn.model, with_bias=False)}
+    assert 0 < len(norms) < len(body)
+    frozen, unfrozen = ours.fits
+    assert frozen["trains"] == [[id(p) in norms for p in body], [True] * len(head)]
+    assert unfrozen["trains"] == [[True] * len(body), [True] * len(head)]
+    # one-cycle starts at peak / div: frozen peaks slice(2e-3) = [2e-4, 2e-3], div 25; then slice(1e-5, 1e-3), div 5
+    assert frozen["lr"][0] == pytest.approx([2e-4 / 25, 2e-3 / 25]) and unfrozen["lr"][0] == pytest.approx([2e-6, 2e-4])
+    assert all(body_lr == pytest.approx(head_lr / 10) for body_lr, head_lr in frozen["lr"])
 
 
 def test_fp16_on_cpu_is_refused():
     with pytest.raises(ValueError, match="PRECISION 'fp16' needs a CUDA device"):
         resolve_precision("fp16", torch.device("cpu"))
+
+
+class CpuMixedPrecision(MixedPrecision):
+    """fastai's MixedPrecision (what PRECISION 'fp16' uses on CUDA) with CPU autocast and a CPU GradScaler, so that
+    its scaling, unscaling and skipped steps run with ForeachAdam on this machine."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seen: list[float] = []  # the scale at the start of each training epoch
+
+    def before_fit(self) -> None:
+        self.autocast = torch.autocast("cpu", dtype=torch.float16)
+        self.learn.scaler, self.scales = torch.amp.GradScaler("cpu", **self.kwargs), L()
+
+    def before_train(self) -> None:
+        self.seen.append(self.learn.scaler.get_scale())
+
+    def after_loss(self) -> None:
+        super().after_loss()
+        assert torch.isfinite(self.loss).all(), self.loss
+
+
+def test_fp16_with_fastai_mixed_precision_and_its_scaler_on_a_cpu(tmp_path):
+    # growth_interval 1: every step that is not skipped doubles the scale, so the scale shows how many were taken
+    kwargs = {"init_scale": 2.0**10, "growth_interval": 1}
+    conv_dtypes = []
+    whole_mp, broken_mp, resumed_mp = (CpuMixedPrecision(**kwargs) for _ in range(3))
+    cfg, learn, _ = make_learner(tmp_path / "whole", "scratch", 2, cbs=[whole_mp], model_fn=TinyNet)
+    hook = learn.model.body[0].register_forward_hook(lambda m, i, o: conv_dtypes.append(o.dtype))
+    start = [p.detach().clone() for p in learn.model.parameters()]
+    result = fit(learn, cfg, pretrained=False)
+    hook.remove()
+    assert conv_dtypes and set(conv_dtypes) == {torch.float16}
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.history["train_losses"])
+    assert any(not torch.equal(a, b) for a, b in zip(start, learn.model.parameters(), strict=True))
+    saved = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=True)["scaler"]
+    assert saved["scale"] > 2.0**10  # steps were taken (not all skipped): the scale grew
+    assert len(whole_mp.seen) == 2 and whole_mp.seen[1] > whole_mp.seen[0] == 2.0**10
+    cfg, learn, _ = make_learner(tmp_path / "broken", "scratch", 2, cbs=[broken_mp, InterruptAt(1, 1)],
+                                 model_fn=TinyNet)  # fmt: skip
+    with pytest.raises(Interrupt):
+        fit(learn, cfg, pretrained=False)
+    cfg, learn, _ = make_learner(tmp_path / "broken", "scratch", 2, cbs=[resumed_mp], model_fn=TinyNet)
+    fit(learn, cfg, pretrained=False)
+    assert broken_mp.seen == whole_mp.seen[:1] and resumed_mp.seen == whole_mp.seen[1:]  # the scale resumed
 
 
 def test_classify_report_on_known_predictions():
@@ -116,7 +187,7 @@ def test_multi_label_training_on_the_plant_pathology_fixture(tmp_path, loss):
     from tresnet_nb.data.highres import prepare_file_dls
 
     spec = get_dataset("plant_pathology")
-    ds = spec.read(spec.write_fixture(tmp_path / "pp"))
+    ds = spec.read(spec.write_fixture(tmp_path / "pp"), task="multi-label")  # BCE/ASL: the one-hot option
     cfg = RunConfig.from_params(
         "ml", preset="smoke", dataset="plant_pathology", precision="fp32", output_dir=str(tmp_path / "run")
     )

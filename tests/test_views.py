@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -66,3 +68,52 @@ def test_multi_label_captions_and_lazy_images():
     box = prediction_browser(lambda i: seen.append(i) or np.zeros((4, 4, 3), np.uint8), probs,
                              torch.tensor([[1.0, 0.0, 1.0]]), NAMES, interactive=True)  # fmt: skip
     assert seen == [0] and "cat+fox" in box.children[2].value  # images are read one at a time, when shown
+
+
+@pytest.fixture
+def colab_shell(monkeypatch):
+    """A Colab-shaped kernel: ``get_ipython()`` returns a ``google.colab._shell.Shell``, a subclass of ipykernel's
+    ZMQInteractiveShell under another name (made without __init__: the real one needs a running kernel)."""
+    import types
+
+    import IPython
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ipykernel.zmqshell import ZMQInteractiveShell
+
+    plt.close(plt.figure())  # pyplot sets up its REPL hook now, before get_ipython returns the bare shell
+    module = types.ModuleType("google.colab._shell")
+    shell_class = type("Shell", (ZMQInteractiveShell,), {"__module__": module.__name__})
+    module.Shell = shell_class
+    monkeypatch.setitem(sys.modules, "google.colab._shell", module)
+    shell = object.__new__(shell_class)
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: shown.extend(objs))
+    return shown
+
+
+def test_colab_kernel_shows_plots_and_widgets(colab_shell):
+    import matplotlib.pyplot as plt
+
+    from tresnet_nb.report.display import finish, in_notebook
+
+    assert type(sys.modules["IPython"].get_ipython()).__name__ == "Shell"
+    assert in_notebook() and use_widgets(None)
+    fig = plt.figure()
+    finish(fig, None)
+    assert colab_shell == [fig]  # displayed in the notebook, not only saved
+
+
+def test_a_terminal_ipython_is_no_notebook(monkeypatch):
+    import IPython
+
+    class TerminalInteractiveShell:  # IPython in a terminal: a shell, but no kernel
+        pass
+
+    monkeypatch.setattr(IPython, "get_ipython", TerminalInteractiveShell)
+    from tresnet_nb.report.display import in_notebook
+
+    assert not in_notebook() and not use_widgets(None)

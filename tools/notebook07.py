@@ -18,13 +18,13 @@ STEM = "07_imagenet21k_heads"
 PARAMETERS = (
     base_parameters(ARCH="tresnet_m.miil_in21k", DATASET="fashion_mnist")
     + """
-INTERACTIVE = None  # widgets: None = when a notebook frontend runs this, True/False to force
+INTERACTIVE = None  # widgets: None shows them when a notebook frontend runs this; True or False forces either
 LABEL_SET = None  # the head of random weights: None (the tag's: fall11), "fall11" or "winter21"
 TREE_FILE = None  # the authors' imagenet21k_miil_tree.pth; None: the WordNet tree shipped with tresnet_nb
 TOP_K = 5
 THRESHOLD = 0.5  # a hierarchy level is reported when its top class is more probable than this
 N_SAMPLES = 8
-SENSES = ""  # your sense choices as name=synset pairs, e.g. mouse=n03793489, tank=none (none: a random row)"""
+SENSES = ""  # your sense choices, comma-separated (the form is in the text above)"""
 )
 
 CELLS: list[tuple[str, str, list[str]]] = [
@@ -43,7 +43,10 @@ Headless: `python -m tresnet_nb run notebooks/{STEM}.ipynb -p DATASET cifar10 -p
 Every value left at `None` is filled by the preset (`smoke`, `cpu` or `paper`); anything you set wins. `ARCH` needs
 a 21K head: `tresnet_m.miil_in21k` or `tresnet_v2_l.miil_in21k` (or `WEIGHTS` = a checkpoint file with one).
 `DATASET` is the transplant's target: `fashion_mnist` runs offline on the embedded images; `cifar10`, `cifar100`,
-`flowers102`, `plant_pathology` and `folder` (your class folders) read `DATA_ROOT`.""", []),
+`flowers102`, `plant_pathology` and `folder` (your class folders) read `DATA_ROOT`. `SENSES` chooses WordNet senses
+as comma-separated `name=synset` pairs, e.g. `"mouse=n03793489, tank=none"` (`none`: a random row).
+
+(Comments in the parameters cell hold no `=`: papermill's parameter parser skips any line with two.)""", []),
     ("code", PARAMETERS, ["parameters"]),
     ("markdown", "## Configuration and environment", []),
     ("code", config_cell(STEM, "dict(label_set=LABEL_SET, tree_file=TREE_FILE, top_k=TOP_K, threshold=THRESHOLD, "

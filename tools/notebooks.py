@@ -66,9 +66,11 @@ NOTEBOOKS = (
          "herbarium2020", "`DATA_ROOT`: the folder holding `nybg2020/train` and `nybg2020/test` (Kaggle: "
          "`kaggle competitions download -c herbarium-2020-fgvc7`; the Kaggle token stays in `~/.kaggle`, never "
          "in the notebook).", {"BALANCED": True}, submission=True),
-    Spec("06_plant_pathology_2020", "Plant Pathology 2020 (Kaggle FGVC7): multi-label, mean column-wise ROC-AUC",
-         "The authors placed **7th of 1317 teams**. Four columns (healthy, multiple_diseases, rust, scab) scored by "
-         "their mean ROC-AUC; the run ends with `submission.csv` in the competition's format.",
+    Spec("06_plant_pathology_2020", "Plant Pathology 2020 (Kaggle FGVC7): one class per leaf, mean column-wise ROC-AUC",
+         "The authors placed **7th of 1317 teams**. Each image has exactly one of four labels (healthy, "
+         "multiple_diseases, rust, scab; the label columns are one-hot), so it trains single-label with softmax, "
+         "scored as Kaggle does by the mean ROC-AUC of the four probability columns; the run ends with "
+         "`submission.csv` in the competition's format.",
          "plant_pathology", "`DATA_ROOT`: `train.csv`, `test.csv` and `images/` (Kaggle: `kaggle competitions "
          "download -c plant-pathology-2020-fgvc7`).", submission=True),
     Spec("08_your_own_data", "Your own images: a folder per class, or a CSV",
@@ -156,7 +158,7 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
                      + (" and the Kaggle submission." if spec.submission else "."), []),
         ("code", 'tnb.save_weights(learn.model, cfg.out / "model.safetensors")\n'
                  "record = tnb.run_record(cfg, model, evaluation, result, learn)\n"
-                 'tnb.write_metrics(record, cfg.out / "metrics.json")' + submission
+                 'tnb.write_metrics(record, cfg.out / "metrics.json", evaluation)' + submission
                  + "\nprint(tnb.summary_line(record))", []),
         ("markdown", "## Ours vs the paper\nWhat was run, beside what the paper reports; a reduced run (fewer "
                      "epochs, smaller images, random weights) is said to be one.", []),

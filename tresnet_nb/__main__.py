@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default=None, help="smoke, cpu (default) or paper")
     train.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                        help="a RunConfig parameter (upper or lower case); BATCH_SIZE is per process")  # fmt: skip
-    train.add_argument("--out", default=None, help="OUTPUT_DIR (default: runs/train)")
+    train.add_argument("--out", default=None, help="OUTPUT_DIR (default: runs/train/<the configuration's hash>)")
     train.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (CUDA only)")
 
     probe = sub.add_parser("probe", help="training/inference throughput and memory beside the paper's V100 table")

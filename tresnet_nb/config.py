@@ -6,6 +6,7 @@ checked before anything heavy loads. The readers and the model loader never see 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -45,10 +46,45 @@ INT_FIELDS = ("img_size", "batch_size", "epochs", "seed", "max_items")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def default_output_dir(notebook: str) -> Path:
-    """``runs/<notebook>`` in the project checkout (wherever the notebook runs from), else under the cwd."""
+def default_output_dir(notebook: str, key: str | None = None) -> Path:
+    """``runs/<notebook>`` in the project checkout (wherever the notebook runs from), else under the cwd; with
+    ``key`` (a configuration's :func:`config_key`), its folder ``runs/<notebook>/<key>``."""
     root = PROJECT_ROOT if (PROJECT_ROOT / "notebooks").is_dir() else Path.cwd()
-    return root / "runs" / notebook
+    return root / "runs" / notebook / key if key else root / "runs" / notebook
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """A short hash of a configuration (``RunConfig.to_dict()``) less OUTPUT_DIR: the "config" part of what
+    :func:`tresnet_nb.train.fit.fingerprint` requires of a checkpoint, serialised the same way."""
+    rest = {k: v for k, v in config.items() if k != "output_dir"}
+    return hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def smoke_fixture(dataset: str) -> Path:
+    """The folder ``read`` takes of a generated ``dataset`` fixture (official format) in the temporary folder,
+    written once and shared by later runs, so that their configurations (and run folders) stay the same."""
+    import os
+    import shutil
+    import tempfile
+
+    from .data.fixtures import fixture_root, mark_fixture
+
+    target = Path(tempfile.gettempdir()) / "tresnet_nb-fixtures" / dataset
+    root = fixture_root(target)
+    if root is not None:
+        return root
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{dataset}."))
+    written = DATASETS[dataset].write_fixture(work / "data")
+    mark_fixture(work, dataset, written.relative_to(work))
+    try:  # another kernel may have written it meanwhile: keep the first
+        os.rename(work, target)
+    except OSError:
+        shutil.rmtree(work, ignore_errors=True)
+    root = fixture_root(target)
+    if root is None:
+        raise RuntimeError(f"{target} exists but holds no complete fixture; delete it and run again")
+    return root
 
 
 @dataclass(frozen=True)
@@ -113,16 +149,34 @@ class RunConfig:
             for key, paper in (("arch", result.arch), ("img_size", result.img_size)):
                 if key not in given and paper is not None:
                     values[key] = paper
-        if values["output_dir"] is None:
-            values["output_dir"] = str(default_output_dir(notebook))
+        if preset == "smoke" and values["data_root"] is None and values["dataset"] in DATASETS:
+            if DATASETS[values["dataset"]].needs_root:  # the smoke preset runs anywhere: on a generated fixture
+                values["data_root"] = str(smoke_fixture(values["dataset"]))
+                print(f"DATA_ROOT is not set: PRESET 'smoke' runs on a generated {values['dataset']} fixture (tiny, "
+                      f"official format) at {values['data_root']}; its results say nothing about the real data.")  # fmt: skip
         if isinstance(values["lr"], int) and not isinstance(values["lr"], bool):
             values["lr"] = float(values["lr"])
-        return cls(notebook=notebook, preset=preset, extra=dict(extra or {}), **values)
+        if values["output_dir"] is not None:
+            return cls(notebook=notebook, preset=preset, extra=dict(extra or {}), **values)
+        # no OUTPUT_DIR: a folder of this configuration's own, so that a changed parameter starts a new run there
+        # instead of meeting another configuration's checkpoint, and an unchanged one resumes (train.fit)
+        cfg = cls(notebook=notebook, preset=preset, extra=dict(extra or {}), **{**values, "output_dir": ""})
+        return replace(cfg, output_dir=str(default_output_dir(notebook, cfg.key)))
 
     @property
     def pretrained_requested(self) -> bool:
         """True unless the weights ask for random initialisation."""
         return self.weights.lower() not in ("none", "random")
+
+    @property
+    def key(self) -> str:
+        """The short hash of this configuration less OUTPUT_DIR (:func:`config_key`)."""
+        return config_key(self.to_dict())
+
+    @property
+    def default_dir(self) -> bool:
+        """True when OUTPUT_DIR is this configuration's default folder (none was given)."""
+        return self.output_dir == str(default_output_dir(self.notebook, self.key))
 
     @property
     def out(self) -> Path:
@@ -135,7 +189,13 @@ class RunConfig:
         return asdict(self)
 
     def save(self, path: Path | str | None = None) -> Path:
-        """Write the config as JSON to ``path`` (default: OUTPUT_DIR/run_config.json)."""
+        """Write the config as JSON to ``path`` (default: OUTPUT_DIR/run_config.json, saying in one line which run
+        folder a configuration without OUTPUT_DIR has, and whether it holds an earlier run of it)."""
+        if path is None and self.default_dir:
+            earlier = (self.out / "run_config.json").is_file()
+            print(f"OUTPUT_DIR not set: this configuration's run folder is {self.out}"
+                  + (" (it holds an earlier run of it: training resumes, or shows the results when complete)"
+                     if earlier else " (new: each configuration has its own)"))  # fmt: skip
         path = Path(path) if path is not None else self.out / "run_config.json"
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
         return path
@@ -151,5 +211,8 @@ class RunConfig:
         return cls(**data)
 
     def with_changes(self, **changes: Any) -> RunConfig:
-        """A copy with ``changes`` applied (validated again)."""
-        return replace(self, **changes)
+        """A copy with ``changes`` applied (validated again); without OUTPUT_DIR given, the copy has its own folder."""
+        changed = replace(self, **changes)
+        if "output_dir" in changes or not self.default_dir:
+            return changed
+        return replace(changed, output_dir=str(default_output_dir(changed.notebook, changed.key)))

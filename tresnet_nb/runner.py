@@ -25,6 +25,7 @@ SUMMARY_COLUMNS = (
     "metric_value",
     "paper_target",
     "pretrained",
+    "fixture_data",
     "wall_seconds",
     "error",
 )
@@ -108,7 +109,7 @@ class Outcome:
         return {
             "notebook": self.notebook, "status": self.status, "metric_name": m.get("metric_name"),
             "metric_value": m.get("metric_value"), "paper_target": m.get("paper_target"),
-            "pretrained": m.get("pretrained"), "wall_seconds": round(self.wall_seconds, 1), "error": self.error,
+            "pretrained": m.get("pretrained"), "fixture_data": m.get("fixture_data"), "wall_seconds": round(self.wall_seconds, 1), "error": self.error,
         }  # fmt: skip
 
 

@@ -6,13 +6,14 @@ kernel's per-epoch lines to the batch runner. torch and the other heavy librarie
 from __future__ import annotations
 
 import os
+import pickle
 import platform
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
@@ -21,19 +22,33 @@ if TYPE_CHECKING:
 ECHO_ENV = "TRESNET_NB_ECHO"  # set by the batch runner: kernels then print a line per epoch that it relays
 ECHO_PREFIX = "[tresnet-nb] "
 
+T = TypeVar("T")
+
 REACH_BUDGET_S = 1.5  # a TCP connect to the host must succeed this fast, or callers treat it as offline
 
 
-def host_reachable(url: str, budget_s: float = REACH_BUDGET_S) -> bool:
-    """True if a TCP connection to ``url``'s host opens within ``budget_s`` (DNS included; in a daemon thread, so a
-    hanging resolver cannot hold the caller longer)."""
+def first_hop(url: str) -> tuple[str, int]:
+    """Host and port that a request for ``url`` connects to first: the proxy ``urllib.request.urlopen`` would use
+    (HTTP_PROXY/HTTPS_PROXY less NO_PROXY, read with ``urllib.request.getproxies``), else ``url``'s own host."""
+    from urllib.request import getproxies, proxy_bypass  # 80 ms of imports (http.client, ssl): only when asked
+
     parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    proxy = getproxies().get(parsed.scheme)
+    if proxy and not proxy_bypass(parsed.hostname or ""):
+        hop = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        return hop.hostname or "", hop.port or (443 if hop.scheme == "https" else 80)
+    return parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def host_reachable(url: str, budget_s: float = REACH_BUDGET_S) -> bool:
+    """True if a TCP connection to ``url``'s first hop (its proxy when one is set, see :func:`first_hop`; issue 14)
+    opens within ``budget_s`` (DNS included; in a daemon thread, so a hanging resolver cannot hold the caller)."""
+    host, port = first_hop(url)
     result: list[bool] = []
 
     def attempt() -> None:
         try:
-            socket.create_connection((parsed.hostname, port), timeout=budget_s).close()
+            socket.create_connection((host, port), timeout=budget_s).close()
             result.append(True)
         except OSError:
             result.append(False)
@@ -109,18 +124,76 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def barrier_kwargs(backend: str) -> dict[str, Any]:
+    """The arguments of ``torch.distributed.barrier`` under ``backend``: NCCL's names this process's GPU (LOCAL_RANK
+    from the launcher, which ``init_distributed`` made the current device; else the current device). Unnamed,
+    NCCL guesses one (rank mod device count), warns, and can hang or crowd GPU 0 (torch's ``barrier`` notes)."""
+    if backend != "nccl":
+        return {}
+    import torch
+
+    local = os.environ.get("LOCAL_RANK")
+    return {"device_ids": [int(local) if local is not None else torch.cuda.current_device()]}
+
+
 def barrier() -> None:
     """Wait for every process (nothing to wait for when alone)."""
     dist = _dist()
     if dist is not None:
-        dist.barrier()
+        dist.barrier(**barrier_kwargs(dist.get_backend()))
 
 
 @contextmanager
 def main_first() -> Iterator[None]:
-    """Run the body in rank 0 first, then in the others (e.g. a download or a cache they then only read)."""
+    """Run the body in rank 0 first, then in the others (e.g. a download they then only read). The others wait at
+    a barrier, under the process group's timeout: keep the body short next to it, and share work that grows with
+    the dataset with :func:`every_rank` instead. The body must hold no collective (the ranks would mismatch)."""
     if not is_main():
         barrier()
     yield
     if is_main():
         barrier()
+
+
+def _portable(err: Exception) -> Exception:
+    """``err`` if it survives pickling (to travel to the other ranks), else a RuntimeError that names it."""
+    try:
+        pickle.loads(pickle.dumps(err))
+        return err
+    except Exception:  # any failure to pickle or unpickle: send its text instead
+        return RuntimeError(f"{type(err).__name__}: {err}")
+
+
+def every_rank(work: Callable[[int, int], T]) -> list[T]:
+    """``work(rank, world_size)`` run by every process at once, and every rank's result (in rank order) returned
+    to each; ``[work(0, 1)]`` alone. For work that grows with the data: each rank does its share and the only wait
+    is the one at the end, for the slowest share, rather than every rank but 0 waiting at a barrier for all of it
+    (``main_first``). If any rank's ``work`` raises, every rank raises (that rank's exception), so none is left
+    waiting for a collective the others never reach."""
+    dist = _dist()
+    if dist is None:
+        return [work(0, 1)]
+    me, world = dist.get_rank(), dist.get_world_size()
+    own: Exception | None = None
+    try:
+        outcome: tuple[bool, Any] = (True, work(me, world))
+    except Exception as err:  # every exception: the other ranks must hear of it, or they wait until the timeout
+        own, outcome = err, (False, _portable(err))
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, outcome)
+    if own is not None:
+        raise own
+    failed = [(r, value) for r, (ok, value) in enumerate(gathered) if not ok]
+    if failed:
+        r, err = failed[0]
+        err.add_note(f"(raised in rank {r} of {world}, in work every rank shared; this is rank {me})")
+        raise err
+    return [value for _, value in gathered]
+
+
+def machine_share() -> tuple[int, int]:
+    """This process's index among the processes of the job on this machine (by host name), and their number:
+    how processes split work on a folder of this machine, such as the image cache; ``(0, 1)`` alone."""
+    hosts = every_rank(lambda rank, world: socket.gethostname())
+    mine = [r for r, host in enumerate(hosts) if host == hosts[rank()]]
+    return mine.index(rank()), len(mine)

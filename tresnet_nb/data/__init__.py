@@ -62,9 +62,14 @@ class DatasetSpec:
     def get_it(self) -> str:
         return self.module.GET_IT
 
+    @property
+    def needs_root(self) -> bool:
+        """False for Fashion-MNIST, whose subset is embedded (DATA_ROOT None reads it)."""
+        return self.module_name != "fashion_mnist"
+
     def read(self, root: Path | str | None, **options: Any) -> Dataset:
         """Read the dataset at ``root`` (``options`` add to the entry's own)."""
-        if root is None and self.module_name != "fashion_mnist":
+        if root is None and self.needs_root:
             raise DatasetError(f"DATA_ROOT is not set. Expected layout: {self.layout}. How to get it: {self.get_it}")
         return self.module.read(None if root is None else Path(root), **{**self.options, **options})
 
@@ -88,8 +93,8 @@ DATASETS: dict[str, DatasetSpec] = {
                     "Oxford Flowers-102 (jpg/, imagelabels.mat, setid.mat)"),
         DatasetSpec("herbarium2020", "herbarium2020", "single-label", "macro_f1", "valid",
                     "Herbarium 2020 (FGVC7, Kaggle): COCO-like metadata.json, 32,093 species, long-tailed"),
-        DatasetSpec("plant_pathology", "plant_pathology", "multi-label", "mean_roc_auc", "valid",
-                    "Plant Pathology 2020 (FGVC7, Kaggle): images/ and one-hot train.csv"),
+        DatasetSpec("plant_pathology", "plant_pathology", "single-label", "mean_roc_auc", "valid",
+                    "Plant Pathology 2020 (FGVC7, Kaggle): images/ and one-hot train.csv (one class per row)"),
         DatasetSpec("folder", "folder", "single-label", "accuracy", "valid",
                     "your images: one sub-folder per class (optionally under train/ and valid/)"),
         DatasetSpec("csv", "table", "single-label", "accuracy", "valid",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
-from fasttransform import ItemTransform
+from fastai.data.transforms import ItemTransform  # fasttransform's in fastai 2.8, re-exported
 
 from . import get_dataset
 from .augment import BatchAugment, check_augment
@@ -34,16 +35,21 @@ class ArraySplits:
 
 
 def stratified_head(labels: np.ndarray, max_items: int | None, n_classes: int) -> np.ndarray:
-    """Indices of at most ``max_items`` items, the first of each class in turn (balanced), in file order."""
+    """Indices of at most ``max_items`` items, the first of each class in turn (balanced), in file order.
+    Multi-label (an (N, C) 0/1 ``labels``): the first not yet chosen item with a positive in each column in turn,
+    so every column with positives keeps one while ``max_items`` >= the number of such columns."""
     if max_items is None or max_items >= len(labels):
         return np.arange(len(labels))
-    per_class = [list(np.flatnonzero(labels == c)) for c in range(n_classes)]
-    chosen: list[int] = []
-    depth = 0
-    while len(chosen) < max_items and any(depth < len(p) for p in per_class):
-        chosen.extend(p[depth] for p in per_class if depth < len(p))
-        depth += 1
-    return np.sort(np.array(chosen[:max_items], dtype=np.int64))
+    members = labels == 1 if labels.ndim == 2 else labels[:, None] == np.arange(n_classes)
+    per_class = [deque(np.flatnonzero(members[:, c]).tolist()) for c in range(n_classes)]
+    chosen: dict[int, None] = {}  # insertion-ordered set: an item with several labels counts once
+    while len(chosen) < max_items and any(per_class):
+        for queue in per_class:
+            while queue and queue[0] in chosen:
+                queue.popleft()
+            if queue and len(chosen) < max_items:
+                chosen[queue.popleft()] = None
+    return np.sort(np.array(list(chosen), dtype=np.int64))
 
 
 def load_splits(dataset: str, root: str | Path | None = None, max_items: int | None = None) -> ArraySplits:

@@ -183,6 +183,14 @@ def class_balanced_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return weights / weights.sum()
 
 
+def flag(problems: list[str] | None, message: str) -> None:
+    """Raise a :class:`DatasetError` with ``message``; or, when a reader collects its ``problems`` (``data verify``:
+    one pass reports every bad row and missing file), add ``message`` to them, the caller leaving the item out."""
+    if problems is None:
+        raise DatasetError(message)
+    problems.append(message)
+
+
 def require(path: Path, what: str, layout: str) -> Path:
     """Return ``path`` if it exists, else raise a :class:`DatasetError` naming it and the expected ``layout``."""
     if not path.exists():

@@ -24,9 +24,10 @@ from fastprogress.fastprogress import progress_bar
 from PIL import Image
 
 from .. import files
+from ..runtime import every_rank, is_main, machine_share
 from .arrays import Preprocess, stratified_head
 from .base import Dataset, DatasetError, Split, class_balanced_weights
-from .verify import PROGRESS_FROM, screen_images
+from .verify import PROGRESS_FROM, bad_images, screen_images
 
 CACHE_QUALITY = 93  # JPEG quality of cached images: visually lossless at these sizes, about 40 KB at 448 px
 RESAMPLE = Image.Resampling.BILINEAR  # TResNet's pretrained cfgs use bilinear interpolation (timm tresnet.py)
@@ -75,25 +76,64 @@ def cache_split(
     interrupt), cropped to its boxes when ``crop``. Raises naming every image that could not be decoded."""
     if split.paths is None:
         return split
+    jobs = _cache_jobs(split, size, cache_dir, crop)
+    _write_cache(jobs, workers)
+    return Split(ids=split.ids, labels=split.labels, paths=tuple(job[1] for job in jobs), boxes=None)
+
+
+CacheJob = tuple[Path, Path, int, "tuple[int, int, int, int] | None"]  # source, cached copy, size, crop box
+
+
+def _cache_jobs(split: Split, size: int, cache_dir: Path | None, crop: bool) -> list[CacheJob]:
     root = Path(cache_dir) if cache_dir is not None else files.cache_dir()
     jobs = []
     for i, source in enumerate(split.paths):
         box = tuple(int(v) for v in split.boxes[i]) if crop and split.boxes is not None else None
         key = cache_key(Path(source), size, box)
         jobs.append((Path(source), root / str(size) / key[:2] / f"{key}.jpg", size, box))
+    return jobs
+
+
+def _write_cache(jobs: list[CacheJob], workers: int | None = None, show: bool = True) -> None:
+    """Write the cached copies of ``jobs`` that do not exist yet; raise naming every image that did not decode."""
     todo = [job for job in jobs if not job[1].exists()]
     errors: list[str] = []
     if todo:
         workers = workers or min(len(todo), os.cpu_count() or 1)
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = pool.map(_cache_one, todo, chunksize=16)
-            for message in progress_bar(results, total=len(todo), display=len(todo) >= PROGRESS_FROM):
+            for message in progress_bar(results, total=len(todo), display=show and len(todo) >= PROGRESS_FROM):
                 if message:
                     errors.append(message)
     if errors:
         shown = "\n  ".join(errors[:20])
         raise DatasetError(f"{len(errors)} images could not be decoded:\n  {shown}\nFix or remove them, or verify "
                            f"the dataset with `python -m tresnet_nb data verify`")  # fmt: skip
+
+
+def shared_bad_images(split: Split, label: str = "") -> list[tuple[int, str]]:
+    """:func:`~tresnet_nb.data.verify.bad_images` of ``split`` (under ``label``), the work shared by the processes
+    of a data-parallel job: rank r of W checks items r, r + W, ..., and every rank gets all findings."""
+
+    def share(rank: int, world: int) -> list[tuple[int, str]]:
+        mine = np.arange(rank, len(split), world)
+        part = split if world == 1 else split.subset(mine)
+        return [(int(mine[j]), message) for j, message in bad_images(part, label=label)]
+
+    return sorted(found for part in every_rank(share) for found in part)
+
+
+def shared_cache_split(split: Split, size: int, cache_dir: Path | None = None, crop: bool = False) -> Split:
+    """:func:`cache_split`, the writing shared by the processes of the job on this machine (they fill its cache
+    folder together: process i of n writes images i, i + n, ...); every process gets the whole cached split."""
+    if split.paths is None:
+        return split
+    jobs = _cache_jobs(split, size, cache_dir, crop)
+    index, count = machine_share()
+    every_rank(lambda rank, world: _write_cache(jobs[index::count], show=rank == 0))
+    # Then each writes what is still missing here: nothing, unless two machines share a host name but not a cache
+    # (containers), whose processes wrote on another machine's disk. It costs one existence check per image.
+    every_rank(lambda rank, world: _write_cache(jobs, show=rank == 0))
     return Split(ids=split.ids, labels=split.labels, paths=tuple(job[1] for job in jobs), boxes=None)
 
 
@@ -180,10 +220,11 @@ def balanced_indices(labels: np.ndarray, seed: int) -> Callable[[], list[int]]:
 
 
 def cap_items(split: Split, max_items: int | None, n_classes: int) -> Split:
-    """At most ``max_items`` items of ``split``: balanced over classes for single-label, the first ones otherwise."""
+    """At most ``max_items`` items of ``split``: balanced over classes (single-label) or labels (multi-label: every
+    label with positives keeps some), the first ones when unlabelled."""
     if max_items is None or max_items >= len(split):
         return split
-    if split.labels is not None and split.labels.ndim == 1:
+    if split.labels is not None:
         return split.subset(stratified_head(split.labels, max_items, n_classes))
     return split.subset(np.arange(max_items))
 
@@ -209,8 +250,9 @@ def prepare_file_dls(
     splits = {}
     for name in ("train", eval_split):
         split = cap_items(ds[name], max_items if name == "train" else _eval_cap(max_items, n), n)
-        split = screen_images(split, on_bad_image, log=Path(out_dir) / f"skipped_images_{name}.txt", label=name)
-        splits[name] = cache_split(split, size, cache_dir, crop=crop)
+        log = Path(out_dir) / f"skipped_images_{name}.txt" if is_main() else None  # rank 0 writes the run's files
+        split = screen_images(split, on_bad_image, log=log, label=name, find=shared_bad_images)
+        splits[name] = shared_cache_split(split, size, cache_dir, crop=crop)
     return file_dls(
         splits["train"], splits[eval_split], size, batch_size, data_cfg, device, balanced=balanced, seed=seed
     )

@@ -2,18 +2,21 @@
 
 Kaggle competition ``plant-pathology-2020-fgvc7`` (Thapa et al., "The Plant Pathology 2020 challenge dataset to
 classify foliar disease of apples", arXiv:2004.11958): 1821 training and 1821 test photos. The four columns are
-mutually exclusive in train.csv, but the metric scores each column as its own binary problem, so the labels are
-kept as an (N, 4) 0/1 matrix (multi-label) and a submission holds one probability per column.
+mutually exclusive in train.csv (one 1 per row), so the dataset is read as single-label by default: softmax and
+cross-entropy, the class index being the column holding the 1. The metric scores each column as its own binary
+problem: the mean column ROC-AUC of the softmax probabilities, which are also what a submission holds, one per
+column. ``read(root, task='multi-label')`` keeps the (N, 4) 0/1 matrix instead, for BCE or the Asymmetric Loss.
 """
 
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from .base import Dataset, DatasetError, Split, draw_holdout, require
+from .base import TASKS, Dataset, DatasetError, Split, draw_holdout, flag, require
 from .fixtures import write_image
 from .table import CsvTable, find_duplicates, parse_flags, read_table
 
@@ -43,48 +46,67 @@ def check_header(table: CsvTable, expected: tuple[str, ...]) -> None:
         )
 
 
-def _split(table: CsvTable, root: Path, labels: np.ndarray | None) -> Split:
-    """The rows of ``table`` as a split of ``root``/images/<image_id>.jpg; DatasetError naming a missing image."""
+def _split(table: CsvTable, root: Path, labels: np.ndarray | None, problems: list[str] | None = None) -> Split:
+    """The rows of ``table`` as a split of ``root``/images/<image_id>.jpg; DatasetError naming a missing image (with
+    ``problems``: every missing image listed there and its row left out)."""
     ids = table.column("image_id")
     find_duplicates(table, "image_id")
     paths = tuple(root / "images" / f"{i}.jpg" for i in ids)
-    for i, p in enumerate(paths):
-        if not p.is_file():
-            raise DatasetError(f"{table.where(i)}: image_id {ids[i]!r} has no image file {str(p)!r}")
-    return Split(ids=tuple(ids), labels=labels, paths=paths)
+    present = np.array([p.is_file() for p in paths], dtype=bool)
+    for i in np.flatnonzero(~present):
+        flag(problems, f"{table.where(i)}: image_id {ids[i]!r} has no image file {str(paths[i])!r}")
+    split = Split(ids=tuple(ids), labels=labels, paths=paths)
+    return split if present.all() else split.subset(np.flatnonzero(present))
 
 
-def read_labels(table: CsvTable) -> np.ndarray:
+def read_labels(table: CsvTable, problems: list[str] | None = None) -> np.ndarray:
     """The label columns of train.csv ``table`` as a float32 (N, 4) matrix; DatasetError naming a row that is not
-    one-hot."""
-    labels = parse_flags(table, LABEL_COLUMNS, "image_id")
+    one-hot (with ``problems``: every such row and every value other than 0 or 1 listed there, those rows' sums
+    then differing from 1)."""
+    labels = parse_flags(table, LABEL_COLUMNS, "image_id", problems)
     bad = np.flatnonzero(labels.sum(1) != 1)
-    if len(bad):
-        i = int(bad[0])
+    for i in bad:
+        if np.isnan(labels[i]).any():  # already listed by parse_flags
+            continue
         values = {c: table.rows[i][table.header.index(c)] for c in LABEL_COLUMNS}
-        raise DatasetError(
-            f"{table.where(i)}: image_id {table.column('image_id')[i]!r} has {values}; every row of train.csv has "
-            f"exactly one 1 ({len(bad)} such rows)"
-        )
+        count = "" if problems is not None else f" ({len(bad)} such rows)"
+        flag(problems, f"{table.where(i)}: image_id {table.column('image_id')[i]!r} has {values}; every row of "
+                       f"train.csv has exactly one 1{count}")  # fmt: skip
     return labels
 
 
-def read(root: Path, holdout: float = 0.2, seed: int = 0) -> Dataset:
+def read(root: Path, holdout: float = 0.2, seed: int = 0, task: str = "single-label",
+         problems: list[str] | None = None) -> Dataset:  # fmt: skip
     """Plant Pathology 2020 under ``root``: train, a stratified ``holdout`` fraction of it drawn with ``seed`` as
-    'valid' (0: none), and the unlabelled test set."""
+    'valid' (0: none), and the unlabelled test set. ``task`` 'single-label' (class indices, for softmax and
+    cross-entropy) or 'multi-label' (the one-hot matrix, for BCE or ASL; the same splits). With ``problems`` (a
+    list: ``data verify``), bad rows and missing images are listed there and left out instead of raising."""
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} for Plant Pathology 2020; choose one of {TASKS}")
     root = require(Path(root), "Plant Pathology 2020 folder", LAYOUT)
     train_table = read_table(root / "train.csv", "Plant Pathology train.csv", LAYOUT)
     check_header(train_table, TRAIN_HEADER)
     test_table = read_table(root / "test.csv", "Plant Pathology test.csv", LAYOUT)
     check_header(test_table, ("image_id",))
-    train = _split(train_table, root, read_labels(train_table))
+    one_hot = read_labels(train_table, problems)
+    good = one_hot.sum(1) == 1  # all rows unless ``problems`` collects the others
+    train_table, one_hot = train_table.select(good), one_hot[good]
+    # the holdout is drawn on the class index for both tasks, so that they hold out the same items
+    train = _split(train_table, root, one_hot.argmax(1).astype(np.int64), problems)
     splits, notes = {"train": train}, []
     if holdout:
         splits["train"], splits["valid"], note = draw_holdout(train, holdout, seed)
         notes.append(note)
-    splits["test"] = _split(test_table, root, None)
+    if task == "multi-label":
+        splits = {
+            k: replace(v, labels=np.eye(len(LABEL_COLUMNS), dtype=np.float32)[v.labels]) for k, v in splits.items()
+        }
+    splits["test"] = _split(test_table, root, None, problems)
+    how = {"single-label": "one class per row: softmax and cross-entropy; task='multi-label' for BCE or ASL",
+           "multi-label": "the one-hot columns as labels, for BCE or ASL"}[task]  # fmt: skip
+    notes.append(f"task: {task} ({how})")
     notes.append("metric: mean column-wise ROC-AUC over " + ", ".join(LABEL_COLUMNS))
-    return Dataset("plant_pathology_2020", LABEL_COLUMNS, "multi-label", splits, tuple(notes))
+    return Dataset("plant_pathology_2020", LABEL_COLUMNS, task, splits, tuple(notes))
 
 
 # Colours loosely after the symptoms: green leaf, brown spots, orange rust, grey-olive scab.

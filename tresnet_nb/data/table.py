@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Dataset, DatasetError, Split, draw_holdout, require
+from .base import Dataset, DatasetError, Split, draw_holdout, flag, require
 from .fixtures import FIXTURE_CLASSES, write_image
 
 LAYOUT = (
@@ -91,19 +91,18 @@ def find_duplicates(table: CsvTable, column: str) -> None:
         first[value] = i
 
 
-def parse_flags(table: CsvTable, columns: Sequence[str], id_column: str) -> np.ndarray:
+def parse_flags(table: CsvTable, columns: Sequence[str], id_column: str, problems: list[str] | None = None
+                ) -> np.ndarray:  # fmt: skip
     """The 0/1 cells of ``columns`` as a float32 (N, C) matrix; DatasetError naming the row's ``id_column``, the
-    line and the column of the first other value."""
+    line and the column of the first other value (with ``problems``: each such value listed there, its cell NaN)."""
     ids = table.column(id_column)
     out = np.zeros((len(table.rows), len(columns)), dtype=np.float32)
     for j, name in enumerate(columns):
         for i, cell in enumerate(table.column(name)):
             if cell not in TRUE_FALSE:
-                raise DatasetError(
-                    f"{table.where(i)}: {id_column} {ids[i]!r} has {cell!r} in column {name!r}; label columns hold "
-                    "0 or 1"
-                )
-            out[i, j] = TRUE_FALSE[cell]
+                where = f"{table.where(i)}: {id_column} {ids[i]!r}"
+                flag(problems, f"{where} has {cell!r} in column {name!r}; label columns hold 0 or 1")
+            out[i, j] = TRUE_FALSE.get(cell, np.nan)
     return out
 
 

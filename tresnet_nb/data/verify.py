@@ -6,7 +6,9 @@ dies hours in on one bad image.
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ from PIL import Image
 
 from . import get_dataset
 from .base import Dataset, DatasetError, Split
+from .folder import IMAGE_SUFFIXES
 
 BAD_IMAGE_POLICIES = ("error", "skip")
 PROGRESS_FROM = 500  # items: below this a check takes a few seconds and needs no progress bar
@@ -92,16 +95,30 @@ def _counts(ds: Dataset) -> dict[str, dict[str, int]]:
     return out
 
 
+def _image_files(root: Path) -> Split:
+    """Every image file under ``root`` (by suffix), as an unlabelled split, for when the reader cannot list them."""
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return Split(ids=tuple(str(p) for p in files), labels=None, paths=tuple(files))
+
+
 def verify(name: str, root: Path | str | None, open_images: bool = True, **options: Any) -> VerifyReport:
-    """Check dataset ``name`` at ``root``: the reader's layout and label checks, duplicate ids, empty classes,
-    and (with ``open_images``) that every image decodes."""
+    """Check dataset ``name`` at ``root`` in one pass that names every problem it finds: the reader's layout and
+    label checks (every bad row and missing file, for readers that take ``problems``), duplicate ids, empty
+    classes, and (with ``open_images``) that every image decodes, also when the reader had to stop."""
     spec = get_dataset(name)
     report = VerifyReport(name, str(root))
+    collected: list[str] = []  # the rows and files the reader left out, each named
+    collect = {"problems": collected} if "problems" in inspect.signature(spec.module.read).parameters else {}
     try:
-        ds = spec.read(root, **options)
+        ds = spec.read(root, **options, **collect)
     except (DatasetError, FileNotFoundError, KeyError) as err:
+        report.problems += collected
         report.problems.append(err.args[0] if isinstance(err, KeyError) and err.args else str(err))
+        if open_images and root is not None and Path(root).is_dir():
+            report.problems += [message for _, message in bad_images(_image_files(Path(root)), label="files")]
+            report.notes.append(f"the reader stopped there; every image file under {str(root)!r} was opened instead")
         return report
+    report.problems += collected
     report.counts, report.notes = _counts(ds), list(ds.notes)
     for split_name, split in ds.splits.items():
         duplicates = [k for k, n in Counter(split.ids).items() if n > 1]
@@ -117,12 +134,15 @@ def verify(name: str, root: Path | str | None, open_images: bool = True, **optio
     return report
 
 
-def screen_images(split: Split, policy: str = "error", log: Path | None = None, label: str = "") -> Split:
+def screen_images(
+    split: Split, policy: str = "error", log: Path | None = None, label: str = "", find: Callable = bad_images
+) -> Split:
     """``split`` after checking every image: 'error' raises naming each bad one; 'skip' drops them and lists
-    them in ``log`` (the run's skipped_images.txt)."""
+    them in ``log`` (the run's skipped_images.txt). ``find(split, label=label)`` lists the bad ones, as
+    :func:`bad_images` (tresnet_nb.data.highres shares the work over a data-parallel job's processes)."""
     if policy not in BAD_IMAGE_POLICIES:
         raise ValueError(f"Unknown on_bad_image {policy!r}; choose one of {BAD_IMAGE_POLICIES}")
-    bad = bad_images(split, label=label)
+    bad = find(split, label=label)
     if not bad:
         return split
     listing = "\n".join(f"{split.ids[i]}\t{msg}" for i, msg in bad)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def classify_report(
     return ClassificationReport(
         top1=float((y_true == y_pred).mean()),
         top5=topk_accuracy(probs, targets, 5) if len(class_names) > 5 else None,
-        macro_f1=float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        macro_f1=macro_f1(y_pred, y_true, len(class_names)),  # the one definition: Kaggle's (labels present)
         per_class=per_class,
         confusion=confusion_matrix(y_true, y_pred, labels=labels),
         n_items=len(y_true),
@@ -69,9 +69,28 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def column_aucs(probs: np.ndarray, targets: np.ndarray, columns: Sequence[str] | None = None) -> dict[str, float]:
-    """ROC-AUC of each column of ``probs`` (N, C) against 0/1 ``targets`` (N, C), keyed by ``columns``."""
-    probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets)
+UNDEFINED_AUC = ("raise", "skip")
+
+
+def as_columns(targets: np.ndarray, n_columns: int) -> np.ndarray:
+    """``targets`` as an (N, ``n_columns``) 0/1 matrix: class indices (N,) one-hot, a matrix as it is."""
+    targets = np.asarray(targets)
+    if targets.ndim != 1:
+        return targets
+    if targets.size and (targets.min() < 0 or targets.max() >= n_columns):
+        raise ValueError(f"targets range over {targets.min()}..{targets.max()}, outside the classes 0..{n_columns - 1}")
+    return np.eye(n_columns, dtype=np.float32)[targets.astype(np.int64)]
+
+
+def column_aucs(probs: np.ndarray, targets: np.ndarray, columns: Sequence[str] | None = None,
+                undefined: str = "raise") -> dict[str, float]:  # fmt: skip
+    """ROC-AUC of each column of ``probs`` (N, C) against ``targets`` (0/1 (N, C), or class indices (N,) scored as
+    their one-hot columns), keyed by ``columns``. A column whose targets are all 0 or all 1 has no ROC-AUC:
+    ``undefined`` 'raise' names it, 'skip' leaves it out of the result."""
+    if undefined not in UNDEFINED_AUC:
+        raise ValueError(f"undefined={undefined!r}; choose 'raise' or 'skip'")
+    probs = np.asarray(probs, dtype=np.float64)
+    targets = as_columns(targets, probs.shape[1]) if probs.ndim == 2 else np.asarray(targets)
     columns = [str(j) for j in range(probs.shape[1])] if columns is None else list(columns)
     if probs.ndim != 2 or probs.shape != targets.shape or probs.shape[1] != len(columns):
         raise ValueError(f"probs {probs.shape} and targets {targets.shape} do not fit the columns {columns}")
@@ -80,6 +99,8 @@ def column_aucs(probs: np.ndarray, targets: np.ndarray, columns: Sequence[str] |
         positive = targets[:, j] == 1
         n_pos, n_neg = int(positive.sum()), int((~positive).sum())
         if n_pos == 0 or n_neg == 0:
+            if undefined == "skip":
+                continue
             raise ValueError(
                 f"column {name!r} has only {'negative' if n_pos == 0 else 'positive'} targets; ROC-AUC needs both. "
                 "Evaluate on a larger or stratified split"
@@ -90,9 +111,13 @@ def column_aucs(probs: np.ndarray, targets: np.ndarray, columns: Sequence[str] |
     return out
 
 
-def mean_column_auc(probs: np.ndarray, targets: np.ndarray, columns: Sequence[str] | None = None) -> float:
-    """Mean over columns of the ROC-AUC of ``probs`` (N, C) against 0/1 ``targets``; the Plant Pathology metric."""
-    return float(np.mean(list(column_aucs(probs, targets, columns).values())))
+def mean_column_auc(probs: np.ndarray, targets: np.ndarray, columns: Sequence[str] | None = None,
+                    undefined: str = "raise") -> float:  # fmt: skip
+    """Mean over columns of the ROC-AUC of ``probs`` (N, C) against ``targets`` (see :func:`column_aucs`); the
+    Plant Pathology metric. With ``undefined='skip'`` (the per-epoch metric, on a capped validation split) it is
+    the mean over the columns having both classes, NaN when none has."""
+    aucs = column_aucs(probs, targets, columns, undefined)
+    return float(np.mean(list(aucs.values()))) if aucs else float("nan")
 
 
 def mean_average_precision(probs: np.ndarray, targets: np.ndarray) -> float:
@@ -116,10 +141,11 @@ def mean_average_precision(probs: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean(aps))
 
 
-def macro_f1(pred: np.ndarray, targets: np.ndarray, n_classes: int, all_classes: bool = False) -> float:
+def macro_f1(pred: np.ndarray, targets: np.ndarray, n_classes: int) -> float:
     """Macro-F1 of class indices (or scores (N, C), arg-maxed) ``pred`` against ``targets`` in 0..``n_classes``-1,
-    averaged over the classes in targets or predictions (scikit-learn's default, the Herbarium metric), or over
-    all ``n_classes`` when ``all_classes``."""
+    averaged over the classes present in targets or predictions: Kaggle's Herbarium 2020 metric, scikit-learn's
+    ``f1_score(average='macro')`` with ``labels=None``. Classes absent from both (most of Herbarium's 32,093 on a
+    small split) do not count; this is the only macro-F1 a run reports."""
     pred, targets = np.asarray(pred), np.asarray(targets, dtype=np.int64)
     pred = pred.argmax(1) if pred.ndim == 2 else pred.astype(np.int64)
     if pred.shape != targets.shape:
@@ -128,7 +154,7 @@ def macro_f1(pred: np.ndarray, targets: np.ndarray, n_classes: int, all_classes:
         if v.size and (v.min() < 0 or v.max() >= n_classes):
             raise ValueError(f"{name} range over {v.min()}..{v.max()}, outside the classes 0..{n_classes - 1}")
     tp = np.bincount(targets[pred == targets], minlength=n_classes)
-    # F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted + actual); 0 for a class never predicted or never present
+    # F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted + actual); 0 for a class predicted but never present or vice versa
     total = np.bincount(pred, minlength=n_classes) + np.bincount(targets, minlength=n_classes)
     f1 = np.divide(2 * tp, total, out=np.zeros(n_classes), where=total > 0)
-    return float(f1.mean() if all_classes else f1[total > 0].mean())
+    return float(f1[total > 0].mean())

@@ -67,7 +67,8 @@ def _pil(image: Path | str | Image.Image | np.ndarray) -> Image.Image:
 
 
 def image_batch(model: nn.Module, images: Sequence, img_size: int | None = None) -> torch.Tensor:
-    """``images`` (paths, PIL images or uint8 arrays) preprocessed as ``model``'s timm cfg says, at ``img_size``."""
+    """``images`` (paths, PIL images or uint8 arrays) preprocessed as :func:`data_config` records for ``model`` (the
+    loaders' bilinear squish to ``img_size``, timm's crop_mode 'squash' at crop_pct 1.0: no centre crop)."""
     cfg = data_config(model, img_size)
     transform = timm.data.create_transform(**cfg, is_training=False)
     return torch.stack([transform(_pil(image)) for image in images])

@@ -75,11 +75,32 @@ def _quiet_export() -> Iterator[None]:
         yield
 
 
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """The module that ``model``, if it is an ``OptimizedModule`` (``torch.compile(model)``, wrapped once or more),
+    wraps; else ``model``. Nothing is changed."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    while isinstance(model, OptimizedModule):
+        model = model._orig_mod
+    return model
+
+
 def _export_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` to export: eval mode, CPU, float32, contiguous NCHW, so the caller's model is untouched."""
+    """A copy of ``model`` to export: eval mode, CPU, float32, contiguous NCHW, so the caller's model is untouched,
+    and without torch.compile (a copy of a compiled module would run the compiled call: CUDA code, on CUDA tensors,
+    and graphs that torch.jit.trace and the ONNX exporter cannot trace)."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
     # channels_last weights or half precision left by training would be baked into the graph; a copy keeps the
     # caller's training flag, memory format and dtype as they were
-    clone = copy.deepcopy(model).cpu().float().to(memory_format=torch.contiguous_format)
+    clone = copy.deepcopy(_uncompiled(model))
+    for module in list(clone.modules()):
+        # nn.Module.compile() (build_learner's compile=True) keeps the compiled call in _compiled_call_impl
+        module.__dict__.pop("_compiled_call_impl", None)
+        for name, child in list(module.named_children()):
+            if isinstance(child, OptimizedModule):  # a submodule compiled on its own
+                setattr(module, name, _uncompiled(child))
+    clone = clone.cpu().float().to(memory_format=torch.contiguous_format)
     return clone.eval().requires_grad_(False)
 
 

@@ -13,7 +13,9 @@ Backends:
 - ``"pure"``: :class:`InPlaceABN2d`, a PyTorch autograd Function; runs on any device, dtype and memory format.
 - ``"inplace_abn"``: the ``inplace_abn`` package's CUDA kernels (``pip install inplace-abn``, which compiles
   against the CUDA toolkit). It is not installable on the CPU machines this project is tested on, so that path
-  is written to the package's documented API but untested here.
+  is written to the package's documented API but untested here. Its CUDA kernels take fp32 and fp16, not bf16.
+- ``"auto"``: the package on CUDA in fp32/fp16, the pure backend for bf16 or without the package or CUDA
+  (:func:`tresnet_nb.model.iabn_convert.auto_backend`; ``convert_to_iabn(..., precision=...)`` says which).
 
 Near-zero weights: x̂ = (z - β) / γ cannot be recovered where γ ~ 0, and TResNet starts the last BatchNorm of
 every residual branch at γ = 0. The paper (and the package) therefore compute with |γ| + eps. The pure backend

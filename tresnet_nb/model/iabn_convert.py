@@ -22,6 +22,10 @@ INSTALL_HINT = (
     "or use backend='pure'"
 )
 PROBE_SIZE = 64  # px of the probe forward deciding which Identity pairs pay; TResNet needs a multiple of 32
+PRECISIONS = ("fp32", "fp16", "bf16")  # training precisions, resolved ('auto' is train.callbacks.resolve_precision's)
+# The package's CUDA kernels dispatch float, double and half only (AT_DISPATCH_FLOATING_TYPES_AND_HALF in
+# src/inplace_abn_cuda.cu, mapillary/inplace_abn b50bfe9): a bf16 feature map fails in its first kernel.
+PACKAGE_PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -43,11 +47,37 @@ def _package_class() -> type[nn.Module] | None:
     return InPlaceABN
 
 
-def resolve_backend(backend: str = "auto", device: torch.device | None = None) -> str:
-    """The backend ``backend`` ('auto', 'pure' or 'inplace_abn') means for a model on ``device``: 'auto' takes the
-    ``inplace_abn`` package when it imports and CUDA is in use (the model is on CUDA or a GPU is present)."""
+def _check_precision(precision: str | None) -> None:
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(
+            f"Unknown training precision {precision!r} for InPlace-ABN; choose one of {PRECISIONS} or None "
+            "(resolve 'auto' first: tresnet_nb.train.callbacks.resolve_precision)"
+        )
+
+
+def auto_backend(package: bool, cuda: bool, precision: str | None) -> str:
+    """The backend ``backend='auto'`` takes, from whether the ``inplace_abn`` ``package`` imports, whether ``cuda``
+    is in use and the training ``precision`` ('fp32', 'fp16', 'bf16'; None if not given): the package on CUDA in
+    fp32/fp16, the pure backend otherwise (its kernels have no bf16). Where the package could run, the choice
+    depends on the precision, so None is refused there rather than guessed."""
+    _check_precision(precision)
+    if not (package and cuda):
+        return "pure"
+    if precision is None:
+        raise ValueError(
+            "backend='auto' found the inplace_abn package and CUDA; its kernels take fp32 and fp16 but not bf16, so "
+            "pass the precision you train in: convert_to_iabn(model, precision='fp32'|'fp16'|'bf16'), or choose "
+            "backend='pure'"
+        )
+    return "inplace_abn" if precision in PACKAGE_PRECISIONS else "pure"
+
+
+def resolve_backend(backend: str = "auto", device: torch.device | None = None, precision: str | None = None) -> str:
+    """The backend ``backend`` ('auto', 'pure' or 'inplace_abn') means for a model on ``device`` trained in
+    ``precision``: 'auto' is :func:`auto_backend` (CUDA in use: the model is on CUDA or a GPU is present)."""
     if backend not in BACKENDS:
         raise ValueError(f"Unknown InPlace-ABN backend {backend!r}; choose one of {BACKENDS}")
+    _check_precision(precision)
     if backend == "pure":
         return "pure"
     package = _package_class()
@@ -56,9 +86,14 @@ def resolve_backend(backend: str = "auto", device: torch.device | None = None) -
             raise ImportError(
                 f"backend='inplace_abn' needs the inplace_abn package, which does not import: {INSTALL_HINT}"
             )
+        if precision is not None and precision not in PACKAGE_PRECISIONS:
+            raise ValueError(
+                f"backend='inplace_abn' cannot train in {precision!r}: the package's kernels take "
+                f"{PACKAGE_PRECISIONS} only. Use backend='pure' (or 'auto', which picks it) for {precision!r}"
+            )
         return "inplace_abn"
     cuda = (device is not None and device.type == "cuda") or torch.cuda.is_available()
-    return "inplace_abn" if package is not None and cuda else "pure"
+    return auto_backend(package is not None, cuda, precision)
 
 
 def _share_state(src: nn.BatchNorm2d, dst: nn.Module) -> nn.Module:
@@ -148,9 +183,11 @@ def outputs_kept(model: nn.Module, names: list[str], example_input: torch.Tensor
 
 
 def convert_to_iabn(model: nn.Module, backend: str = "auto", only_saving: bool = True,
-                    example_input: torch.Tensor | None = None) -> nn.Module:  # fmt: skip
+                    example_input: torch.Tensor | None = None, precision: str | None = None) -> nn.Module:  # fmt: skip
     """Replace ``model``'s BatchNorm + invertible activation pairs (timm ``ConvNormAct`` norms with LeakyReLU or
     Identity) by InPlace-ABN of ``backend`` ('auto', 'pure', 'inplace_abn'), in place; returns ``model``.
+    ``precision`` is the one it will train in ('fp32', 'fp16', 'bf16'): 'auto' needs it where the package and CUDA
+    are present, since the package has no bf16 kernels (:func:`auto_backend`).
 
     ``only_saving`` leaves plain the Identity pairs whose output no later node keeps for backward (e.g. the last
     BatchNorm of a residual branch feeding only the addition): there InPlace-ABN would keep the output instead of
@@ -161,7 +198,7 @@ def convert_to_iabn(model: nn.Module, backend: str = "auto", only_saving: bool =
     :func:`convert_from_iabn`.
     """
     params = list(model.parameters())
-    resolved = resolve_backend(backend, params[0].device if params else None)  # fails before the probe forward
+    resolved = resolve_backend(backend, params[0].device if params else None, precision)  # before the probe forward
     if any(_is_iabn(m) for m in model.modules()):
         raise ValueError(f"{type(model).__name__} already has InPlace-ABN layers; call convert_from_iabn(model) first")
     # Only the norms of ConvNormAct blocks (all of TResNet's): their input is the block's own fresh convolution

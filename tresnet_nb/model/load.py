@@ -34,11 +34,15 @@ def _identity_filter(state_dict: dict, model: nn.Module) -> dict:
 FILTERS: dict[str, Callable[[dict, nn.Module], dict]] = {"tresnet": tresnet_filter, "timm": _identity_filter}
 
 
-# Preprocessing that differs from timm's cfg: the official 448 px evaluation squishes the whole image to 448x448
-# (Alibaba-MIIL/TResNet validate.py), where timm's cfg says centre crop 0.875.
-TAG_PREPROCESSING: dict[str, dict[str, Any]] = {
-    "miil_in1k_448": {"crop_pct": 1.0, "crop_mode": "squash"},
-}
+# What the project's loaders do to an image, in timm's terms, recorded in place of the pretrained cfg's centre crop
+# (0.875 for TResNet): every loader squishes the whole image to size x size with bilinear resampling
+# (tresnet_nb/data/highres.py decode_resized: PIL BILINEAR; data/arrays.py to_tensor_images: F.interpolate bilinear,
+# antialias), so training, validation and a deployment rebuilding the transform from this record
+# (timm.data.create_transform: crop_mode 'squash' resizes both sides to size / crop_pct, then centre-crops size,
+# which at crop_pct 1.0 crops nothing) see the same pixels. The official 448 px evaluation squishes too
+# (Alibaba-MIIL/TResNet validate.py). data/ is a unit beside model/, not below it, so the two are tied by a test
+# (tests/test_export.py) rather than an import.
+LOADER_PREPROCESSING: dict[str, Any] = {"interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "squash"}
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".tar", ".safetensors", ".ckpt")
 
 
@@ -140,10 +144,9 @@ def weights_info(model: nn.Module) -> WeightsInfo:
 
 
 def data_config(model: nn.Module, img_size: int | None = None) -> dict[str, Any]:
-    """Preprocessing of ``model`` from its timm pretrained cfg (plus MIIL's 448 squish), at ``img_size`` if given."""
-    cfg = dict(timm.data.resolve_model_data_config(model))
-    info = getattr(model, "weights_info", None)
-    cfg.update(TAG_PREPROCESSING.get(getattr(info, "tag", None) or "", {}))
+    """Preprocessing of ``model``: input size and mean/std from its timm pretrained cfg, resizing as the loaders do
+    (:data:`LOADER_PREPROCESSING`: a bilinear squish, no crop), at ``img_size`` if given."""
+    cfg = {**timm.data.resolve_model_data_config(model), **LOADER_PREPROCESSING}
     if img_size is not None:
         cfg["input_size"] = (3, check_img_size(img_size), check_img_size(img_size))
     return cfg
@@ -169,5 +172,6 @@ def describe_model(model: nn.Module, img_size: int | None = None) -> dict[str, A
         "mean": cfg["mean"],
         "std": cfg["std"],
         "interpolation": cfg["interpolation"],
+        # as timm.data.create_transform takes it: 'squash 1.0' is the whole image resized to size x size, no crop
         "crop": f"{cfg['crop_mode']} {cfg['crop_pct']}",
     }

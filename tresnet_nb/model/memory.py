@@ -10,6 +10,7 @@ on any device and without allocator statistics (which CPUs do not have).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -124,24 +125,51 @@ def grad_checkpointing(model: nn.Module, enable: bool = True) -> Iterator[nn.Mod
         setter(previous)
 
 
+# The searches' default cap: 2**16 images. 4096 was reached by inference at 224 px on an 80-141 GB GPU (H100,
+# H200), which then reported the cap as the maximum; a search that still reaches this one says so (`capped`).
+SEARCH_LIMIT = 2**16
+# Allocation failures that CUDA libraries report as their own status, not as torch.OutOfMemoryError: cuBLAS when
+# creating a handle or its workspace, cuDNN for its workspace. They mean "no memory left" as much as an OOM does
+# and leave the context usable; any other CUDA error (an illegal memory access) does not, and propagates.
+ALLOCATION_FAILURES = re.compile(r"\b(CUBLAS|CUDNN)_STATUS_ALLOC_FAILED\b|\bCUDNN_STATUS_\w*NOT_ENOUGH_WORKSPACE\b")
+
+
 @dataclass(frozen=True)
 class BatchSearch:
-    """The largest batch that fitted, the smallest that did not (None if ``limit`` fitted), and every try."""
+    """The largest batch that fitted, the smallest that did not (None if ``limit`` fitted: then the search was
+    capped and the true maximum is at least ``largest``), and every try."""
 
     largest: int
     smallest_failing: int | None
     tried: tuple[tuple[int, bool], ...]
 
+    @property
+    def capped(self) -> bool:
+        """Whether the search stopped at its limit, which fitted: ``largest`` is a lower bound, not the maximum."""
+        return self.smallest_failing is None
+
+    @property
+    def shown(self) -> str:
+        """``largest`` as a table shows it: '>= N' when the search was capped, else 'N'."""
+        return f">= {self.largest}" if self.capped else str(self.largest)
+
 
 def _is_oom(err: BaseException) -> bool:
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+    """Whether ``err`` means the batch did not fit: CUDA's out-of-memory or a library's allocation failure."""
+    text = str(err)
+    return (
+        isinstance(err, torch.OutOfMemoryError)
+        or "out of memory" in text.lower()
+        or ALLOCATION_FAILURES.search(text) is not None
+    )
 
 
-def max_batch_size(fits: Callable[[int], None], start: int = 2, limit: int = 4096) -> BatchSearch:
+def max_batch_size(fits: Callable[[int], None], start: int = 2, limit: int = SEARCH_LIMIT) -> BatchSearch:
     """The largest batch size for which ``fits(batch)`` returns without running out of memory: doubling from
-    ``start`` until it fails or reaches ``limit``, then bisection. Out-of-memory errors are caught (and the CUDA
-    cache emptied); any other error propagates at once, since errors such as an illegal memory access leave the
-    CUDA context unusable and retrying would only hide them."""
+    ``start`` until it fails or reaches ``limit`` (then the result is ``capped``), then bisection. Out-of-memory
+    errors and cuBLAS/cuDNN allocation failures are caught (and the CUDA cache emptied); any other error propagates
+    at once, since errors such as an illegal memory access leave the CUDA context unusable and retrying would only
+    hide them."""
     if not 1 <= start <= limit:
         raise ValueError(f"Need 1 <= start <= limit, not start={start!r}, limit={limit!r}")
     tried: list[tuple[int, bool]] = []

@@ -4,7 +4,7 @@ the probe's (:func:`search_max_batch`, one bare step) and the engine's (:func:`f
 One step is shared so that a number measured by the probe and a batch found before a fit come from the same code:
 a fixed random batch, autocast unless fp32, cross-entropy, backward and an optimizer step (with a gradient scaler in
 fp16 on CUDA). The searches themselves are :func:`tresnet_nb.model.memory.max_batch_size` (doubling, bisection,
-backing off on out-of-memory only).
+backing off on out-of-memory and allocation failures only, and saying when the cap was reached).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .memory import BatchSearch, buffers_restored, max_batch_size
+from .memory import SEARCH_LIMIT, BatchSearch, buffers_restored, max_batch_size
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 OPTIMIZERS = ("sgd", "adam")
@@ -109,11 +109,13 @@ def training_step(model: nn.Module, batch: int, img_size: int, device: torch.dev
 
 
 def search_max_batch(model: nn.Module, mode: str, img_size: int, device: torch.device, precision: str = "fp32",
-                     channels_last: bool = False, start: int = 8, limit: int = 4096) -> int:  # fmt: skip
+                     channels_last: bool = False, start: int = 8,
+                     limit: int = SEARCH_LIMIT) -> BatchSearch:  # fmt: skip
     """The largest batch for which one bare ``mode`` ('train' or 'infer') step of ``model`` at ``img_size`` on
     ``device`` in ``precision`` runs without running out of memory, searched from ``start`` up to ``limit``
-    (:func:`max_batch_size`: out-of-memory backs off, any other error propagates). The model's BatchNorm statistics
-    are restored afterwards; training steps here change its weights, which the probe's random model does not mind."""
+    (:func:`max_batch_size`: out-of-memory and allocation failures back off, any other error propagates; a search
+    that reached ``limit`` is ``capped``, its ``largest`` a lower bound). The model's BatchNorm statistics are
+    restored afterwards; training steps here change its weights, which the probe's random model does not mind."""
     if mode not in ("train", "infer"):
         raise ValueError(f"mode must be 'train' or 'infer', not {mode!r}")
     make = training_step if mode == "train" else inference_step
@@ -126,7 +128,7 @@ def search_max_batch(model: nn.Module, mode: str, img_size: int, device: torch.d
             model.zero_grad(set_to_none=True)
 
     with buffers_restored(model):
-        return max_batch_size(fits, start=min(start, limit), limit=limit).largest
+        return max_batch_size(fits, start=min(start, limit), limit=limit)
 
 
 def _fit_step(model: nn.Module, img_size: int, device: torch.device, num_classes: int, precision: str = "fp16",
@@ -171,10 +173,10 @@ def _parameters_restored(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def find_max_batch(model: nn.Module, img_size: int, num_classes: int, precision: str = "fp16",
-                   device: torch.device | None = None, limit: int = 4096, channels_last: bool = True,
+                   device: torch.device | None = None, limit: int = SEARCH_LIMIT, channels_last: bool = True,
                    optimizer: str = "adam", ema: bool = True, valid_factor: int = 2) -> BatchSearch:  # fmt: skip
     """The largest training batch of ``model`` (``num_classes`` outputs) at ``img_size`` in ``precision`` on a CUDA
-    ``device``, up to ``limit``, counting what a real fit holds: ``optimizer``'s state ('adam': two moments per
+    ``device``, up to ``limit`` (``capped`` if that fitted), counting what a real fit holds: ``optimizer``'s state ('adam': two moments per
     parameter), an EMA copy of the model when ``ema``, and a validation forward at ``valid_factor`` x the batch
     (searched with :func:`max_batch_size`; weights, BatchNorm statistics and train/eval mode are restored after).
     On a CPU there is no allocator limit to find: pick a batch, and see :func:`saved_tensor_bytes` for its memory."""

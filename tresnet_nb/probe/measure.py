@@ -10,8 +10,9 @@ warmed up, then timed in ``repeats`` rounds of ``steps`` steps, the device synch
 the report gives the median and the spread over the rounds, and img/s = batch / median step time.
 
 Batch: on CUDA ``batch_size='max'`` searches the largest batch that fits (doubling then bisection, backing off on
-out-of-memory and re-raising any other error, see :func:`tresnet_nb.model.steps.search_max_batch`) and measures at
-90% of it, the paper's protocol. A CPU has no allocator limit to find, so there a fixed batch is used, and the
+out-of-memory and allocation failures and re-raising any other error, see
+:func:`tresnet_nb.model.steps.search_max_batch`) and measures at 90% of it, the paper's protocol; a search that reaches
+its cap reports '>= N' (the true maximum is larger) and measures at 90% of the cap. A CPU has no allocator limit to find, so there a fixed batch is used, and the
 maximal training batch is estimated from the bytes autograd saves per image (every device reports that estimate).
 
 One device, one process: on a multi-GPU machine this measures a single GPU, as the paper's table does.
@@ -133,19 +134,24 @@ def probe_model(model: nn.Module, arch: str, settings: ProbeSettings, device: to
     if budget_bytes is None:
         budget_bytes = _budget_bytes(settings, device)
     batches: dict[str, int] = {}
+    capped: list[str] = []  # modes whose search reached its cap, shown '>= N'
     for mode in settings.modes:
         if settings.batch_size != "max":
             batches[mode] = int(settings.batch_size)
             result.batch_note = f"fixed {settings.batch_size}"
         elif search:
-            largest = search_max_batch(model, mode, settings.img_size, device, settings.precision,
-                                       settings.channels_last)  # fmt: skip
-            setattr(result, f"max_{mode}_batch", largest)
-            batches[mode] = paper_batch(largest)
+            found = search_max_batch(model, mode, settings.img_size, device, settings.precision,
+                                     settings.channels_last)  # fmt: skip
+            setattr(result, f"max_{mode}_batch", found.largest)
+            setattr(result, f"max_{mode}_batch_capped", found.capped)
+            batches[mode] = paper_batch(found.largest)
             result.batch_note = "90% of the maximal batch"
+            capped += [f"{mode} {found.shown}"] if found.capped else []
         else:
             batches[mode] = CPU_BATCH
             result.batch_note = f"fixed {CPU_BATCH} ('max' needs a CUDA device)"
+    if capped:
+        result.batch_note += f" (the search reached its cap: {', '.join(capped)}, 90% of the cap)"
     step_model = torch.compile(model) if settings.compile else model
     if "infer" in batches:
         step = inference_step(step_model, batches["infer"], settings.img_size, device, settings.precision,

@@ -29,6 +29,8 @@ class ArchResult:
     infer: Timing | None = None
     max_train_batch: int | None = None  # measured (CUDA search)
     max_infer_batch: int | None = None
+    max_train_batch_capped: bool = False  # the search reached its cap: the maximum is >= max_train_batch
+    max_infer_batch_capped: bool = False
     saved_bytes_per_image: float | None = None
     saved_bytes_fixed: int | None = None  # saved once per step whatever the batch (autocast's weight copies)
     max_train_batch_estimate: int | None = None
@@ -42,8 +44,18 @@ class ArchResult:
             return None
         return self.flops_per_image * (3 if mode == "train" else 1) * timing.images_per_second
 
+    def shown_max_batch(self, mode: str) -> str | None:
+        """The measured maximal ``mode`` batch as the tables show it: 'N', '>= N' when the search was capped, or
+        None when it was not measured."""
+        largest = getattr(self, f"max_{mode}_batch")
+        if largest is None:
+            return None
+        return f">= {largest}" if getattr(self, f"max_{mode}_batch_capped") else str(largest)
+
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
+        record["max_train_batch_shown"] = self.shown_max_batch("train")
+        record["max_infer_batch_shown"] = self.shown_max_batch("infer")
         record["train"] = self.train.to_dict() if self.train else None
         record["infer"] = self.infer.to_dict() if self.infer else None
         record["achieved_train_flops"] = self.achieved_flops("train")
@@ -76,7 +88,7 @@ class ProbeReport:
                 "Model": r.arch,
                 TABLE_COLUMNS[0]: round(r.train.images_per_second, 1) if r.train else None,
                 TABLE_COLUMNS[1]: round(r.infer.images_per_second, 1) if r.infer else None,
-                batch_col: r.max_train_batch if measured else r.max_train_batch_estimate,
+                batch_col: r.shown_max_batch("train") if measured else r.max_train_batch_estimate,
                 f"paper V100: {TABLE_COLUMNS[0]}": paper.train if paper else None,
                 f"paper V100: {TABLE_COLUMNS[1]}": paper.infer if paper else None,
                 f"paper V100: {TABLE_COLUMNS[2]}": paper.max_batch if paper else None,
@@ -90,6 +102,8 @@ class ProbeReport:
         for r in self.results:
             row: dict[str, Any] = {"Model": r.arch, "params (M)": round(r.parameters / 1e6, 2), "batch": r.batch_note}
             for mode in ("train", "infer"):
+                if r.shown_max_batch(mode) is not None:
+                    row[f"max {mode} batch"] = r.shown_max_batch(mode)
                 t = getattr(r, mode)
                 if t is not None:
                     row[f"{mode} batch"] = t.batch_size

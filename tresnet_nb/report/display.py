@@ -15,13 +15,22 @@ if TYPE_CHECKING:
 
 
 def in_notebook() -> bool:
-    """True inside a Jupyter kernel (JupyterLab, Colab, papermill), False in a terminal or script."""
+    """True inside a Jupyter kernel (JupyterLab, Colab, Kaggle, papermill), False in a terminal or script.
+
+    A kernel's shell is ipykernel's ZMQInteractiveShell or a subclass of it: Colab's is ``google.colab._shell.Shell``,
+    so the test is ``isinstance``, not the class name."""
     try:
         from IPython import get_ipython
     except ImportError:
         return False
     shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    if shell is None:
+        return False
+    try:  # lazily: a kernel has imported it already; a terminal without ipykernel is no notebook
+        from ipykernel.zmqshell import ZMQInteractiveShell
+    except ImportError:
+        return False
+    return isinstance(shell, ZMQInteractiveShell)
 
 
 def show(obj: Any) -> None:

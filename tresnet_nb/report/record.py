@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..files import atomic_write_text
+from ..files import atomic_write, atomic_write_text
 from ..paper import transfer
 from ..runtime import environment
 
@@ -32,7 +32,10 @@ def build_metrics(
     paper_target: float | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The metrics.json record of a run of ``cfg`` with ``weights``; ``extra`` adds notebook-specific entries."""
+    """The metrics.json record of a run of ``cfg`` with ``weights``; ``extra`` adds notebook-specific entries.
+    ``fixture_data`` says whether DATA_ROOT is a generated fixture (the smoke preset without DATA_ROOT)."""
+    from ..data.fixtures import is_fixture
+
     env = environment()
     record = {
         "notebook": cfg.notebook,
@@ -47,6 +50,7 @@ def build_metrics(
         "metric_name": metric_name,
         "metric_value": float(metric_value),
         "paper_target": paper_target,
+        "fixture_data": is_fixture(cfg.data_root),
         "train_seconds": round(float(train_seconds), 2),
         "device": env["device"],
         "versions": env["versions"],
@@ -55,14 +59,29 @@ def build_metrics(
     return record
 
 
-def write_metrics(record: dict[str, Any], path: Path | str) -> Path:
-    """Check ``record`` has every contract key and write it to ``path`` as JSON (atomically)."""
+PREDICTIONS = "predictions.npz"  # beside metrics.json: the evaluation's probs and targets the metric came from
+
+
+def write_metrics(record: dict[str, Any], path: Path | str, evaluation: Any = None) -> Path:
+    """Check ``record`` has every contract key and write it to ``path`` as JSON (atomically); with ``evaluation``
+    (an :class:`~tresnet_nb.evaluation.scores.Evaluation`), its ``probs`` and ``targets`` go to predictions.npz
+    beside it, so that the metric can be recomputed from what the run predicted."""
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:
         raise ValueError(f"metrics record lacks {missing}; metrics.json must hold {list(REQUIRED_KEYS)}")
     if not isinstance(record["pretrained"], bool):
         raise ValueError(f"'pretrained' must be a bool, not {record['pretrained']!r}")
     path = Path(path)
+    if evaluation is not None:
+        import numpy as np
+
+        arrays = {"probs": evaluation.probs.numpy(), "targets": evaluation.targets.numpy()}
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file, not a name: np.savez would append .npz to the temporary name
+                np.savez(f, **arrays)
+
+        atomic_write(path.with_name(PREDICTIONS), save)
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return path
 
@@ -73,8 +92,9 @@ def summary_line(record: dict[str, Any], wall_seconds: float | None = None) -> s
     value = record["metric_value"]
     wall = f", wall {wall_seconds:.0f}s" if wall_seconds is not None else ""
     epochs = f" x{record['epochs']} ep" if record.get("epochs") is not None else ""  # a probe trains no epochs
+    dataset = f"{record['dataset']} (FIXTURE data)" if record.get("fixture_data") else record["dataset"]
     return (
-        f"{record['notebook']}: {record['arch']}, weights={record['weights']} ({pretrained}), {record['dataset']} "
+        f"{record['notebook']}: {record['arch']}, weights={record['weights']} ({pretrained}), {dataset} "
         f"@{record['img_size']}px{epochs}: {record['metric_name']}={value:.4f} "
         f"(train {record['train_seconds']:.0f}s{wall})"
     )

@@ -1,5 +1,5 @@
 """The data steps of a notebook run: open the dataset of a RunConfig as the model takes it (in memory for image
-arrays, resized once into the cache for image files, rank 0 first under torchrun), and what the notebooks show of it
+arrays, resized once into the cache for image files, by all ranks together), and what the notebooks show of it
 (sample grids, items per class)."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from ..data import Dataset, DatasetSpec, get_dataset
 from ..data.arrays import array_dls, load_splits
 from ..data.highres import decode_resized, prepare_file_dls
 from ..model.load import data_config
-from ..runtime import main_first
 
 TASK_METRIC = {"single-label": "accuracy", "multi-label": "mean_roc_auc"}  # when the data's task is not the spec's
 
@@ -50,15 +49,15 @@ class Data:
 
     def dls_for(self, size: int, batch_size: int) -> DataLoaders:
         """DataLoaders at ``size`` px and ``batch_size``: in memory for image arrays (capped and stratified by
-        MAX_ITEMS), else the checked image files, resized once into the cache (rank 0 first under torchrun)."""
+        MAX_ITEMS), else the checked image files, resized once into the cache (the work shared by the ranks)."""
         data_cfg = data_config_at(self.data_cfg, size)
         if self.ds["train"].images is not None:
             splits = load_splits(self.cfg.dataset, self.cfg.data_root, self.cfg.max_items)
             return array_dls(splits, size, batch_size, data_cfg, self.device)
-        with main_first():
-            return prepare_file_dls(self.ds, self.spec.eval_split, size, batch_size, data_cfg, self.device,
-                                    self.cfg.out, max_items=self.cfg.max_items, seed=self.cfg.seed,
-                                    balanced=bool(self.cfg.extra.get("balanced")))  # fmt: skip
+        # every rank at once: prepare_file_dls shares the screening and caching over them (not main_first)
+        return prepare_file_dls(self.ds, self.spec.eval_split, size, batch_size, data_cfg, self.device,
+                                self.cfg.out, max_items=self.cfg.max_items, seed=self.cfg.seed,
+                                balanced=bool(self.cfg.extra.get("balanced")))  # fmt: skip
 
     def images(self, which: str, indices: np.ndarray | list[int]) -> np.ndarray:
         """uint8 (n, S, S, 3) images of the ``which`` ('train' or 'valid') loader's items at ``indices``."""

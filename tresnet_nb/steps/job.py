@@ -28,7 +28,7 @@ from ..train.learner import TRAIN_OPTIONS, build_learner, check_train_options, l
 from .data import open_data
 from .results import evaluate
 
-JOB_NAME = "train"  # the run's name in metrics.json; OUTPUT_DIR defaults to runs/train
+JOB_NAME = "train"  # the run's name in metrics.json; OUTPUT_DIR defaults to runs/train/<config key>
 
 
 def config_from_cli(preset: str | None, params: dict[str, Any], out: str | None) -> RunConfig:

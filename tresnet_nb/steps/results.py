@@ -11,6 +11,7 @@ from fastai.learner import Learner
 
 from ..data import get_dataset
 from ..data.highres import predict_dl
+from ..evaluation.metrics import as_columns
 from ..evaluation.scores import Evaluation, score
 from ..evaluation.submissions import write_submission
 from ..report.display import show
@@ -26,15 +27,18 @@ def evaluate(learn: Learner, data: Data, tta: bool = False) -> Evaluation:
 
 
 def show_evaluation(evaluation: Evaluation, data: Data, out: Path | str, n_worst: int = 16) -> None:
-    """The evaluation as people read it: per-class (or per-label) table, confusion matrix or ROC curves, and the
-    most confident mistakes; plots saved in ``out``."""
+    """The evaluation as people read it: the per-label ROC-AUC table and ROC curves (multi-label, or a column-wise
+    ROC-AUC metric), the per-class table, confusion matrix and most confident mistakes (single-label); plots saved
+    in ``out``."""
     out = Path(out)
     names = data.class_names
     if evaluation.aucs is not None:
         show(pd.DataFrame({"label": list(evaluation.aucs), "roc_auc": list(evaluation.aucs.values())}))
-        plot_roc_curves(evaluation.probs.numpy(), evaluation.targets.numpy(), names, out / "roc_curves.png")
-        return
+        targets = as_columns(evaluation.targets.numpy(), len(names))  # class indices scored as one-hot columns
+        plot_roc_curves(evaluation.probs.numpy(), targets, names, out / "roc_curves.png")
     report = evaluation.report
+    if report is None:  # multi-label
+        return
     table = report.per_class.sort_values("f1")
     show(table if len(names) <= MAX_NAMED_CLASSES else table.head(20))  # many classes: the 20 weakest
     if len(names) <= MAX_NAMED_CLASSES:

@@ -108,8 +108,10 @@ def precision_callbacks(precision: str, device: torch.device) -> list[Callback]:
 
 class EMA(Callback):
     """Exponential moving average of the weights (and BN buffers), updated after every optimizer step; validation
-    runs on the average, and the model holds the average when the fit ends (the MIIL transfer practice: the EMA
-    is what is evaluated and saved).
+    runs on the average, and :meth:`use_average` loads it into the model, which :func:`tresnet_nb.train.fit.fit`
+    does once, when its whole plan is done (the MIIL transfer practice: the EMA is what is evaluated and saved).
+    A fit alone leaves the live weights in the model: the next phase of a plan goes on from them, as Adam's moments
+    do, and as a run resumed between phases does (issue 14).
 
     timm's ``ModelEmaV3`` keeps the average and updates it (one foreach lerp over the floating state, integer
     buffers such as BatchNorm's ``num_batches_tracked`` copied): without ``step`` it uses the fixed ``decay``, no
@@ -133,9 +135,16 @@ class EMA(Callback):
         self.model_ema = ModelEmaV3(self.learn.model, decay=self.decay, use_warmup=False, exclude_buffers=False)
         self.model_ema.module.requires_grad_(False)
 
+    def _follow_model(self) -> None:
+        """Keep the average on the model's device (a model moved, or a checkpoint restored, after it was made)."""
+        device = next(self.learn.model.parameters()).device
+        if next(self.average.parameters()).device != device:
+            self.average.to(device)
+
     def before_fit(self) -> None:
         if self.model_ema is None:
             self._start_average()
+        self._follow_model()
 
     def after_step(self) -> None:
         self.model_ema.update(self.learn.model)  # no step: the fixed decay from the first update on
@@ -150,9 +159,11 @@ class EMA(Callback):
             self.learn.model.load_state_dict(self.live)
             self.live = None
 
-    def after_fit(self) -> None:
-        if self.average is not None:
-            self.learn.model.load_state_dict(self.average.state_dict())
+    def use_average(self) -> None:
+        """Load the average into the model (the end of a plan); raises before the first fit, when there is none."""
+        if self.average is None:
+            raise RuntimeError("EMA.use_average: no average yet; fit the learner (or load an EMA state) first")
+        self.learn.model.load_state_dict(self.average.state_dict())
 
     def state_dict(self) -> dict[str, torch.Tensor] | None:
         """The averaged model's state dict (what checkpoints save), or None before the first fit."""
@@ -163,3 +174,4 @@ class EMA(Callback):
         if self.model_ema is None:
             self._start_average()
         self.average.load_state_dict(state)
+        self._follow_model()

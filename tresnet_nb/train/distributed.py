@@ -20,12 +20,21 @@ a CPU. This module does the same job with ``torch.nn.parallel.DistributedDataPar
   weights and buffers are identical on every rank, so the metrics are identical and exact (no padded duplicates),
   and ``predict`` returns the whole set in order on every rank. It costs validation time that does not shrink with
   more processes; validation sets here are small next to training.
+- **The process group waits 60 minutes** for a collective (``$TRESNET_NB_DIST_TIMEOUT_MIN``, or ``timeout_min`` of
+  :func:`init_distributed`), not torch's default of 10 (NCCL) or 30 (gloo), after which a rank waiting for the
+  others is aborted. Work that grows with the dataset (screening and caching image files) is shared by every rank
+  (``tresnet_nb.data.highres``) so that no rank waits long at any size; the timeout only has to cover the slowest
+  rank's lag, a download in rank 0 (weights) and the slowest validation. Under NCCL each process is bound to its
+  GPU (``device_id``): the communicator forms at once, so a broken NCCL setup fails at start, and barriers and
+  object collectives use that GPU instead of guessing one.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -39,6 +48,8 @@ from torch.nn.parallel import DistributedDataParallel
 from .callbacks import EMA
 
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # set by torchrun / accelerate launch
+TIMEOUT_ENV = "TRESNET_NB_DIST_TIMEOUT_MIN"
+DEFAULT_TIMEOUT_MIN = 60.0  # torch's defaults (10 min NCCL, 30 gloo) are short for a weights download in rank 0
 
 
 @dataclass(frozen=True)
@@ -64,9 +75,39 @@ def _env_int(name: str) -> int:
         raise ValueError(f"Environment variable {name}={text!r} is not an integer; launch with torchrun") from None
 
 
-def init_distributed() -> DistInfo:
+def dist_timeout(timeout_min: float | None = None) -> timedelta:
+    """How long a collective waits for the other ranks: ``timeout_min`` minutes, else $TRESNET_NB_DIST_TIMEOUT_MIN,
+    else 60."""
+    source = f"timeout_min={timeout_min!r}"
+    if timeout_min is None:
+        text = os.environ.get(TIMEOUT_ENV)
+        if text is None:
+            return timedelta(minutes=DEFAULT_TIMEOUT_MIN)
+        source = f"{TIMEOUT_ENV}={text!r}"
+        try:
+            timeout_min = float(text)
+        except ValueError:
+            timeout_min = math.nan
+    if not (math.isfinite(timeout_min) and timeout_min > 0):
+        raise ValueError(f"{source} is not a positive number of minutes for the process group's timeout; set e.g. "
+                         f"{TIMEOUT_ENV}=90, or leave it unset for {DEFAULT_TIMEOUT_MIN:g}")  # fmt: skip
+    return timedelta(minutes=timeout_min)
+
+
+def process_group_kwargs(backend: str, local_rank: int, timeout: timedelta) -> dict[str, Any]:
+    """The arguments of ``init_process_group`` for ``backend`` ('gloo' or 'nccl') in the process of ``local_rank``
+    with collectives waiting ``timeout``: NCCL is bound to that process's GPU (``device_id``, torch >= 2.3)."""
+    kwargs: dict[str, Any] = {"backend": backend, "init_method": "env://", "timeout": timeout}
+    if backend == "nccl":
+        kwargs["device_id"] = torch.device("cuda", local_rank)
+    return kwargs
+
+
+def init_distributed(timeout_min: float | None = None) -> DistInfo:
     """Join the process group that ``torchrun`` / ``accelerate launch`` describe in the environment (gloo on CPU,
-    nccl on CUDA with the device of LOCAL_RANK); alone (no such variables, or WORLD_SIZE 1) it does nothing."""
+    nccl on CUDA with the device of LOCAL_RANK), collectives waiting ``timeout_min`` minutes (see
+    :func:`dist_timeout`); alone (no such variables, or WORLD_SIZE 1) it does nothing."""
+    timeout = dist_timeout(timeout_min)  # checked alone too, so a bad setting shows before a multi-GPU launch
     cuda = torch.cuda.is_available()
     if "WORLD_SIZE" not in os.environ or _env_int("WORLD_SIZE") == 1:
         return DistInfo(0, 1, 0, None, torch.device("cuda" if cuda else "cpu"))
@@ -80,10 +121,10 @@ def init_distributed() -> DistInfo:
         if local >= torch.cuda.device_count():
             raise ValueError(f"LOCAL_RANK {local} but this machine has {torch.cuda.device_count()} CUDA devices; "
                              "start at most that many processes per node")  # fmt: skip
-        torch.cuda.set_device(local)
+        torch.cuda.set_device(local)  # before the group: NCCL and the object collectives use the current device
         device = torch.device("cuda", local)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo", init_method="env://")
+        dist.init_process_group(**process_group_kwargs("nccl" if cuda else "gloo", local, timeout))
     return DistInfo(rank, world, local, dist.get_backend(), device)
 
 

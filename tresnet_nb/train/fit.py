@@ -26,6 +26,7 @@ from ..config import RunConfig
 from ..data.arrays import augment_of, set_augment
 from .callbacks import EMA
 from .checkpoint import Checkpoint, history, join_history, set_rng_state
+from .optim import state_to_params
 from .recipes import Phase, Recipe, get_recipe, parse_phases
 
 CHECKPOINT = "checkpoint.pth"
@@ -34,12 +35,13 @@ DlsFactory = Callable[[int, int], DataLoaders]  # (img_size, batch_size) -> Data
 
 @dataclass(frozen=True)
 class Stage:
-    """One fastai fit of a plan: frozen body or not, epochs, learning rate (or a slice), schedule, and the
-    DataLoaders' size and batch (None: keep the learner's)."""
+    """One fastai fit of a plan: frozen body or not, epochs, learning rate, schedule, and the DataLoaders' size and
+    batch (None: keep the learner's). A (start, stop) learning rate is fastai's ``slice(start, stop)``, and
+    (None, stop) its ``slice(stop)``: every parameter group but the last at stop / 10 (``Optimizer.set_hyper``)."""
 
     frozen: bool
     epochs: int
-    lr: float | tuple[float, float]
+    lr: float | tuple[float | None, float]
     schedule: str
     pct_start: float
     div: float
@@ -64,8 +66,9 @@ def plan_stages(
     for i, phase in enumerate(phases):
         size, batch = (phase.size, phase.batch_size) if phase.size else (None, None)
         scale = phase.batch_size / phases[0].batch_size if phase.size else 1.0
-        if frozen_first and i == 0:
-            stages.append(Stage(True, recipe.freeze_epochs, lr, recipe.schedule, 0.99, 25.0, size, batch))
+        if frozen_first and i == 0:  # fastai's fine_tune: fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99)
+            frozen_lr = (None, lr)  # the body's trainable norm layers (train_bn=True) at base_lr / 10, as in fastai
+            stages.append(Stage(True, recipe.freeze_epochs, frozen_lr, recipe.schedule, 0.99, 25.0, size, batch))
         if frozen_first:
             body_lr = lr * scale / 2  # fastai's fine_tune halves base_lr after the frozen epochs
             peak: float | tuple[float, float] = (body_lr / recipe.lr_mult, body_lr)
@@ -84,8 +87,11 @@ def _run_stage(learn: Learner, stage: Stage, start_epoch: int) -> None:
     if stage.schedule == "one_cycle":
         learn.fit_one_cycle(stage.epochs, lr, pct_start=stage.pct_start, div=stage.div, start_epoch=start_epoch)
         return
-    # one peak per parameter group (body, head), as fastai spreads a slice
-    peak = np.array(stage.lr) if isinstance(stage.lr, tuple) else stage.lr
+    # one peak per parameter group (body, head), spread from a slice as fastai's fit_one_cycle spreads it
+    if learn.opt is None:
+        learn.create_opt()
+    learn.opt.set_hyper("lr", lr)
+    peak = np.array([h["lr"] for h in learn.opt.hypers])
     warm = combine_scheds([stage.pct_start, 1 - stage.pct_start], [SchedLin(peak / 25, peak), SchedCos(peak, 0.0)])
     learn.fit(stage.epochs, peak, cbs=ParamScheduler({"lr": warm}), start_epoch=start_epoch)
 
@@ -144,6 +150,7 @@ def _restore(learn: Learner, state: dict[str, Any], stage: Stage, loader_rng: bo
         learn.create_opt()
     learn.freeze() if stage.frozen else learn.unfreeze()
     learn.opt.load_state_dict(state["opt"])
+    state_to_params(learn.opt)  # the checkpoint was mapped to the CPU; the optimizer steps where the model is
     ema = _ema(learn)
     if ema is not None and state["ema"] is not None:
         ema.load_state_dict(state["ema"])
@@ -211,10 +218,11 @@ def fit(
             images += len(done["epochs"]) * len(learn.dls.train) * learn.dls.train.bs
     finally:
         learn.remove_cb(ckpt)
-    if state is not None and start_stage >= len(stages):
-        ema = _ema(learn)
-        if ema is not None and state["ema"] is not None:
-            learn.model.load_state_dict(state["ema"])  # a finished EMA run ends on the average
+    ema = _ema(learn)
+    if ema is not None and ema.average is not None:
+        # once, when the whole plan is done (a finished run rerun too): each phase goes on from the live weights,
+        # which Adam's moments belong to, so a run resumed at a phase boundary is the uninterrupted one (issue 14)
+        ema.use_average()
     seconds = time.perf_counter() - start
     lr = cfg.lr if cfg.lr is not None else recipe.lr
     epochs = sum(p.epochs for p in phases) if phases else cfg.epochs

@@ -23,6 +23,7 @@ from fastai.torch_core import set_seed
 from torch import nn
 
 from ..config import RunConfig
+from ..data import get_dataset
 from ..data.arrays import set_augment
 from ..data.augment import check_augment
 from ..evaluation.metrics import mean_average_precision, mean_column_auc
@@ -42,17 +43,24 @@ def head_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
 
 
 def _roc_auc(preds: torch.Tensor, targets: torch.Tensor) -> float:
-    return mean_column_auc(preds.float().numpy(), targets.float().numpy())
+    # a capped validation split may hold a column without positives: the mean over the columns having both classes
+    # (NaN when none has), rather than an error mid-fit; the final evaluation warns about such columns
+    return mean_column_auc(preds.float().numpy(), targets.numpy(), undefined="skip")
 
 
 def _map(preds: torch.Tensor, targets: torch.Tensor) -> float:
     return mean_average_precision(preds.float().numpy(), targets.float().numpy())
 
 
-def task_loss_and_metrics(task: str, recipe: Recipe, multi_label_loss: str = "bce") -> tuple[nn.Module, list]:
-    """Loss and fastai metrics for ``task`` ('single-label' or 'multi-label')."""
+def task_loss_and_metrics(task: str, recipe: Recipe, multi_label_loss: str = "bce", metric: str = "accuracy"
+                          ) -> tuple[nn.Module, list]:  # fmt: skip
+    """Loss and fastai metrics for ``task`` ('single-label' or 'multi-label') and the dataset's ``metric``
+    (single-label 'mean_roc_auc', e.g. Plant Pathology 2020: per-column ROC-AUC of the softmax beside accuracy)."""
     if task == "single-label":
-        return CrossEntropyLossFlat(label_smoothing=recipe.label_smoothing), [accuracy]
+        metrics = [accuracy]
+        if metric == "mean_roc_auc":
+            metrics.append(AccumMetric(_roc_auc, dim_argmax=-1, activation="softmax", flatten=False, name="roc_auc"))
+        return CrossEntropyLossFlat(label_smoothing=recipe.label_smoothing), metrics
     if task != "multi-label":
         raise ValueError(f"Unknown task {task!r}; choose 'single-label' or 'multi-label'")
     losses = {"bce": BCEWithLogitsLossFlat(), "asl": AsymmetricLoss()}
@@ -176,7 +184,7 @@ def build_learner(
     pretrained = bool(getattr(getattr(model, "weights_info", None), "pretrained", False))
     name = recipe or default_recipe(pretrained)
     rec = get_recipe(name)
-    loss, metrics = task_loss_and_metrics(task, rec, multi_label_loss)
+    loss, metrics = task_loss_and_metrics(task, rec, multi_label_loss, get_dataset(cfg.dataset).metric)
     precision = resolve_precision(cfg.precision, dls.device)
     policy = rec.augment if augment is None else augment
     erase = rec.erasing if erasing is None else erasing

@@ -53,6 +53,17 @@ def same_dense_layout(p: torch.Tensor, *others: torch.Tensor) -> bool:
     return p.is_contiguous() or (p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last))
 
 
+def state_to_params(opt: Optimizer) -> None:
+    """Put every tensor of ``opt``'s per-parameter state on its parameter's device (floating ones in its dtype, as
+    torch's ``Optimizer.load_state_dict`` does). fastai's ``Optimizer.load_state_dict`` keeps the tensors where the
+    checkpoint was mapped (the CPU): on CUDA, torch's fused and foreach Adam then refuse to mix devices (issue 14)."""
+    for p, _, state, _ in opt.all_params():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                dtype = p.dtype if value.is_floating_point() and p.is_floating_point() else value.dtype
+                state[key] = value.to(device=p.device, dtype=dtype)
+
+
 class ForeachAdam(Optimizer):
     """fastai's Adam (``decouple_wd=True``: AdamW) with fastai's state, stepped by torch's fused (``fused=True``)
     or foreach Adam over each parameter group at once."""
@@ -63,6 +74,12 @@ class ForeachAdam(Optimizer):
     ) -> None:  # fmt: skip
         super().__init__(params, [noop], lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)
         self.decouple_wd, self.fused = decouple_wd, fused
+
+    def load_state_dict(self, sd: dict) -> None:
+        """fastai's ``load_state_dict`` (``sd``: its ``state_dict()``), then each state tensor on its parameter's
+        device and dtype (:func:`state_to_params`)."""
+        super().load_state_dict(sd)
+        state_to_params(self)
 
     def zero_grad(self) -> None:
         """Free the gradients (rather than write zeros over them)."""

@@ -35,8 +35,8 @@ RECIPES: dict[str, Recipe] = {
     # Random initialisation: one-cycle with fastai's Adam defaults; the peak lr was picked on the embedded
     # Fashion-MNIST (3 epochs at 64 px: 0.857 accuracy, README).
     "scratch": Recipe(3e-3, 0.01, True, 1e-5, 0.99, "one_cycle", 0.25, 0.0, None, 0, 1.0, "measured here"),
-    # fastai's fine_tune (fastai/callback/schedule.py): a frozen one-cycle epoch at base_lr, then base_lr/2 with
-    # slice(lr/100, lr), pct_start 0.3, div 5.
+    # fastai's fine_tune (fastai/callback/schedule.py): a frozen one-cycle epoch at slice(base_lr) (the body's
+    # trainable norm layers at base_lr/10), then base_lr/2 with slice(lr/100, lr), pct_start 0.3, div 5.
     "fastai": Recipe(2e-3, 0.01, True, 1e-5, 0.99, "one_cycle", 0.3, 0.0, None, 1, 100.0, "fastai fine_tune"),
     # The TResNet authors' transfer recipe (their advice and timm command for CIFAR-100, see FACTS.md): Adam with
     # L2 weight decay 1e-4, lr 2e-4, cosine with 3 of 50 epochs of warm-up, label smoothing 0.1, EMA 0.995,
