@@ -15,6 +15,7 @@ import statistics
 
 import torch
 import torch.nn.functional as F
+from ratios import ratio_line  # benchmarks/ratios.py
 from timing import step_seconds  # benchmarks/timing.py
 
 import tresnet_nb as tnb
@@ -64,9 +65,9 @@ def main() -> None:
         t = times[enable][1:]
         print(f"step time, {name + ':':13s} {statistics.median(t):6.2f} s (median of {len(t)}, range "
               f"{min(t):.2f}-{max(t):.2f}; {args.batch_size / statistics.median(t):.1f} img/s)")  # fmt: skip
-    time_ratio = statistics.median(times[True][1:]) / statistics.median(times[False][1:])
-    print(f"checkpointed / plain: saved bytes x{checkpointed.total_bytes / plain.total_bytes:.2f}, "
-          f"step time x{time_ratio:.2f}")  # fmt: skip
+    print(ratio_line("checkpointed / plain: saved bytes", checkpointed.total_bytes, plain.total_bytes, "B"))
+    step = {enable: statistics.median(t[1:]) for enable, t in times.items()}
+    print(ratio_line("checkpointed / plain: step time", step[True], step[False], "s"))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from ratios import ratio_line  # benchmarks/ratios.py
 
 from tresnet_nb.data.base import Split
 from tresnet_nb.data.highres import FileItems, cache_split
@@ -60,7 +61,7 @@ def main() -> None:
     print(f"naive decode+resize      {naive:7.1f} img/s")
     print(f"cache build (draft mode) {build:7.1f} img/s (first epoch only)")
     print(f"cached, later epochs     {fast:7.1f} img/s")
-    print(f"cached / naive: x{fast / naive:.1f}")
+    print(ratio_line("cached / naive", fast, naive, "img/s"))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import statistics
 
 import torch
 import torch.nn.functional as F
+from ratios import ratio_line  # benchmarks/ratios.py
 from timing import step_seconds  # benchmarks/timing.py
 from torch import nn
 
@@ -73,7 +74,7 @@ def main() -> None:
     torch.manual_seed(0)
     memory_format = torch.contiguous_format if args.contiguous else torch.channels_last
     plain = tnb.load_model(args.arch, "none", num_classes=NUM_CLASSES).to(dev, memory_format=memory_format).train()
-    iabn = convert_to_iabn(copy.deepcopy(plain))
+    iabn = convert_to_iabn(copy.deepcopy(plain), precision="bf16")  # it is measured under bf16 autocast
     info = iabn.iabn_info
     x = torch.rand(args.batch_size, 3, args.img_size, args.img_size, device=dev).contiguous(memory_format=memory_format)
     y = torch.randint(0, NUM_CLASSES, (args.batch_size,), device=dev)
@@ -104,10 +105,10 @@ def main() -> None:
         t = times[name][1:]
         print(f"step time, {name + ':':5s} {statistics.median(t):6.2f} s (median of {len(t)}, range "
               f"{min(t):.2f}-{max(t):.2f}; {args.batch_size / statistics.median(t):.1f} img/s)")  # fmt: skip
-    time_ratio = statistics.median(times["iabn"][1:]) / statistics.median(times["bn"][1:])
-    print(f"iabn / bn: saved bytes x{saved['InPlace-ABN'].total_bytes / saved['BN'].total_bytes:.3f}, "
-          f"step time x{time_ratio:.2f}")  # fmt: skip
-    print(f"checkpointed / bn: saved bytes x{saved['checkpointed'].total_bytes / saved['BN'].total_bytes:.3f}")
+    print(ratio_line("iabn / bn: saved bytes", saved["InPlace-ABN"].total_bytes, saved["BN"].total_bytes, "B"))
+    step = {name: statistics.median(t[1:]) for name, t in times.items()}
+    print(ratio_line("iabn / bn: step time", step["iabn"], step["bn"], "s"))
+    print(ratio_line("checkpointed / bn: saved bytes", saved["checkpointed"].total_bytes, saved["BN"].total_bytes, "B"))
 
     del opts, times
     print(f"max train batch in {args.budget_gib:g} GiB at {args.img_size}px, bf16 activations (upper estimate, see "
@@ -121,10 +122,12 @@ def main() -> None:
         paper = PAPER_V100.get(paper_arch or "")
         print(f"  {label:22s} {batch:6d}  ({per_image / MIB:.2f} MiB/image)"
               + (f"  paper {paper.max_batch}" if paper else ""))  # fmt: skip
-    ours = estimates[f"{args.arch} InPlace-ABN"] / max(1, estimates[f"{args.baseline} BN"])
     paper_arch, paper_base = PAPER_V100.get(args.arch), PAPER_V100.get(args.baseline)
-    paper_ratio = f" (paper x{paper_arch.max_batch / paper_base.max_batch:.2f})" if paper_arch and paper_base else ""
-    print(f"{args.arch} InPlace-ABN / {args.baseline} BN: max batch x{ours:.2f}{paper_ratio}")
+    paper_note = (f"paper x{paper_arch.max_batch / paper_base.max_batch:.2f} ({paper_arch.max_batch} / "
+             f"{paper_base.max_batch})" if paper_arch and paper_base else "")  # fmt: skip
+    label = f"{args.arch} InPlace-ABN / {args.baseline} BN: max batch"
+    ours, theirs = estimates[f"{args.arch} InPlace-ABN"], estimates[f"{args.baseline} BN"]
+    print(ratio_line(label, ours, theirs, "images", paper_note))
 
 
 if __name__ == "__main__":

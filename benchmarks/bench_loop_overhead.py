@@ -18,6 +18,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from ratios import ratio_line  # benchmarks/ratios.py
 from timing import TrainTimer, sync  # benchmarks/timing.py
 from torch import nn
 
@@ -111,8 +112,8 @@ def main() -> None:
     for name, rates in (("ours (fastai Learner.fit)", ours), ("bare (PyTorch loop)      ", theirs)):
         print(f"{name} {statistics.median(rates):7.1f} img/s (median of {len(rates)}, "
               f"range {min(rates):.1f}-{max(rates):.1f})")  # fmt: skip
-    print(f"ours / bare: x{statistics.median(ours) / statistics.median(theirs):.3f} "
-          f"(paired rounds {min(ratios):.3f}-{max(ratios):.3f}; goal >= 0.95)")  # fmt: skip
+    note = f"paired rounds x{min(ratios):.3f}-{max(ratios):.3f}; goal >= 0.95"
+    print(ratio_line("ours / bare", statistics.median(ours), statistics.median(theirs), "img/s", note))
 
 
 if __name__ == "__main__":

@@ -21,12 +21,15 @@ from functools import partial
 import timm
 import torch
 from fastai.optimizer import OptimWrapper
+from ratios import ratio_line  # benchmarks/ratios.py
 from timing import sync  # benchmarks/timing.py
 from torch import nn
 
 from tresnet_nb.train.optim import ForeachAdam
 
 LR, MOM, SQR_MOM, EPS, WD = 1e-3, 0.9, 0.99, 1e-5, 0.01  # the library's (fastai's) Adam defaults
+RATIOS = (("ForeachAdam", "torch fused"), ("ForeachAdam", "torch foreach"), ("ForeachAdam foreach", "torch foreach"),
+          ("OptimWrapper", "torch foreach"))  # (numerator, denominator) of the step-time ratios printed  # fmt: skip
 
 
 def parameter_groups(model: nn.Module) -> list[list[nn.Parameter]]:
@@ -114,10 +117,8 @@ def main() -> None:
             s = seconds[name]
             print(f"{label}, {name + ':':21s} {med[name] * 1e3:7.2f} ms/step (median of {len(s)}, "
                   f"range {min(s) * 1e3:.2f}-{max(s) * 1e3:.2f})")  # fmt: skip
-        print(f"{label}: ForeachAdam / torch fused: x{med['ForeachAdam'] / med['torch fused']:.3f}, "
-              f"ForeachAdam / torch foreach: x{med['ForeachAdam'] / med['torch foreach']:.3f}, "
-              f"ForeachAdam foreach / torch foreach: x{med['ForeachAdam foreach'] / med['torch foreach']:.3f}, "
-              f"OptimWrapper / torch foreach: x{med['OptimWrapper'] / med['torch foreach']:.3f}")  # fmt: skip
+        for ours, theirs in RATIOS:
+            print(ratio_line(f"{label}: {ours} / {theirs}", med[ours] * 1e3, med[theirs] * 1e3, "ms/step"))
         del opts
 
 

@@ -15,6 +15,7 @@ import time
 
 import torch
 from fastai.callback.progress import ProgressCallback
+from ratios import ratio_line  # benchmarks/ratios.py
 from timing import TrainTimer  # benchmarks/timing.py
 
 import tresnet_nb as tnb
@@ -71,12 +72,10 @@ def main() -> None:
         print(f"{name:19s} train {tr:7.1f} img/s (range {min(train[precision, cl]):.1f}-{max(train[precision, cl]):.1f})"
               f"  infer {inf:7.1f} img/s")  # fmt: skip
     bf16, fp32_cl, fp32 = med["bf16", True], med["fp32", True], med["fp32", False]
-    print(
-        f"bf16+channels_last / fp32 NCHW: train x{bf16[0] / fp32[0]:.2f}, infer x{bf16[1] / fp32[1]:.2f} (goal: train >= 1.4)"
-    )
-    print(
-        f"bf16+channels_last / fp32+channels_last: train x{bf16[0] / fp32_cl[0]:.2f}, infer x{bf16[1] / fp32_cl[1]:.2f}"
-    )
+    for name, base in (("fp32 NCHW", fp32), ("fp32+channels_last", fp32_cl)):
+        goal = "goal >= 1.4" if name == "fp32 NCHW" else ""
+        print(ratio_line(f"bf16+channels_last / {name}: train", bf16[0], base[0], "img/s", goal))
+        print(ratio_line(f"bf16+channels_last / {name}: infer", bf16[1], base[1], "img/s"))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from ratios import ratio_line  # benchmarks/ratios.py
 
 import tresnet_nb as tnb
 from tresnet_nb import probe
@@ -98,12 +99,11 @@ def main() -> None:
             theirs.append(reference.seconds(mode, args.steps))
             if mode == "infer":
                 no_grad.append(reference.seconds(mode, args.steps, no_grad=True))
-        ours_ips = args.batch_size / statistics.median(ours)
         ref_ips = args.batch_size / statistics.median(theirs)
-        print(f"{mode}: probe {ours_ips:8.1f} img/s, reference loop {ref_ips:8.1f} img/s")
-        print(f"probe / reference: {mode} x{ours_ips / ref_ips:.3f}")
+        print(ratio_line(f"probe / reference: {mode}", args.batch_size / statistics.median(ours), ref_ips, "img/s"))
         if no_grad:  # the grad mode alone: what inference_mode gains over no_grad here
-            print(f"reference inference_mode / no_grad: x{statistics.median(no_grad) / statistics.median(theirs):.3f}")
+            no_grad_ips = args.batch_size / statistics.median(no_grad)
+            print(ratio_line("reference inference_mode / no_grad", ref_ips, no_grad_ips, "img/s"))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
-"""Benchmarks run with tiny arguments and print their ratio lines (the numbers are read by people, not asserted)."""
+"""Benchmarks run with tiny arguments, and every ratio they print (benchmarks/ratios.py's ``ratio_line``) is checked:
+finite and positive, the quotient of the two finite positive operands printed with it within the printed rounding,
+and each expected ratio printed exactly once (issue 14: a test that only looks for labels cannot fail)."""
 
 from __future__ import annotations
 
+import importlib.util
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,32 +14,114 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+NUMBER = r"[-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|inf|nan)"
+# "LABEL: xRATIO (A UNIT / B UNIT)" and an optional "; NOTE": the format of benchmarks/ratios.py's ratio_line
+RATIO_LINE = re.compile(
+    rf"^(?P<label>.+): x(?P<ratio>{NUMBER}) \((?P<a>{NUMBER}) (?P<unit>\S+) / (?P<b>{NUMBER}) (?P=unit)\)(?:; .+)?$"
+)
+RATIO_MARK = re.compile(r": x(?:\d|[-+]|nan|inf)")  # a line printing a ratio, whether or not through ratio_line
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
+def half_unit(number: str) -> float:
+    """Half a unit in the last printed place of ``number``: how far rounding to it can have moved the value."""
+    mantissa, _, exponent = number.lower().partition("e")
+    return 0.5 * 10.0 ** (int(exponent or 0) - len(mantissa.partition(".")[2]))
+
+
+def checked_label(line: str) -> str:
+    """The label of ``line``, a ratio line whose ratio and operands are finite and positive and whose ratio is the
+    operands' quotient within the rounding of the three printed numbers; AssertionError otherwise."""
+    match = RATIO_LINE.match(line)
+    assert match, f"not a ratio line (LABEL: xRATIO (A UNIT / B UNIT)): {line!r}"
+    r, a, b = (float(match[k]) for k in ("ratio", "a", "b"))
+    assert all(math.isfinite(v) and v > 0 for v in (r, a, b)), f"ratio and operands must be finite and > 0: {line!r}"
+    dr, da, db = (half_unit(match[k]) for k in ("ratio", "a", "b"))
+    # The unrounded operands lie in a ± da and b ± db (b - db > 0: a positive printed number is at least one unit
+    # of its last place), so their quotient lies in [low, high]; the printed ratio is that quotient rounded to r ± dr.
+    low, high = (a - da) / (b + db), (a + da) / (b - db)
+    slack = 1e-12  # binary floating point of the decimal bounds, far below any printed digit
+    assert r - dr <= high * (1 + slack) and r + dr >= low * (1 - slack), (
+        f"x{match['ratio']} is not {match['a']} / {match['b']} = {a / b:.6g} within the printed rounding: {line!r}"
+    )
+    return match["label"]
+
+
+@pytest.fixture(scope="module")
+def ratio_line():
+    """benchmarks/ratios.py's ratio_line (benchmarks/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("ratios", ROOT / "benchmarks" / "ratios.py")
+    ratios = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ratios)
+    return ratios.ratio_line
+
+
+@pytest.mark.parametrize(
+    ("numerator", "denominator", "unit", "note"),
+    [(630.1234, 33.69712, "img/s", ""), (121_000_123, 508_600_456, "B", ""), (1.27e-7, 3.3e-3, "s", "goal >= 0.95"),
+     (981_234.5, 0.000123, "ms/step", "paired rounds x0.97-0.99; goal >= 0.95"), (512, 288, "images", "paper x1.78")],
+)  # fmt: skip
+def test_ratio_line_passes_the_check_with_its_label(ratio_line, numerator, denominator, unit, note):
+    line = ratio_line("ours / theirs: train", numerator, denominator, unit, note)
+    assert checked_label(line) == "ours / theirs: train", line
+    assert line.endswith(f"; {note}" if note else ")"), line
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        pytest.param("cached / naive: x2.000 (60.000 img/s / 20.000 img/s)", id="not-the-quotient"),
+        pytest.param("cached / naive: x3.001 (60.000 img/s / 20.000 img/s)", id="ratio-one-unit-off"),
+        # 1.2345 / 1.0000 can be 1.2344-1.2346 before rounding, not 1.2355 or more
+        pytest.param("cached / naive: x1.236 (1.2345 s / 1.0000 s)", id="beyond-operand-rounding"),
+        pytest.param("cached / naive: x3.000 (60.000 img/s / 20.000 s)", id="units-differ"),
+        pytest.param("cached / naive: xinf (60.000 img/s / 0.0000 img/s)", id="zero-denominator"),
+        pytest.param("cached / naive: x-3.000 (-60.000 img/s / 20.000 img/s)", id="negative"),
+        pytest.param("cached / naive: xnan (60.000 img/s / 20.000 img/s)", id="nan"),
+        pytest.param("cached / naive: x3.000 (60.000 img/s / 20.000 img/s", id="truncated"),
+    ],
+)
+def test_ratio_check_rejects_a_wrong_line(line):
+    with pytest.raises(AssertionError):
+        checked_label(line)
+
+
+def test_ratio_check_accepts_the_rounding_it_allows_and_ratio_line_prints_nan_for_a_zero_denominator(ratio_line):
+    assert checked_label("cached / naive: x1.235 (1.2345 s / 1.0000 s)") == "cached / naive"  # 1.2345 rounds either way
+    assert checked_label("a / b: x3.000e+05 (6.0000e+07 B / 200 B); note") == "a / b"
+    line = ratio_line("a / b", 1.0, 0.0, "s")
+    assert line == "a / b: xnan (1.0000 s / 0.0000 s)", line
+    with pytest.raises(AssertionError):
+        checked_label(line)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("script", "args", "ratio_lines"),
+    ("script", "args", "labels"),
     [
         ("bench_precision.py", ("--img-size", "64", "--items", "32", "--repeats", "1"),
-         ("bf16+channels_last / fp32 NCHW: train x", "bf16+channels_last / fp32+channels_last: train x")),
-        ("bench_highres.py", ("--images", "6", "--size", "224"), ("cached / naive: x",)),
-        ("bench_loop_overhead.py", ("--items", "32", "--batch-size", "16", "--repeats", "1"), ("ours / bare: x",)),
+         ("bf16+channels_last / fp32 NCHW: train", "bf16+channels_last / fp32 NCHW: infer",
+          "bf16+channels_last / fp32+channels_last: train", "bf16+channels_last / fp32+channels_last: infer")),
+        ("bench_highres.py", ("--images", "6", "--size", "224"), ("cached / naive",)),
+        ("bench_loop_overhead.py", ("--items", "32", "--batch-size", "16", "--repeats", "1"), ("ours / bare",)),
         ("bench_grad_checkpointing.py", ("--img-size", "64", "--batch-size", "2", "--steps", "1"),
-         ("checkpointed / plain: saved bytes x", "step time x")),
+         ("checkpointed / plain: saved bytes", "checkpointed / plain: step time")),
         ("bench_iabn.py", ("--img-size", "64", "--batch-size", "2", "--steps", "1"),
-         ("iabn / bn: saved bytes x", "step time x")),
+         ("iabn / bn: saved bytes", "iabn / bn: step time", "checkpointed / bn: saved bytes",
+          "tresnet_m InPlace-ABN / resnet50 BN: max batch")),
         ("bench_probe.py", ("--img-size", "32", "--batch-size", "2", "--rounds", "1", "--steps", "1", "--warmup", "1"),
-         ("probe / reference: infer x", "probe / reference: train x", "reference inference_mode / no_grad: x")),
+         ("probe / reference: infer", "probe / reference: train", "reference inference_mode / no_grad")),
         ("bench_optimizer.py", ("--steps", "1", "--warmup", "1", "--wd-mode", "adamw"),
-         ("ForeachAdam / torch fused: x", "ForeachAdam foreach / torch foreach: x", "OptimWrapper / torch foreach: x")),
+         tuple(f"AdamW (decoupled wd): {pair}" for pair in ("ForeachAdam / torch fused", "ForeachAdam / torch foreach",
+                                                            "ForeachAdam foreach / torch foreach",
+                                                            "OptimWrapper / torch foreach"))),
     ],
 )  # fmt: skip
-def test_benchmark_runs_and_prints_its_ratios(script, args, ratio_lines):
+def test_benchmark_runs_and_prints_its_ratios(script, args, labels):
     result = run(f"benchmarks/{script}", *args)
     assert result.returncode == 0, result.stderr[-2000:]
-    for line in ratio_lines:
-        assert line in result.stdout, result.stdout
+    printed = [checked_label(line) for line in result.stdout.splitlines() if RATIO_MARK.search(line)]
+    assert sorted(printed) == sorted(labels), result.stdout
