@@ -142,10 +142,8 @@ def ddp_worker(out: Path) -> None:
     seed_everything(SEED + info.rank)  # different on purpose: see the module docstring
     learn, _ = _setup(out / "run")
     learn.remove_cb(ProgressCallback)
-    probe = Probe()
-    learn.add_cbs(
-        [probe, EMA(EMA_DECAY), EpochLog("ddp-test"), Checkpoint(out / f"checkpoint-rank{info.rank}.pth", "test")]
-    )
+    probe, ema = Probe(), EMA(EMA_DECAY)
+    learn.add_cbs([probe, ema, EpochLog("ddp-test"), Checkpoint(out / f"checkpoint-rank{info.rank}.pth", "test")])
     distribute(learn, info)
     initial = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
     loader_rng = learn.dls.train.rng.getstate()
@@ -153,6 +151,7 @@ def ddp_worker(out: Path) -> None:
     for _ in range(FITS):
         learn.fit(1, LR)
         values.append([float(v) for v in learn.recorder.values[-1]])
+    ema.use_average()  # once, after the last fit, as train.fit.fit does at the end of a plan
     probs, targets = predict(learn)
     dl = learn.dls.train
     torch.save({
@@ -197,7 +196,7 @@ def reference(initial: dict, loader_rng: tuple, out: Path) -> dict:
             with torch.no_grad():  # EMA after every step, of weights and buffers (counters copied)
                 for avg, new in zip(average.state_dict().values(), model.state_dict().values(), strict=True):
                     avg.lerp_(new, 1 - EMA_DECAY) if avg.is_floating_point() else avg.copy_(new)
-        model.load_state_dict(average.state_dict())  # a fit ends on the average; the next one trains on from it
+    model.load_state_dict(average.state_dict())  # the live weights train on across fits; the average goes in at the end
     model.eval()
     with torch.no_grad():
         batches = [(model(x.contiguous(memory_format=torch.channels_last)), y) for x, y in learn.dls.valid]

@@ -305,3 +305,21 @@ def test_converting_twice_is_refused(tresnet):
     converted = convert_to_iabn(copy.deepcopy(tresnet), backend="pure")
     with pytest.raises(ValueError, match=r"already has InPlace-ABN layers.*convert_from_iabn"):
         convert_to_iabn(converted, backend="pure")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_auto_backend_trains_on_cuda_in_each_precision(tresnet, precision):
+    """On a real GPU: 'auto' takes the package only where its kernels dispatch the dtype (fp16, not bf16), and a
+    training step under that autocast runs there with a finite loss and gradients on every converted norm."""
+    model = convert_to_iabn(copy.deepcopy(tresnet).cuda().train(), precision=precision)
+    package = iabn._package_class() is not None
+    assert model.iabn_info.backend == ("inplace_abn" if package and precision == "fp16" else "pure")
+    x = torch.rand(4, 3, 64, 64, device="cuda")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    with torch.autocast("cuda", dtype=dtype):
+        loss = F.cross_entropy(model(x), torch.arange(4, device="cuda") % 10)
+    loss.backward()
+    assert torch.isfinite(loss)
+    norms = [m for m in model.modules() if isinstance(m, InPlaceABN2d) or type(m).__name__ == "InPlaceABN"]
+    assert norms and all(m.weight.grad is not None and torch.isfinite(m.weight.grad).all() for m in norms)

@@ -180,7 +180,7 @@ def check_hosted(image: str, python: str | None, where: Path, reuse: bool = Fals
     with tempfile.TemporaryDirectory() as elsewhere:
         where_from = subprocess.run([str(py), "-c", "import tresnet_nb; print(tresnet_nb.__file__)"], cwd=elsewhere,
                                     check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
-    if str(ROOT) in where_from:
+    if Path(where_from).resolve().is_relative_to(ROOT / "tresnet_nb"):
         raise SystemExit(f"the hosted venv imports tresnet_nb from the checkout ({where_from}), not the install")
     print(f"installed package: {where_from}")
     _pytest(py, HOSTED_SMOKE, where / "pytest")
