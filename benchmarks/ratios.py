@@ -1,5 +1,5 @@
 """The one format of the benchmarks' ratio lines, with both operands, which tests/test_benchmarks.py parses and
-recomputes (issue 14). Standard library only, so that the test imports it in milliseconds."""
+recomputes. Standard library only, so that the test imports it in milliseconds."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Benchmarks run with tiny arguments, and every ratio they print (benchmarks/ratios.py's ``ratio_line``) is checked:
 finite and positive, the quotient of the two finite positive operands printed with it within the printed rounding,
-and each expected ratio printed exactly once (issue 14: a test that only looks for labels cannot fail)."""
+and each expected ratio printed exactly once (a test that only looked for the labels could not fail)."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ def cuda_learner(out, recipe: str, epochs: int, cbs, precision: str):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_a_resumed_run_steps_on_cuda_with_its_state_there(tmp_path, precision):
-    # issue 14: the checkpoint is mapped to the CPU, the model is on the GPU; fused Adam refused to mix the two
+    # the checkpoint is mapped to the CPU, the model is on the GPU; fused Adam refused to mix the two
     cfg, learn = cuda_learner(tmp_path, "miil", 2, [InterruptAt(1, 1)], precision)
     with pytest.raises(Interrupt):
         fit(learn, cfg, pretrained=False)  # epoch 1 trained and checkpointed, then stopped

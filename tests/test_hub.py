@@ -1,5 +1,5 @@
 """weights='auto' against a local stand-in hub (tests/hubserver.py): real sockets, real huggingface_hub, no mocks.
-The download, the cache afterwards, the proxy variables (issue 14), an endpoint that never answers, a refused port,
+The download, the cache afterwards, the proxy variables, an endpoint that never answers, a refused port,
 a repo without the files; and runtime.host_reachable through a proxy."""
 
 from __future__ import annotations

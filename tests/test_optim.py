@@ -199,7 +199,7 @@ def test_fused_steps_are_right_when_the_model_changes_memory_format_after_its_st
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_loaded_state_moves_to_each_parameters_device_and_dtype(fused):
-    # a checkpoint is mapped to the CPU and loaded where the model is (CUDA in issue 14, float64 here): the state
+    # a checkpoint is mapped to the CPU and loaded where the model is (CUDA in use, float64 here): the state
     # follows each parameter, as torch's Optimizer.load_state_dict casts it, and the step is the one it would have been
     a, x = model(), torch.randn(8, 3, 8, 8)
     b = copy.deepcopy(a).double()

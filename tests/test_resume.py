@@ -217,7 +217,7 @@ def test_ema_goes_into_the_model_once_so_a_phase_boundary_resume_is_exact(tmp_pa
 @pytest.mark.parametrize("move", ["meta", "float64"])
 def test_restored_optimizer_and_ema_state_sit_where_the_model_is(tmp_path, move):
     # on CUDA the checkpoint is mapped to the CPU while the model is on the GPU: here the model is moved instead, to
-    # the meta device or to float64, and every restored state tensor must follow its parameter (issue 14)
+    # the meta device or to float64, and every restored state tensor must follow its parameter
     run(tmp_path, "miil", 1, False, model_fn=TinyNet)  # a checkpoint with Adam moments and an EMA
     state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
     _, learn, _ = make_learner(tmp_path, "miil", 1, model_fn=TinyNet)

@@ -41,7 +41,7 @@ def first_hop(url: str) -> tuple[str, int]:
 
 
 def host_reachable(url: str, budget_s: float = REACH_BUDGET_S) -> bool:
-    """True if a TCP connection to ``url``'s first hop (its proxy when one is set, see :func:`first_hop`; issue 14)
+    """True if a TCP connection to ``url``'s first hop (its proxy when one is set, see :func:`first_hop`)
     opens within ``budget_s`` (DNS included; in a daemon thread, so a hanging resolver cannot hold the caller)."""
     host, port = first_hop(url)
     result: list[bool] = []

@@ -3,7 +3,7 @@ without internet gets, within seconds, an error that says which file to put wher
 
 Whether the hub answers is asked of the hub itself, through huggingface_hub's own HTTP session, so that its proxy
 settings (HTTPS_PROXY, HTTP_PROXY, NO_PROXY; ``configure_http_backend`` / ``set_client_factory``) hold as they will
-for the download (issue 14: a direct TCP test behind a proxy said 'offline' and runs trained from random weights).
+for the download (a direct TCP test behind a proxy said 'offline' and runs trained from random weights).
 The question is one HEAD request without retries: huggingface_hub's own metadata call retries connection errors
 with back-off (0.2x from about 0.25 on; 1.x and 2.x once more with a 60 s timeout), which takes half a minute.
 """

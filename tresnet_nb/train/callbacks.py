@@ -111,7 +111,7 @@ class EMA(Callback):
     runs on the average, and :meth:`use_average` loads it into the model, which :func:`tresnet_nb.train.fit.fit`
     does once, when its whole plan is done (the MIIL transfer practice: the EMA is what is evaluated and saved).
     A fit alone leaves the live weights in the model: the next phase of a plan goes on from them, as Adam's moments
-    do, and as a run resumed between phases does (issue 14).
+    do, and as a run resumed between phases does.
 
     timm's ``ModelEmaV3`` keeps the average and updates it (one foreach lerp over the floating state, integer
     buffers such as BatchNorm's ``num_batches_tracked`` copied): without ``step`` it uses the fixed ``decay``, no

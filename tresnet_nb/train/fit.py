@@ -221,7 +221,7 @@ def fit(
     ema = _ema(learn)
     if ema is not None and ema.average is not None:
         # once, when the whole plan is done (a finished run rerun too): each phase goes on from the live weights,
-        # which Adam's moments belong to, so a run resumed at a phase boundary is the uninterrupted one (issue 14)
+        # which Adam's moments belong to, so a run resumed at a phase boundary is the uninterrupted one
         ema.use_average()
     seconds = time.perf_counter() - start
     lr = cfg.lr if cfg.lr is not None else recipe.lr

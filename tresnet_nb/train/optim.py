@@ -56,7 +56,7 @@ def same_dense_layout(p: torch.Tensor, *others: torch.Tensor) -> bool:
 def state_to_params(opt: Optimizer) -> None:
     """Put every tensor of ``opt``'s per-parameter state on its parameter's device (floating ones in its dtype, as
     torch's ``Optimizer.load_state_dict`` does). fastai's ``Optimizer.load_state_dict`` keeps the tensors where the
-    checkpoint was mapped (the CPU): on CUDA, torch's fused and foreach Adam then refuse to mix devices (issue 14)."""
+    checkpoint was mapped (the CPU): on CUDA, torch's fused and foreach Adam then refuse to mix devices."""
     for p, _, state, _ in opt.all_params():
         for key, value in state.items():
             if isinstance(value, torch.Tensor):
