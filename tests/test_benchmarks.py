@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import re
 import subprocess
 import sys
@@ -118,6 +119,9 @@ def test_ratio_check_accepts_the_rounding_it_allows_and_ratio_line_prints_nan_fo
          tuple(f"AdamW (decoupled wd): {pair}" for pair in ("ForeachAdam / torch fused", "ForeachAdam / torch foreach",
                                                             "ForeachAdam foreach / torch foreach",
                                                             "OptimWrapper / torch foreach"))),
+        ("bench_vs_fastai.py", ("--datasets", "digits", "--items", "64", "--epochs", "1", "--seeds", "0", "--size", "32",
+                                "--batch-size", "16", "--json", os.devnull),
+         tuple(f"ours / {peer}: digits {what}" for peer in ("fastai", "timm") for what in ("accuracy", "train img/s"))),
     ],
 )  # fmt: skip
 def test_benchmark_runs_and_prints_its_ratios(script, args, labels):

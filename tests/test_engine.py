@@ -40,9 +40,10 @@ def preprocess(dl) -> Preprocess:
     return step
 
 
-def make(tmp_path, max_items=32, batch_size=16, img_size=64, model=None, splits=None, **options):
+def make(tmp_path, max_items=32, batch_size=16, img_size=64, model=None, splits=None, dataset="fashion_mnist",
+         **options):  # fmt: skip
     cfg = RunConfig.from_params("e", preset="smoke", precision="fp32", max_items=max_items, batch_size=batch_size,
-                                img_size=img_size, output_dir=str(tmp_path))  # fmt: skip
+                                img_size=img_size, output_dir=str(tmp_path), dataset=dataset)  # fmt: skip
     seed_everything(cfg.seed)
     model = model if model is not None else load_model(cfg.arch, cfg.weights, num_classes=10)
     splits = splits if splits is not None else load_splits(cfg.dataset, None, cfg.max_items)
@@ -87,6 +88,36 @@ def test_recipes_set_their_policy_on_the_training_loader_only(tmp_path):
     train_pre = preprocess(learn.dls.train)
     assert (train_pre.aug.policy, train_pre.aug.erasing) == ("randaugment", 0.25)
     assert learn.options["augment"] == "randaugment"
+
+
+@pytest.mark.parametrize(("dataset", "augment", "flips"), [
+    ("fashion_mnist", None, True),  # clothes keep their class in a mirror: the recipe's flips
+    ("folder", None, False),  # a user's own images may not (digits, letters): no flips by default
+    ("csv", None, False),
+    ("folder", "flip", True),  # a policy asked for by name flips
+])  # fmt: skip
+def test_the_recipes_flip_only_datasets_whose_classes_survive_a_mirror(tmp_path, dataset, augment, flips):
+    splits = load_splits("fashion_mnist", None, 32)  # the images do not matter; the dataset's entry does
+    _, learn = make(tmp_path, model=Tiny(), splits=splits, dataset=dataset, recipe="scratch", augment=augment)
+    aug = preprocess(learn.dls.train).aug
+    assert (aug.policy, aug.flip, learn.options["flip"]) == ("flip", flips, flips)
+    x = torch.rand(64, 3, 8, 8)
+    torch.manual_seed(0)
+    mirrored = [torch.equal(a, b.flip(2)) for a, b in zip(aug.images(x.clone()), x, strict=True)]
+    assert (20 <= sum(mirrored) <= 44) if flips else not any(mirrored)  # binomial(64, 0.5): mean 32, sd 4
+
+
+@pytest.mark.parametrize("policy", ["autoaugment", "randaugment"])
+def test_policies_without_flips_never_mirror(policy):
+    x = torch.rand(32, 3, 32, 32)
+    x[:, :, :, :16] = 0  # the left half dark: a mirror puts the dark half on the right
+    torch.manual_seed(0)
+    out = BatchAugment(policy, flip=False).images(x.clone())
+    left, right = out[..., :16].mean((1, 2, 3)), out[..., 16:].mean((1, 2, 3))
+    assert not (left > right).any()
+    torch.manual_seed(0)
+    flipped = BatchAugment(policy).images(x.clone())
+    assert (flipped[..., :16].mean((1, 2, 3)) > flipped[..., 16:].mean((1, 2, 3))).any()  # the check can fail
 
 
 @pytest.mark.parametrize("policy", ["autoaugment", "randaugment"])

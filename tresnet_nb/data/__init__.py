@@ -28,6 +28,10 @@ class DatasetSpec:
     eval_split: str
     description: str
     options: dict[str, Any] = field(default_factory=dict)  # fixed read() options (e.g. the CIFAR variant)
+    # whether a left-right mirror image keeps the class, so that the recipes' default policies may flip: photos of
+    # clothes, objects, cars, flowers, herbarium sheets and leaves do; a user's own images are unknown (digits,
+    # letters, signs, text do not), so those train without flips unless AUGMENT names a policy
+    flips_keep_class: bool = True
 
     @property
     def paper(self) -> PaperResult:
@@ -96,9 +100,11 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("plant_pathology", "plant_pathology", "single-label", "mean_roc_auc", "valid",
                     "Plant Pathology 2020 (FGVC7, Kaggle): images/ and one-hot train.csv (one class per row)"),
         DatasetSpec("folder", "folder", "single-label", "accuracy", "valid",
-                    "your images: one sub-folder per class (optionally under train/ and valid/)"),
+                    "your images: one sub-folder per class (optionally under train/ and valid/)",
+                    flips_keep_class=False),
         DatasetSpec("csv", "table", "single-label", "accuracy", "valid",
-                    "your images listed in a CSV: path,label or path plus one 0/1 column per label (multi-label)"),
+                    "your images listed in a CSV: path,label or path plus one 0/1 column per label (multi-label)",
+                    flips_keep_class=False),
     )
 }  # fmt: skip
 

@@ -161,8 +161,9 @@ def _preprocess_steps(dls: DataLoaders) -> list:
     return [t for t in steps if isinstance(t, Preprocess)]
 
 
-def set_augment(dls: DataLoaders, policy: str, erasing: float = 0.0) -> None:
-    """Switch the training loader of ``dls`` (built by tresnet_nb's array or file loaders) to ``policy``."""
+def set_augment(dls: DataLoaders, policy: str, erasing: float = 0.0, flip: bool = True) -> None:
+    """Switch the training loader of ``dls`` (built by tresnet_nb's array or file loaders) to ``policy`` (with its
+    left-right flips, or without them: ``flip=False``)."""
     check_augment(policy, erasing)
     found = _preprocess_steps(dls)
     if not found:
@@ -172,11 +173,11 @@ def set_augment(dls: DataLoaders, policy: str, erasing: float = 0.0) -> None:
             "build_learner to keep your own."
         )
     for t in found:
-        t.aug = BatchAugment(policy, erasing)
+        t.aug = BatchAugment(policy, erasing, flip)
 
 
-def augment_of(dls: DataLoaders) -> tuple[str, float]:
-    """The (policy, erasing) the training loader of ``dls`` applies ('as_built' if it has no tresnet_nb Preprocess),
-    to carry it over to the loaders of a progressive phase."""
+def augment_of(dls: DataLoaders) -> tuple[str, float, bool]:
+    """The (policy, erasing, flip) the training loader of ``dls`` applies ('as_built' if it has no tresnet_nb
+    Preprocess), to carry it over to the loaders of a progressive phase."""
     found = [t.aug for t in _preprocess_steps(dls) if t.aug is not None]
-    return (found[0].policy, found[0].erasing) if found else ("as_built", 0.0)
+    return (found[0].policy, found[0].erasing, found[0].flip) if found else ("as_built", 0.0, True)

@@ -3,6 +3,8 @@
 Policies (``AUGMENTS``) act on the uint8-derived [0, 1] batch before normalisation, one random draw per image:
 
 - ``flip``: horizontal flip with probability 0.5 (plus the optional small shift of the array loaders);
+  ``flip=False`` leaves the flip out of every policy, for classes that a mirror image changes (digits, letters,
+  signs; see ``DatasetSpec.flips_keep_class``);
 - ``autoaugment``: flip, then torchvision's AutoAugment ImageNet policy (the policy behind timm's ``v0`` that the
   TResNet authors used for CIFAR-100 transfer, see FACTS.md);
 - ``randaugment``: flip, then RandAugment with 2 operations at magnitude 9 (timm's ``rand-m9`` strength);
@@ -46,17 +48,19 @@ def flip_half(x: torch.Tensor) -> torch.Tensor:
 class BatchAugment:
     """The per-image part of a policy for a [0, 1] batch, and random erasing for the normalised batch."""
 
-    def __init__(self, policy: str = "flip", erasing: float = 0.0) -> None:
+    def __init__(self, policy: str = "flip", erasing: float = 0.0, flip: bool = True) -> None:
         check_augment(policy, erasing)
-        self.policy, self.erasing = policy, float(erasing)
+        self.policy, self.erasing, self.flip = policy, float(erasing), bool(flip)
         self._op = _policy_op(policy)
         self._erase = v2.RandomErasing(p=1.0, scale=(0.02, 1 / 3), ratio=(0.3, 3.3), value="random")
 
     def images(self, x: torch.Tensor) -> torch.Tensor:
-        """Flip and (for autoaugment/randaugment) the policy's operations, drawn per image, on [0, 1] floats."""
+        """Flip (unless ``flip`` is off) and (for autoaugment/randaugment) the policy's operations, drawn per image,
+        on [0, 1] floats."""
         if self.policy == "none":
             return x
-        x = flip_half(x)
+        if self.flip:
+            x = flip_half(x)
         if self._op is None:
             return x
         # the policies' colour operations need uint8 levels: quantise, transform, back to [0, 1]

@@ -134,10 +134,10 @@ def _load_checkpoint(path: Path, expected: str) -> dict[str, Any] | None:
 
 def _swap_loaders(learn: Learner, key: tuple[int, int], dls_for: DlsFactory) -> None:
     """Give ``learn`` the DataLoaders of ``key`` (size, batch), with the augmentation its current ones apply."""
-    policy, erasing = augment_of(learn.dls)
+    policy, erasing, flip = augment_of(learn.dls)
     learn.dls = dls_for(*key)
     if policy != "as_built":
-        set_augment(learn.dls, policy, erasing)
+        set_augment(learn.dls, policy, erasing, flip)
 
 
 def _ema(learn: Learner) -> EMA | None:

@@ -188,8 +188,10 @@ def build_learner(
     precision = resolve_precision(cfg.precision, dls.device)
     policy = rec.augment if augment is None else augment
     erase = rec.erasing if erasing is None else erasing
+    # the recipe's policy flips only datasets whose classes survive a mirror image; a policy asked for by name does
+    flip = augment is not None or get_dataset(cfg.dataset).flips_keep_class
     if policy != "as_built":
-        set_augment(dls, policy, erase)  # checks both, naming the bad value
+        set_augment(dls, policy, erase, flip)  # checks both, naming the bad value
     elif erasing:
         raise ValueError("erasing needs a tresnet_nb augmentation policy; with augment='as_built' leave it None")
     check_train_options({"mixup": mixup, "cutmix": cutmix, "clip_grad": clip_grad, "accumulate": accumulate,
@@ -222,7 +224,7 @@ def build_learner(
     learn = Learner(dls, model, loss_func=loss, opt_func=opt, metrics=metrics, splitter=head_splitter,
                     wd=rec.weight_decay, cbs=cbs, path=cfg.out)  # fmt: skip
     learn.precision, learn.recipe_name, learn.task = precision, name, task
-    learn.options = {"augment": policy, "erasing": erase, "mixup": mixup, "cutmix": cutmix, "clip_grad": clip_grad,
+    learn.options = {"augment": policy, "flip": flip, "erasing": erase, "mixup": mixup, "cutmix": cutmix, "clip_grad": clip_grad,
                      "accumulate": accumulate, "grad_checkpointing": grad_checkpointing, "task": task,
                      "multi_label_loss": multi_label_loss}  # fmt: skip
     return learn
