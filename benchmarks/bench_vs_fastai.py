@@ -222,13 +222,13 @@ def run_ours(draw: Draw, args: argparse.Namespace, seed: int, epochs: int, out: 
     if draw.in_memory:  # 00_quickstart: load_splits (the draw holds its result) and array_dls
         model = tnb.load_model(cfg.arch, cfg.weights, num_classes=draw.n_classes)
         dls = tnb.array_dls(draw.splits, cfg.img_size, cfg.batch_size, tnb.data_config(model, cfg.img_size), device)
-        learn = tnb.build_learner(cfg, dls, model)
+        learn = tnb.build_learner(cfg, dls, model, **args.ours_options)
         data = None
     else:  # 08_your_own_data: read the folder, open_data (the resize-once cache), build_learner with the data's task
         ds = tnb.get_dataset(cfg.dataset).read(cfg.data_root)
         model = tnb.load_model(cfg.arch, cfg.weights, num_classes=len(ds.class_names))
         data = tnb.open_data(cfg, model, device, ds)
-        learn = tnb.build_learner(cfg, data.dls, model, task=data.task)
+        learn = tnb.build_learner(cfg, data.dls, model, task=data.task, **args.ours_options)
     timer = TrainPhases()
     learn.add_cb(timer)
     with learn.no_bar(), learn.no_logging():
@@ -464,7 +464,18 @@ def parse_args() -> argparse.Namespace:
         help="loader workers of fastai and timm (default: their own: fastai's defaults.cpus, train.py's 4)",
     )
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    p.add_argument("--ours-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a build_learner keyword for ours, e.g. augment=flip, to measure a default against another")  # fmt: skip
     args = p.parse_args()
+    args.ours_options = {}
+    for option in args.ours_option:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            p.error(f"--ours-option {option!r}: write KEY=VALUE, e.g. augment=flip")
+        try:
+            args.ours_options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args.ours_options[key] = value
     args.methods = [m.strip() for m in args.only.split(",") if m.strip()]
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown or not args.methods:
@@ -481,7 +492,8 @@ def run_dataset(draw: Draw, args: argparse.Namespace, work: Path) -> dict[str, l
     print(f"\n== {draw.name}: {len(s.train_y)} train / {len(s.valid_y)} valid, {draw.note}; {args.size} px, "
           f"{epochs} epochs{' (+1 frozen: fine_tune)' if args.weights else ''}, batch {args.batch_size}, seeds "
           f"{args.seeds}, {torch.get_num_threads()} threads, device {tnb.device()}, "
-          f"{'weights ' + args.weights if args.weights else 'random init'}")  # fmt: skip
+          f"{'weights ' + args.weights if args.weights else 'random init'}"
+          + (f"; ours with {args.ours_options}" if args.ours_options else ""))  # fmt: skip
     by_method: dict[str, list[Run]] = {m: [] for m in args.methods}
     for k, seed in enumerate(args.seeds):
         order = args.methods[k % len(args.methods) :] + args.methods[: k % len(args.methods)]  # rotate who goes first
