@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_iabn.py
 	$(PY) benchmarks/bench_probe.py
 	$(PY) benchmarks/bench_optimizer.py
+	$(PY) benchmarks/bench_vs_fastai.py
 
 clean-runs:
 	rm -rf runs
