@@ -21,9 +21,11 @@ from tresnet_nb import (
     load_model,
     load_splits,
     predict,
+    runtime,
     seed_everything,
     topk_accuracy,
 )
+from tresnet_nb.runtime import cpu_has_native_bf16
 from tresnet_nb.train.callbacks import resolve_precision
 
 
@@ -57,7 +59,12 @@ def tiny_learner(precision: str, tmp_path, recipe=None, epochs=1):
 
 
 @pytest.mark.parametrize(
-    ("precision", "dtype"), [("bf16", torch.bfloat16), ("fp32", torch.float32), ("auto", torch.bfloat16)]
+    ("precision", "dtype"),
+    [
+        ("bf16", torch.bfloat16),
+        ("fp32", torch.float32),
+        ("auto", torch.bfloat16 if cpu_has_native_bf16() else torch.float32),
+    ],
 )
 def test_precision_is_what_the_convolutions_compute_in(tmp_path, precision, dtype):
     cfg, learn = tiny_learner(precision, tmp_path)
@@ -103,6 +110,33 @@ def test_the_fastai_recipe_trains_the_groups_and_rates_of_fastai_fine_tune(tmp_p
     # one-cycle starts at peak / div: frozen peaks slice(2e-3) = [2e-4, 2e-3], div 25; then slice(1e-5, 1e-3), div 5
     assert frozen["lr"][0] == pytest.approx([2e-4 / 25, 2e-3 / 25]) and unfrozen["lr"][0] == pytest.approx([2e-6, 2e-4])
     assert all(body_lr == pytest.approx(head_lr / 10) for body_lr, head_lr in frozen["lr"])
+
+
+@pytest.mark.parametrize(
+    ("machine", "flags", "expected"),
+    [
+        ("x86_64", {"_is_avx512_bf16_supported": True, "_is_amx_tile_supported": False}, "bf16"),
+        ("x86_64", {"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": True}, "bf16"),
+        ("x86_64", {"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": False}, "fp32"),
+        ("AMD64", {"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": False}, "fp32"),
+    ],
+)
+def test_auto_precision_on_a_cpu_is_bf16_only_where_it_computes_bf16_natively(monkeypatch, machine, flags, expected):
+    # emulated bf16 (an AVX2-only CPU) trained 12x slower than fp32 (benchmarks/bench_precision.py), so 'auto' must
+    # not pick it there; on CUDA 'auto' stays fp16 whatever the CPU
+    monkeypatch.setattr(runtime.platform, "machine", lambda: machine)
+    for name, value in flags.items():
+        monkeypatch.setattr(torch.cpu, name, lambda value=value: value)
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"  # asked for by name, it is what runs
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_elsewhere_follows_onednns_bf16_check(monkeypatch, native):
+    monkeypatch.setattr(runtime.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
 
 
 def test_fp16_on_cpu_is_refused():

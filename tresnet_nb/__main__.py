@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--img-size", type=int, default=None, help="input side in pixels (default 224)")
     probe.add_argument("--mode", choices=("infer", "train", "both"), default="both")
     probe.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
-                       help="default: fp16 on CUDA (the paper's mixed precision), bf16 on a CPU")  # fmt: skip
+                       help="default: fp16 on CUDA (the paper's mixed precision); on a CPU bf16 where it computes bf16 natively, else fp32")  # fmt: skip
     probe.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                        help="channels_last memory format (default: on)")  # fmt: skip
     probe.add_argument("--batch-size", default=None,

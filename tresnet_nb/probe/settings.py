@@ -13,6 +13,7 @@ import torch
 
 from ..model.archs import check_img_size, split_arch
 from ..model.steps import PRECISIONS
+from ..runtime import cpu_precision
 
 MODES = ("infer", "train", "both")
 PAPER_FRACTION = 0.9  # the paper measures at 90% of the maximal batch size
@@ -76,14 +77,15 @@ def plan(device: torch.device, preset: str = "cpu", archs: Sequence[str] | None 
          precision: str | None = None, batch_size: int | str | None = None, **overrides: Any) -> ProbeSettings:  # fmt: skip
     """The probe's settings for ``device`` and a notebook preset: on a GPU the paper's protocol (TResNet-M/L/XL and
     ResNet50 at 224, fp16, 90% of the maximal batch); on a CPU a reduced set with the same columns (TResNet-M and
-    ResNet50, bf16 + channels_last, a fixed batch); ``smoke`` shrinks either to seconds. Given values win."""
+    ResNet50, bf16 where the CPU computes it natively
+    (else fp32) + channels_last, a fixed batch); ``smoke`` shrinks either to seconds. Given values win."""
     gpu = device.type == "cuda"
     precision = None if precision == "auto" else precision  # RunConfig's 'auto': the plan's choice
     base: dict[str, Any] = (
         {"archs": ("tresnet_m", "tresnet_l", "tresnet_xl", "resnet50"), "img_size": 224, "precision": "fp16",
          "channels_last": True, "batch_size": "max", "repeats": 5}
         if gpu else
-        {"archs": ("tresnet_m", "resnet50"), "img_size": 224, "precision": "bf16", "channels_last": True,
+        {"archs": ("tresnet_m", "resnet50"), "img_size": 224, "precision": cpu_precision(), "channels_last": True,
          "batch_size": CPU_BATCH, "warmup": 1, "repeats": 3}
     )  # fmt: skip
     if preset == "smoke":
