@@ -14,6 +14,7 @@ from torch import nn
 from tresnet_nb import probe
 from tresnet_nb.__main__ import main
 from tresnet_nb.report.record import write_metrics
+from tresnet_nb.runtime import cpu_precision
 
 CPU = torch.device("cpu")
 
@@ -180,6 +181,7 @@ def test_plan_follows_the_device_and_the_preset():
     assert gpu.precision == "fp16" and gpu.img_size == 224
     cpu = probe.plan(CPU, "cpu")
     assert cpu.archs == ("tresnet_m", "resnet50") and cpu.batch_size == probe.CPU_BATCH and cpu.img_size == 224
+    assert cpu.precision == cpu_precision()  # bf16 only where the CPU computes it natively (emulated: 12x slower)
     smoke = probe.plan(CPU, "smoke", archs=["resnet50"], precision="fp32")
     assert smoke.img_size == 64 and smoke.archs == ("resnet50",) and smoke.precision == "fp32"
     with pytest.raises(ValueError, match="preset"):
