@@ -214,19 +214,19 @@ def run_ours(draw: Draw, args: argparse.Namespace, seed: int, epochs: int, out: 
         "bench_vs_fastai", preset="cpu", arch=ARCH, weights=args.weights or "none", dataset=dataset,
         data_root=None if draw.in_memory else str(draw.root), img_size=args.size, batch_size=args.batch_size,
         epochs=epochs, max_items=args.items_for[draw.name] if draw.in_memory else None, seed=seed,
-        output_dir=str(out),
+        output_dir=str(out), **args.ours_params,
     )  # fmt: skip
     cfg.save()
     tnb.seed_everything(cfg.seed)
     device = tnb.device()
     if draw.in_memory:  # 00_quickstart: load_splits (the draw holds its result) and array_dls
-        model = tnb.load_model(cfg.arch, cfg.weights, num_classes=draw.n_classes)
+        model = tnb.load_model(cfg.arch, cfg.weights, num_classes=draw.n_classes, **args.ours_models)
         dls = tnb.array_dls(draw.splits, cfg.img_size, cfg.batch_size, tnb.data_config(model, cfg.img_size), device)
         learn = tnb.build_learner(cfg, dls, model, **args.ours_options)
         data = None
     else:  # 08_your_own_data: read the folder, open_data (the resize-once cache), build_learner with the data's task
         ds = tnb.get_dataset(cfg.dataset).read(cfg.data_root)
-        model = tnb.load_model(cfg.arch, cfg.weights, num_classes=len(ds.class_names))
+        model = tnb.load_model(cfg.arch, cfg.weights, num_classes=len(ds.class_names), **args.ours_models)
         data = tnb.open_data(cfg, model, device, ds)
         learn = tnb.build_learner(cfg, data.dls, model, task=data.task, **args.ours_options)
     timer = TrainPhases()
@@ -466,16 +466,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     p.add_argument("--ours-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a build_learner keyword for ours, e.g. augment=flip, to measure a default against another")  # fmt: skip
+    p.add_argument("--ours-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a notebook parameter (RunConfig field) for ours, e.g. lr=0.002")  # fmt: skip
+    p.add_argument("--ours-model", action="append", default=[], metavar="KEY=VALUE",
+                   help="a timm.create_model keyword for ours, e.g. global_pool=catavgmax or drop_rate=0.25")  # fmt: skip
     args = p.parse_args()
-    args.ours_options = {}
-    for option in args.ours_option:
-        key, sep, value = option.partition("=")
-        if not sep or not key:
-            p.error(f"--ours-option {option!r}: write KEY=VALUE, e.g. augment=flip")
-        try:
-            args.ours_options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            args.ours_options[key] = value
+    for flag, example in (("ours_option", "augment=flip"), ("ours_param", "lr=0.002"), ("ours_model", "drop_rate=0.2")):
+        setattr(args, f"{flag}s", keyword_values(p, flag, getattr(args, flag), example))
+    if set(args.ours_params) & {"arch", "weights", "dataset", "data_root", "output_dir", "seed"}:
+        p.error(f"--ours-param {sorted(args.ours_params)}: ARCH, WEIGHTS, DATASET, DATA_ROOT, OUTPUT_DIR and SEED "
+                "are the benchmark's to set (use --weights, --seeds)")  # fmt: skip
     args.methods = [m.strip() for m in args.only.split(",") if m.strip()]
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown or not args.methods:
@@ -486,6 +486,20 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def keyword_values(p: argparse.ArgumentParser, flag: str, given: list[str], example: str) -> dict[str, object]:
+    """``KEY=VALUE`` texts as a dict, each VALUE read as JSON where it parses (numbers, true/false), else as text."""
+    out: dict[str, object] = {}
+    for option in given:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            p.error(f"--{flag.replace('_', '-')} {option!r}: write KEY=VALUE, e.g. {example}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def run_dataset(draw: Draw, args: argparse.Namespace, work: Path) -> dict[str, list[Run]]:
     epochs = args.epochs or int(DATASET_DEFAULTS[draw.name]["epochs"])
     s = draw.splits
@@ -493,7 +507,8 @@ def run_dataset(draw: Draw, args: argparse.Namespace, work: Path) -> dict[str, l
           f"{epochs} epochs{' (+1 frozen: fine_tune)' if args.weights else ''}, batch {args.batch_size}, seeds "
           f"{args.seeds}, {torch.get_num_threads()} threads, device {tnb.device()}, "
           f"{'weights ' + args.weights if args.weights else 'random init'}"
-          + (f"; ours with {args.ours_options}" if args.ours_options else ""))  # fmt: skip
+          + "".join(f"; ours with {name} {value}" for name, value in (("options", args.ours_options),
+                    ("parameters", args.ours_params), ("timm keywords", args.ours_models)) if value))  # fmt: skip
     by_method: dict[str, list[Run]] = {m: [] for m in args.methods}
     for k, seed in enumerate(args.seeds):
         order = args.methods[k % len(args.methods) :] + args.methods[: k % len(args.methods)]  # rotate who goes first

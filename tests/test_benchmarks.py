@@ -5,6 +5,7 @@ and each expected ratio printed exactly once (a test that only looked for the la
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import re
@@ -129,3 +130,21 @@ def test_benchmark_runs_and_prints_its_ratios(script, args, labels):
     assert result.returncode == 0, result.stderr[-2000:]
     printed = [checked_label(line) for line in result.stdout.splitlines() if RATIO_MARK.search(line)]
     assert sorted(printed) == sorted(labels), result.stdout
+
+
+def test_bench_vs_fastai_runs_ours_with_a_parameter_and_a_timm_keyword_it_names(tmp_path):
+    # what a tuning run measures must be what the table says: the parameter reaches fit (its lr is reported back)
+    # and the timm keyword the model (the header names both)
+    out = tmp_path / "r.json"
+    result = run("benchmarks/bench_vs_fastai.py", "--datasets", "digits", "--items", "32", "--epochs", "1", "--seeds",
+                 "0", "--size", "32", "--batch-size", "16", "--only", "ours", "--ours-param", "lr=0.002",
+                 "--ours-model", "drop_rate=0.1", "--json", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ours with parameters {'lr': 0.002}; ours with timm keywords {'drop_rate': 0.1}" in result.stdout
+    run_ = json.loads(out.read_text())["results"]["digits"]["ours"]["runs"][0]
+    assert run_["extra"]["lr"] == 0.002
+
+
+def test_bench_vs_fastai_leaves_the_seed_and_data_to_itself():
+    result = run("benchmarks/bench_vs_fastai.py", "--ours-param", "seed=3")
+    assert result.returncode == 2 and "--ours-param ['seed']" in result.stderr and "--seeds" in result.stderr
