@@ -211,3 +211,29 @@ def test_file_dls_balanced_loader_draws_every_class(tmp_path):
     dls = file_dls(split, split, 32, 12, cfg, torch.device("cpu"), num_workers=0, balanced=True, seed=1)
     ys = torch.cat([y for _, y in dls.train] + [y for _ in range(3) for _, y in dls.train])
     assert 0.25 < ys.float().mean() < 0.75  # class 1 is 1 of 12 items but about half of the draws
+
+
+@pytest.mark.parametrize(("cpus", "local", "device", "workers", "pinned"), [
+    (16, "1", "cuda", 15, True),  # a GPU box: every core of this process's share but one feeds the GPU
+    (16, "4", "cuda", 3, True),  # four ranks on the machine share its cores
+    (2, "1", "cuda", 1, True),
+    (16, "1", "cpu", 2, False),  # on a CPU the training threads need the cores
+    (1, "1", "cpu", 1, False),
+])  # fmt: skip
+def test_loaders_take_workers_from_the_cpus_this_process_may_use(tmp_path, monkeypatch, cpus, local, device, workers,
+                                                                 pinned):  # fmt: skip
+    import torch
+
+    from tresnet_nb import runtime
+    from tresnet_nb.data.highres import predict_dl
+
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+    paths = write_images(tmp_path / "imgs", n=4, size=(40, 30))
+    split = cache_split(image_split(paths), 32, tmp_path / "cache", workers=1)
+    cfg = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+    dls = file_dls(split, split, 32, 2, cfg, torch.device(device))  # built only: nothing is moved to the device
+    dl = predict_dl(split, 32, 2, cfg, torch.device(device), cache_dir=tmp_path / "cache")
+    for loader in (dls.train, dls.valid, dl):
+        assert (loader.fake_l.num_workers, loader.fake_l.pin_memory) == (workers, pinned)
+    assert file_dls(split, split, 32, 2, cfg, torch.device(device), num_workers=0).train.fake_l.num_workers == 0

@@ -5,7 +5,7 @@ python -m tresnet_nb train [--preset NAME] [-p KEY VALUE]... [--out DIR] [--sync
     one training job headless (metrics.json and model.safetensors in DIR); BATCH_SIZE is per process, so that
     `torchrun --nproc_per_node=N -m tresnet_nb train ...` (or `accelerate launch --multi_gpu --num_processes N -m
     tresnet_nb train ...`) trains data-parallel with a global batch of N x BATCH_SIZE
-python -m tresnet_nb data verify DATASET --root PATH
+python -m tresnet_nb data verify DATASET --root PATH [--recheck]
 python -m tresnet_nb data fixtures DATASET --root PATH
 python -m tresnet_nb data get DATASET --root PATH
 python -m tresnet_nb predict IMAGE... --arch TAG [--weights FILE] [--top K] [--hierarchy] [--tree FILE]
@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--root", required=True, help="dataset folder")
         if name == "verify":
             cmd.add_argument("--no-images", action="store_true", help="skip opening every image")
+            cmd.add_argument("--recheck", action="store_true",
+                             help="decode every image again, also those checked before and unchanged since")  # fmt: skip
         if name == "fixtures":
             cmd.add_argument("--seed", type=int, default=0)
     return parser
@@ -106,7 +108,7 @@ def data_command(args: argparse.Namespace) -> int:
         print(report.text())
         return 0 if report.ok else 1
     if args.data_command == "verify":
-        report = verify(args.dataset, args.root, open_images=not args.no_images)
+        report = verify(args.dataset, args.root, open_images=not args.no_images, recheck=args.recheck)
         print(report.text())
         return 0 if report.ok else 1
     download = getattr(spec.module, "download", None)

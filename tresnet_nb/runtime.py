@@ -59,6 +59,33 @@ def host_reachable(url: str, budget_s: float = REACH_BUDGET_S) -> bool:
     return bool(result and result[0])
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which taskset, cpusets and Slurm set), else the
+    machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
+def worker_count() -> int:
+    """Worker processes for work that decodes images: this process's share of the usable CPUs, which the processes
+    of a job on this machine (torchrun's and accelerate's ``LOCAL_WORLD_SIZE``) split evenly; at least 1."""
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+    except ValueError:
+        local = 1
+    return max(1, usable_cpus() // local)
+
+
+def loader_workers(dev: torch.device) -> int:
+    """DataLoader worker processes for training on ``dev``: on CUDA all of this process's share of the CPUs but one
+    (the training process itself mostly waits for the GPU); on a CPU at most 2, whose decoding would otherwise take
+    the cores from the training threads."""
+    share = worker_count()
+    return max(1, share - 1) if dev.type == "cuda" else min(2, share)
+
+
 def device() -> torch.device:
     """The device runs use: the first CUDA device when there is one, else the CPU."""
     import torch

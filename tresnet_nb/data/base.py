@@ -164,9 +164,9 @@ def draw_holdout(train: Split, fraction: float, seed: int) -> tuple[Split, Split
     keep, held = stratified_holdout(train.labels, fraction, seed)
     keys = train.labels if train.labels.ndim == 1 else np.unique(train.labels, axis=0, return_inverse=True)[1]
     singles = int((np.unique(np.asarray(keys).reshape(-1), return_counts=True)[1] == 1).sum())
-    kind = "classes" if train.labels.ndim == 1 else "label combinations"
+    one, kind = ("class", "classes") if train.labels.ndim == 1 else ("label combination", "label combinations")
     note = (
-        f"valid: {len(held)} of {len(train)} training items held out, stratified by {kind[:-1]} "
+        f"valid: {len(held)} of {len(train)} training items held out, stratified by {one} "
         f"(fraction {fraction}, seed {seed}); {singles} {kind} with a single item stay in train only"
     )
     return train.subset(keep), train.subset(held), note

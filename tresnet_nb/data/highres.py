@@ -24,7 +24,7 @@ from fastprogress.fastprogress import progress_bar
 from PIL import Image
 
 from .. import files
-from ..runtime import every_rank, is_main, machine_share
+from ..runtime import every_rank, is_main, loader_workers, machine_share, worker_count
 from .arrays import Preprocess, stratified_head
 from .base import Dataset, DatasetError, Split, class_balanced_weights
 from .verify import PROGRESS_FROM, bad_images, screen_images
@@ -99,7 +99,7 @@ def _write_cache(jobs: list[CacheJob], workers: int | None = None, show: bool = 
     todo = [job for job in jobs if not job[1].exists()]
     errors: list[str] = []
     if todo:
-        workers = workers or min(len(todo), os.cpu_count() or 1)
+        workers = workers or min(len(todo), worker_count())
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = pool.map(_cache_one, todo, chunksize=16)
             for message in progress_bar(results, total=len(todo), display=show and len(todo) >= PROGRESS_FROM):
@@ -173,19 +173,21 @@ def file_dls(
     seed: int = 0,
 ) -> DataLoaders:
     """fastai DataLoaders over image-file splits at ``size`` (flip augmentation on train, the model's mean/std);
-    ``balanced`` draws training items class-balanced (long-tailed sets such as Herbarium 2020)."""
-    workers = min(2, os.cpu_count() or 1) if num_workers is None else num_workers
+    ``balanced`` draws training items class-balanced (long-tailed sets such as Herbarium 2020). Worker processes:
+    ``num_workers``, else :func:`~tresnet_nb.runtime.loader_workers`; on CUDA batches go through pinned memory."""
+    workers = loader_workers(device) if num_workers is None else num_workers
+    pin = {"pin_memory": True} if device.type == "cuda" else {}
     mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
     train_items, valid_items = FileItems(train, size), FileItems(valid, size)
     bs = min(batch_size, len(train_items))
     extra = {"get_idxs": balanced_indices(train.labels, seed)} if balanced else {"shuffle": True}
     train_dl = DataLoader(
         train_items, bs=bs, drop_last=len(train_items) >= 2 * bs, num_workers=workers,
-        device=device, after_batch=Preprocess(mean, std, augment=True), **extra,
+        device=device, after_batch=Preprocess(mean, std, augment=True), **extra, **pin,
     )  # fmt: skip
     valid_dl = DataLoader(
         valid_items, bs=batch_size * 2, num_workers=workers, device=device,
-        after_batch=Preprocess(mean, std, augment=False),
+        after_batch=Preprocess(mean, std, augment=False), **pin,
     )  # fmt: skip
     return DataLoaders(train_dl, valid_dl, device=device)
 
@@ -202,11 +204,11 @@ def predict_dl(
 ) -> DataLoader:
     """A DataLoader over every image of ``split`` (labelled or not, e.g. a Kaggle test set) in split order,
     resized once into the cache, for tresnet_nb.predict(learn, dl=...)."""
-    workers = min(2, os.cpu_count() or 1) if num_workers is None else num_workers
+    workers = loader_workers(device) if num_workers is None else num_workers
     items = FileItems(cache_split(split, size, cache_dir, crop=crop), size)
     mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
     return DataLoader(items, bs=batch_size, shuffle=False, num_workers=workers, device=device,
-                      after_batch=Preprocess(mean, std, augment=False))  # fmt: skip
+                      after_batch=Preprocess(mean, std, augment=False), pin_memory=device.type == "cuda")  # fmt: skip
 
 
 def balanced_indices(labels: np.ndarray, seed: int) -> Callable[[], list[int]]:

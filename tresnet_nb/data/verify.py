@@ -17,9 +17,11 @@ from typing import Any
 from fastprogress.fastprogress import progress_bar
 from PIL import Image
 
+from ..runtime import worker_count
 from . import get_dataset
 from .base import Dataset, DatasetError, Split
 from .folder import IMAGE_SUFFIXES
+from .screened import file_stamps, recall, remember
 
 BAD_IMAGE_POLICIES = ("error", "skip")
 PROGRESS_FROM = 500  # items: below this a check takes a few seconds and needs no progress bar
@@ -41,18 +43,35 @@ def image_problem(path: Path) -> str | None:
     return None
 
 
-def bad_images(split: Split, workers: int = 2, label: str = "") -> list[tuple[int, str]]:
-    """Indices and reasons of the items of ``split`` whose image cannot be decoded (arrays are always fine)."""
+def bad_images(
+    split: Split, workers: int | None = None, label: str = "", recheck: bool = False
+) -> list[tuple[int, str]]:
+    """Indices and reasons of the items of ``split`` whose image cannot be decoded (arrays are always fine).
+
+    Files checked before and unchanged since (same size and modification time) are not decoded again: their
+    result comes from the screening cache (:mod:`tresnet_nb.data.screened`), unless ``recheck``. The others are
+    decoded by ``workers`` processes (default: this process's share of the CPUs it may use)."""
     if split.paths is None or len(split) == 0:
         return []
     paths = [Path(p) for p in split.paths]
-    show = len(paths) >= PROGRESS_FROM  # a bar for long checks only
-    if workers > 1 and len(paths) > 64:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(progress_bar(pool.map(image_problem, paths, chunksize=32), total=len(paths), display=show))
+    stamps = file_stamps(paths)
+    results: dict[int, str | None] = {} if recheck else recall(stamps)
+    known = len(results)
+    todo = [i for i in range(len(paths)) if i not in results]
+    workers = worker_count() if workers is None else workers
+    show = len(todo) >= PROGRESS_FROM  # a bar for long checks only
+    if workers > 1 and len(todo) > 64:
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo) // 32 + 1)) as pool:
+            found = pool.map(image_problem, [paths[i] for i in todo], chunksize=32)
+            checked = list(progress_bar(found, total=len(todo), display=show))
     else:
-        results = [image_problem(p) for p in progress_bar(paths, display=show)]
-    return [(i, msg) for i, msg in enumerate(results) if msg]
+        checked = [image_problem(paths[i]) for i in progress_bar(todo, display=show)]
+    results.update(zip(todo, checked, strict=True))
+    remember((stamps[i], results[i]) for i in todo if stamps[i] is not None)
+    if known:
+        print(f"{label or 'images'}: {known} of {len(paths)} images unchanged since they were checked, skipped; "
+              f"{len(todo)} checked now")  # fmt: skip
+    return [(i, results[i]) for i in range(len(paths)) if results[i]]
 
 
 @dataclass
@@ -101,10 +120,13 @@ def _image_files(root: Path) -> Split:
     return Split(ids=tuple(str(p) for p in files), labels=None, paths=tuple(files))
 
 
-def verify(name: str, root: Path | str | None, open_images: bool = True, **options: Any) -> VerifyReport:
+def verify(
+    name: str, root: Path | str | None, open_images: bool = True, recheck: bool = False, **options: Any
+) -> VerifyReport:
     """Check dataset ``name`` at ``root`` in one pass that names every problem it finds: the reader's layout and
     label checks (every bad row and missing file, for readers that take ``problems``), duplicate ids, empty
-    classes, and (with ``open_images``) that every image decodes, also when the reader had to stop."""
+    classes, and (with ``open_images``) that every image decodes, also when the reader had to stop; images checked
+    before and unchanged since are not decoded again unless ``recheck``."""
     spec = get_dataset(name)
     report = VerifyReport(name, str(root))
     collected: list[str] = []  # the rows and files the reader left out, each named
@@ -115,7 +137,9 @@ def verify(name: str, root: Path | str | None, open_images: bool = True, **optio
         report.problems += collected
         report.problems.append(err.args[0] if isinstance(err, KeyError) and err.args else str(err))
         if open_images and root is not None and Path(root).is_dir():
-            report.problems += [message for _, message in bad_images(_image_files(Path(root)), label="files")]
+            report.problems += [
+                message for _, message in bad_images(_image_files(Path(root)), label="files", recheck=recheck)
+            ]
             report.notes.append(f"the reader stopped there; every image file under {str(root)!r} was opened instead")
         return report
     report.problems += collected
@@ -125,7 +149,7 @@ def verify(name: str, root: Path | str | None, open_images: bool = True, **optio
         if duplicates:
             report.problems.append(f"{split_name}: duplicate ids {duplicates[:10]} ({len(duplicates)} in all)")
         if open_images:
-            for i, message in bad_images(split, label=split_name):
+            for i, message in bad_images(split, label=split_name, recheck=recheck):
                 report.problems.append(f"{split_name} item {split.ids[i]!r}: {message}")
     if "train" in ds.splits and ds["train"].labels is not None and ds.task == "single-label":
         empty = [c for c, n in report.counts["train"].items() if n == 0]
