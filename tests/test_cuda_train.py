@@ -149,3 +149,15 @@ def test_channels_last_fp16_keeps_the_layout_and_matches_a_contiguous_run(tmp_pa
         out_last = learn.model.eval()(x.contiguous(memory_format=torch.channels_last)).float()
         out_plain = copy(x.contiguous()).float()
     assert_close_in_fp16(out_last, out_plain)
+
+
+def test_checkpoints_keep_the_gpu_generator_so_device_draws_repeat_after_a_resume(tmp_path):
+    from tresnet_nb.train.checkpoint import rng_state, set_rng_state
+
+    _, learn = cuda_learner(tmp_path, "scratch", 1, [], "fp32")
+    saved = rng_state(learn)
+    assert "cuda" in saved
+    first = torch.rand(8, device="cuda")  # what flip_half and erase_boxes draw on the device
+    torch.rand(100, device="cuda")
+    set_rng_state(learn, saved)
+    assert torch.equal(torch.rand(8, device="cuda"), first)

@@ -21,12 +21,21 @@ from .callbacks import EMA
 def rng_state(learn: Learner) -> dict[str, Any]:
     """Every RNG a training epoch draws from, as tensors and lists (loadable with weights_only=True)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
         "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
         "loader": [list(x) if isinstance(x, tuple) else x for x in learn.dls.train.rng.getstate()],
     }
+    device = _cuda_device(learn)
+    if device is not None:  # the flips, erasing noise and MixUp draws made on the GPU come from its own generator
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _cuda_device(learn: Learner) -> torch.device | None:
+    device = getattr(learn.dls, "device", None)
+    return device if device is not None and torch.device(device).type == "cuda" else None
 
 
 def set_rng_state(learn: Learner, state: dict[str, Any], loader: bool = True) -> None:
@@ -37,6 +46,9 @@ def set_rng_state(learn: Learner, state: dict[str, Any], loader: bool = True) ->
     random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
     if loader:
         learn.dls.train.rng.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["loader"]))
+    device = _cuda_device(learn)
+    if device is not None and "cuda" in state:  # a checkpoint from before CUDA states were kept has none
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def join_history(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
