@@ -106,8 +106,10 @@ def erase_boxes(x: torch.Tensor, p: float) -> torch.Tensor:
     left = (torch.rand(n) * (w - bw + 1)).floor().long()
     if not found.any():
         return x
-    rows, cols = torch.arange(h), torch.arange(w)
+    # the mask is built where the batch is: only the 5 per-image numbers cross to the device
+    top, left, bh, bw, found = (t.to(x.device) for t in (top, left, bh, bw, found))
+    rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
     in_rows = (rows >= top[:, None]) & (rows < (top + bh)[:, None])  # (N, H)
     in_cols = (cols >= left[:, None]) & (cols < (left + bw)[:, None])  # (N, W)
-    mask = (in_rows[:, :, None] & in_cols[:, None, :] & found[:, None, None]).to(x.device)
+    mask = in_rows[:, :, None] & in_cols[:, None, :] & found[:, None, None]
     return torch.where(mask[:, None], torch.randn(x.shape, device=x.device, dtype=x.dtype), x)

@@ -77,8 +77,8 @@ def plan(device: torch.device, preset: str = "cpu", archs: Sequence[str] | None 
          precision: str | None = None, batch_size: int | str | None = None, **overrides: Any) -> ProbeSettings:  # fmt: skip
     """The probe's settings for ``device`` and a notebook preset: on a GPU the paper's protocol (TResNet-M/L/XL and
     ResNet50 at 224, fp16, 90% of the maximal batch); on a CPU a reduced set with the same columns (TResNet-M and
-    ResNet50, bf16 where the CPU computes it natively
-    (else fp32) + channels_last, a fixed batch); ``smoke`` shrinks either to seconds. Given values win."""
+    ResNet50, bf16 where the CPU computes it natively, else fp32, + channels_last, a fixed batch); ``smoke`` shrinks
+    either to seconds. Given values win."""
     gpu = device.type == "cuda"
     precision = None if precision == "auto" else precision  # RunConfig's 'auto': the plan's choice
     base: dict[str, Any] = (
