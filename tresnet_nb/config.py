@@ -37,7 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # CI: a few dozen items, 64 px, one epoch, random weights (no download): seconds on any machine.
     "smoke": {"weights": "none", "img_size": 64, "batch_size": 16, "epochs": 1, "max_items": 64},
     # A real but small run on a laptop CPU (the quickstart: about 6 minutes of training on 2 cores with native bf16,
-    # about 15 in fp32 on an AVX2-only CPU).
+    # about 14 in fp32 on an AVX2-only CPU).
     "cpu": {"img_size": 64, "batch_size": 32, "epochs": 3},
     # The paper's setting, for a GPU: 224 px, or the dataset's paper architecture and resolution (e.g. TResNet-L at
     # 368 px for Stanford Cars) unless ARCH / IMG_SIZE are given.

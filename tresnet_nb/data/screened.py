@@ -7,7 +7,7 @@ since; a file whose size or modification time differs is checked again, and ``re
 verify --recheck``). SQLite's write-ahead log lets the processes of a job read and write the file at once.
 
 A cache that cannot be opened or written (a read-only home, a full disk) costs the time it would have saved, not the
-run: the images are checked as if nothing were remembered, and one warning names the file and the fix.
+run: the images are checked as if nothing were remembered, and a warning names the file and the fix.
 """
 
 from __future__ import annotations
