@@ -189,7 +189,7 @@ def build_learner(
     policy = rec.augment if augment is None else augment
     erase = rec.erasing if erasing is None else erasing
     # the recipe's policy flips only datasets whose classes survive a mirror image; a policy asked for by name does
-    flip = augment is not None or get_dataset(cfg.dataset).flips_keep_class
+    flip = policy != "none" and (augment is not None or get_dataset(cfg.dataset).flips_keep_class)
     if policy != "as_built":
         set_augment(dls, policy, erase, flip)  # checks both, naming the bad value
     elif erasing:
