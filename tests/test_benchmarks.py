@@ -108,6 +108,10 @@ def test_ratio_check_accepts_the_rounding_it_allows_and_ratio_line_prints_nan_fo
          ("bf16+channels_last / fp32 NCHW: train", "bf16+channels_last / fp32 NCHW: infer",
           "bf16+channels_last / fp32+channels_last: train", "bf16+channels_last / fp32+channels_last: infer")),
         ("bench_highres.py", ("--images", "6", "--size", "224"), ("cached / naive",)),
+        ("bench_input.py", ("--sizes", "64", "--images", "3", "--batch-size", "8", "--repeats", "1",
+                            "--loader-batches", "2"),
+         ("64 px flip+erasing: after / before per core", "64 px autoaugment+erasing: after / before per core",
+          "64 px randaugment+erasing: after / before per core", "2 workers / 1 worker")),
         ("bench_loop_overhead.py", ("--items", "32", "--batch-size", "16", "--repeats", "1"), ("ours / bare",)),
         ("bench_grad_checkpointing.py", ("--img-size", "64", "--batch-size", "2", "--steps", "1"),
          ("checkpointed / plain: saved bytes", "checkpointed / plain: step time")),
@@ -148,3 +152,49 @@ def test_bench_vs_fastai_runs_ours_with_a_parameter_and_a_timm_keyword_it_names(
 def test_bench_vs_fastai_leaves_the_seed_and_data_to_itself():
     result = run("benchmarks/bench_vs_fastai.py", "--ours-param", "seed=3")
     assert result.returncode == 2 and "--ours-param ['seed']" in result.stderr and "--seeds" in result.stderr
+
+
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return module
+
+
+def test_full_scale_herbarium_is_written_in_the_official_schema_with_the_official_counts(tmp_path):
+    import numpy as np
+
+    from tresnet_nb.data import get_dataset
+
+    bench = load_benchmark("bench_fullscale")
+    counts = bench.long_tail(bench.TRAIN, bench.CATEGORIES, np.random.default_rng(0))
+    assert (counts.sum(), len(counts)) == (1_030_747, 32_093) and counts.min() >= 1
+    assert counts.max() >= 500 * counts.min() and counts.max() >= 50 * np.median(counts)  # long-tailed
+    wrote = bench.write_dataset(tmp_path, 0.001, 40)
+    ds = get_dataset("herbarium2020").read(tmp_path)  # the reader's own checks: schema, annotations, every file
+    assert len(ds["train"]) + len(ds["valid"]) == wrote["train"] == round(1_030_747 * 0.001)
+    assert len(ds["test"]) == wrote["test"] == round(138_292 * 0.001) and len(ds.class_names) == wrote["categories"]
+    some = ds["test"].paths[0]
+    assert some.stat().st_nlink >= 2 and wrote["links per file"] == -(-(wrote["train"] + wrote["test"]) // 40)
+
+
+@pytest.mark.slow
+def test_full_scale_benchmark_runs_every_step_and_judges_the_goals():
+    result = run("benchmarks/bench_fullscale.py", "--scale", "0.0002", "--distinct", "20", "--size", "32")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == [
+        "read",
+        "sampler",
+        "verify1",
+        "verify2",
+        "cache",
+        "first_batch",
+    ]
+    assert "<= 60 s, <= 4 GB: met" in rows[4] and "<= 90 s: met" in rows[6]
+    steps = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"step"')]
+    assert "unchanged since they were checked" in " ".join(steps[3]["said"])  # the rerun skipped what was checked

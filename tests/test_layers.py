@@ -18,14 +18,14 @@ MAX_LINES = 350
 # Bottom first. A unit (a top-level module or subpackage of tresnet_nb) may import its own modules and units of lower
 # ranks only; units of one rank are independent of each other. The README's "Architecture" section draws this.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("paper", "files", "runtime"),
+    ("paper", "files", "runtime", "bundle"),
     ("data", "model"),
     ("config", "evaluation", "probe"),
     ("train",),
     ("report",),
     ("hosted", "steps"),
     ("heads21k",),
-    ("commands", "runner"),
+    ("commands", "runner", "gpucheck"),
     ("__main__",),
 )
 

@@ -10,6 +10,8 @@ python -m tresnet_nb data fixtures DATASET --root PATH
 python -m tresnet_nb data get DATASET --root PATH
 python -m tresnet_nb predict IMAGE... --arch TAG [--weights FILE] [--top K] [--hierarchy] [--tree FILE]
     readable ImageNet-1K/21K predictions (synset, lemma, probability) and the 21K hierarchy (tresnet_nb.heads21k)
+python -m tresnet_nb gpu-check [--device cuda|cpu] [--quick] [--out DIR] [--sections S ...]
+    prove and measure the GPU path on one device: gpu_check.json / gpu_check.md (tresnet_nb.gpucheck)
 python -m tresnet_nb probe --arch A [A ...] [--img-size N] [--mode infer|train|both] [--precision fp32|bf16|fp16]
     [--channels-last] [--batch-size N|max] [--json FILE] [--csv FILE] [--plot FILE]
     throughput and memory beside the paper's V100 table (tresnet_nb.probe)
@@ -19,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-
-from .runner import parse_value, run_notebooks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--label-set", choices=("fall11", "winter21", "imagenet1k"), default=None,
                          help="the head's label set when the weights are random (default: the tag's)")  # fmt: skip
 
+    check = sub.add_parser(
+        "gpu-check", help="prove and measure the GPU path: tests, probe, finetune, iabn, compile, export"
+    )
+    check.add_argument(
+        "--device", default=None, help="cuda, cuda:1 or cpu (default: the first GPU; cpu only with --quick)"
+    )
+    check.add_argument("--quick", action="store_true", help="fixed batches, fewer steps (on a CPU: toy sizes)")
+    check.add_argument("--out", default="runs/gpu_check", help="report folder (default: runs/gpu_check)")
+    check.add_argument("--sections", nargs="+", default=None, choices=("tests", "probe", "finetune", "iabn", "compile", "export"),
+                       help="run only these sections (default: all, in order)")  # fmt: skip
+
     data = sub.add_parser("data", help="verify datasets, write fixtures, get the real data")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     for name, text in (
@@ -125,7 +136,19 @@ def data_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["gpu-check"] and not {"-h", "--help"} & set(given):
+        from .bundle import ensure_bundle
+
+        ensure_bundle()  # a bare CUDA image: fastai and its family from gpu_bundle/, before anything imports them
     args = build_parser().parse_args(argv)
+    if args.command == "gpu-check":
+        if args.device == "cpu" and not args.quick:
+            print("error: --device cpu runs the toy-size check only; add --quick", file=sys.stderr)
+            return 2
+        from .gpucheck import gpu_check_command
+
+        return gpu_check_command(args)
     if args.command == "data":
         return data_command(args)
     if args.command == "probe":
@@ -136,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         from .heads21k.predict import predict_command
 
         return predict_command(args)
+    from .runner import parse_value, run_notebooks
+
     params = {key: parse_value(value) for key, value in args.parameter}
     if args.command == "train":
         from .steps.job import train_command

@@ -15,7 +15,7 @@ from fastai.data.load import DataLoader
 from fastai.data.transforms import ItemTransform  # fasttransform's in fastai 2.8, re-exported
 
 from . import get_dataset
-from .augment import BatchAugment, check_augment
+from .augment import PER_IMAGE, BatchAugment, ImagePolicy, check_augment
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,9 @@ class Preprocess(ItemTransform):
         x = x.float().div_(255)
         if self.aug is not None:
             x = self._shift(self.aug.images(x))
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        x = x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))  # in place: x is this step's own tensor
         if self.aug is not None:
-            x = self.aug.erase(x)
+            x = self.aug.erase(x, inplace=True)
         return (x, *y)
 
     def _shift(self, x: torch.Tensor) -> torch.Tensor:
@@ -163,7 +163,9 @@ def _preprocess_steps(dls: DataLoaders) -> list:
 
 def set_augment(dls: DataLoaders, policy: str, erasing: float = 0.0, flip: bool = True) -> None:
     """Switch the training loader of ``dls`` (built by tresnet_nb's array or file loaders) to ``policy`` (with its
-    left-right flips, or without them: ``flip=False``)."""
+    left-right flips, or without them: ``flip=False``). Over image files (:class:`~tresnet_nb.data.highres.FileItems`)
+    the per-image operations of autoaugment/randaugment run in the loader's workers, on uint8 images before
+    collation (benchmarks/bench_input.py); flips and erasing stay batched on the device."""
     check_augment(policy, erasing)
     found = _preprocess_steps(dls)
     if not found:
@@ -172,8 +174,12 @@ def set_augment(dls: DataLoaders, policy: str, erasing: float = 0.0, flip: bool 
             "them with tresnet_nb.array_dls or tresnet_nb.data.highres.file_dls, or pass augment='as_built' to "
             "build_learner to keep your own."
         )
+    items = dls.train.dataset
+    in_workers = policy in PER_IMAGE and hasattr(items, "policy")  # a dataset that applies an ImagePolicy per item
+    if hasattr(items, "policy"):
+        items.policy = ImagePolicy(policy, flip) if in_workers else None
     for t in found:
-        t.aug = BatchAugment(policy, erasing, flip)
+        t.aug = BatchAugment(policy, erasing, flip, in_workers=in_workers)
 
 
 def augment_of(dls: DataLoaders) -> tuple[str, float, bool]:

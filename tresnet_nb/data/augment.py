@@ -1,6 +1,8 @@
-"""Training-time augmentation: per-image policies applied to batches on the device, and random erasing.
+"""Training-time augmentation: per-image policies, and random erasing for the whole batch at once.
 
-Policies (``AUGMENTS``) act on the uint8-derived [0, 1] batch before normalisation, one random draw per image:
+Policies (``AUGMENTS``) make one random draw per image. Flips act on the [0, 1] batch on the device; over image files
+the operations of AutoAugment and RandAugment run in the loader's worker processes (:class:`ImagePolicy`, on uint8
+images before collation: ``benchmarks/bench_input.py``), over in-memory arrays on the batch (:class:`BatchAugment`):
 
 - ``flip``: horizontal flip with probability 0.5 (plus the optional small shift of the array loaders);
   ``flip=False`` leaves the flip out of every policy, for classes that a mirror image changes (digits, letters,
@@ -12,7 +14,8 @@ Policies (``AUGMENTS``) act on the uint8-derived [0, 1] batch before normalisati
 
 Random erasing (Zhong et al. 2017; the authors' transfer command uses probability 0.5) runs after normalisation and
 fills the erased rectangle with standard normal noise, as timm's ``RandomErasing(mode='pixel')`` does.
-Every draw comes from torch's global generator, which the checkpoints save, so resumed runs repeat them.
+Every draw comes from torch's global generator (in a loader worker, from the worker's, which the loader seeds from
+the global one at each epoch), which the checkpoints save, so resumed runs repeat them.
 """
 
 from __future__ import annotations
@@ -45,19 +48,45 @@ def flip_half(x: torch.Tensor) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
 
 
-class BatchAugment:
-    """The per-image part of a policy for a [0, 1] batch, and random erasing for the normalised batch."""
+PER_IMAGE = ("autoaugment", "randaugment")  # the policies whose operations run one image at a time
 
-    def __init__(self, policy: str = "flip", erasing: float = 0.0, flip: bool = True) -> None:
+
+class ImagePolicy:
+    """The per-image part of an ``autoaugment``/``randaugment`` policy for one uint8 (C, H, W) image, as a loader's
+    worker processes apply it before collation: the same draws as :meth:`BatchAugment.images` makes per image
+    (flip with probability 0.5 unless ``flip`` is off, then the policy's operations), from the worker's torch
+    generator (seeded from the main process's at each epoch, so runs repeat)."""
+
+    def __init__(self, policy: str, flip: bool = True) -> None:
+        if policy not in PER_IMAGE:
+            raise ValueError(f"ImagePolicy runs {PER_IMAGE}; {policy!r} is applied to whole batches (BatchAugment)")
+        self.policy, self.flip = policy, bool(flip)
+        self._op = _policy_op(policy)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if self.flip and float(torch.rand(())) < 0.5:
+            img = img.flip(-1)
+        return self._op(img)
+
+
+class BatchAugment:
+    """The per-image part of a policy for a [0, 1] batch, and random erasing for the normalised batch.
+
+    ``in_workers``: the loader's workers already applied the per-image part (:class:`ImagePolicy`, on uint8 images
+    before collation), so :meth:`images` leaves the batch as it is and only the erasing runs here."""
+
+    def __init__(self, policy: str = "flip", erasing: float = 0.0, flip: bool = True, in_workers: bool = False) -> None:
         check_augment(policy, erasing)
-        self.policy, self.erasing, self.flip = policy, float(erasing), bool(flip)
+        if in_workers and policy not in PER_IMAGE:
+            raise ValueError(f"in_workers applies to the per-image policies {PER_IMAGE}, not {policy!r}")
+        self.policy, self.erasing, self.flip, self.in_workers = policy, float(erasing), bool(flip), bool(in_workers)
         self._op = _policy_op(policy)
         self._erase = v2.RandomErasing(p=1.0, scale=(0.02, 1 / 3), ratio=(0.3, 3.3), value="random")
 
     def images(self, x: torch.Tensor) -> torch.Tensor:
         """Flip (unless ``flip`` is off) and (for autoaugment/randaugment) the policy's operations, drawn per image,
-        on [0, 1] floats."""
-        if self.policy == "none":
+        on [0, 1] floats (nothing when the loader's workers did it: ``in_workers``)."""
+        if self.policy == "none" or self.in_workers:
             return x
         if self.flip:
             x = flip_half(x)
@@ -67,12 +96,12 @@ class BatchAugment:
         levels = (x * 255).round_().clamp_(0, 255).to(torch.uint8)
         return torch.stack([self._op(img) for img in levels]).float().div_(255)
 
-    def erase(self, x: torch.Tensor) -> torch.Tensor:
+    def erase(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         """Random erasing with probability ``erasing`` per image of the normalised batch ``x``, for the whole batch
-        at once (:func:`erase_boxes`)."""
+        at once (:func:`erase_boxes`; ``inplace`` writes into ``x``)."""
         if self.erasing <= 0:
             return x
-        return erase_boxes(x, self.erasing)
+        return erase_boxes(x, self.erasing, inplace)
 
     def erase_per_image(self, x: torch.Tensor) -> torch.Tensor:
         """The same distribution as :meth:`erase`, one image at a time through torchvision's ``RandomErasing``:
@@ -86,12 +115,13 @@ class BatchAugment:
 ERASE_SCALE, ERASE_RATIO, ERASE_TRIES = (0.02, 1 / 3), (0.3, 3.3), 10  # torchvision's RandomErasing defaults
 
 
-def erase_boxes(x: torch.Tensor, p: float) -> torch.Tensor:
+def erase_boxes(x: torch.Tensor, p: float, inplace: bool = False) -> torch.Tensor:
     """Each image of ``x`` (N, C, H, W) gets, with probability ``p``, one rectangle of standard normal noise drawn
     as torchvision's ``RandomErasing(scale=(0.02, 1/3), ratio=(0.3, 3.3), value="random")`` draws it: up to 10
     tries of an area fraction uniform in ``scale`` and a log-uniform aspect ratio, the first whose sides fit, at a
     uniform position (none fitting: the image is left as it is). The draws of all images are made at once; the
-    rectangles' parameters come from the CPU generator, the noise from ``x``'s device."""
+    rectangles' parameters come from the CPU generator, the noise (only as much as the rectangles hold) from
+    ``x``'s device. ``inplace`` writes into ``x`` rather than a copy."""
     n, c, h, w = x.shape
     picked = torch.rand(n) < p
     area = (h * w) * torch.empty(n, ERASE_TRIES).uniform_(*ERASE_SCALE)
@@ -106,10 +136,12 @@ def erase_boxes(x: torch.Tensor, p: float) -> torch.Tensor:
     left = (torch.rand(n) * (w - bw + 1)).floor().long()
     if not found.any():
         return x
+    erased = int((bh * bw * found).sum()) * c  # known on the CPU: no device synchronisation for the noise's size
     # the mask is built where the batch is: only the 5 per-image numbers cross to the device
     top, left, bh, bw, found = (t.to(x.device) for t in (top, left, bh, bw, found))
     rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
     in_rows = (rows >= top[:, None]) & (rows < (top + bh)[:, None])  # (N, H)
     in_cols = (cols >= left[:, None]) & (cols < (left + bw)[:, None])  # (N, W)
     mask = in_rows[:, :, None] & in_cols[:, None, :] & found[:, None, None]
-    return torch.where(mask[:, None], torch.randn(x.shape, device=x.device, dtype=x.dtype), x)
+    out = x if inplace else x.clone()
+    return out.masked_scatter_(mask[:, None].expand(n, c, h, w), torch.randn(erased, device=x.device, dtype=x.dtype))

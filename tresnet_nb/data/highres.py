@@ -139,10 +139,13 @@ def shared_cache_split(split: Split, size: int, cache_dir: Path | None = None, c
 
 class FileItems(torch.utils.data.Dataset):
     """Items ``(uint8 3xSxS tensor, label)`` from image files already at the run's size (see :func:`cache_split`);
-    files of another size are squished on the fly, so an uncached split works too, only slower."""
+    files of another size are squished on the fly, so an uncached split works too, only slower. ``policy`` (set by
+    :func:`~tresnet_nb.data.arrays.set_augment`) is a per-image augmentation applied to each uint8 image, in the
+    loader's worker processes."""
 
     def __init__(self, split: Split, size: int, crop: bool = False, draft: bool = True) -> None:
         self.split, self.size, self.crop, self.draft = split, size, crop, draft
+        self.policy: Callable[[torch.Tensor], torch.Tensor] | None = None
         # an unlabelled split (a Kaggle test set) yields images alone: fastai then predicts without a loss
         labels = split.labels
         self.labels = (
@@ -158,6 +161,8 @@ class FileItems(torch.utils.data.Dataset):
             box = tuple(int(v) for v in self.split.boxes[i])
         img = decode_resized(self.split.paths[i], self.size, box, self.draft)
         image = torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
+        if self.policy is not None:
+            image = self.policy(image)
         return (image,) if self.labels is None else (image, self.labels[i])
 
 

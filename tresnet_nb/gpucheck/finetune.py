@@ -1,0 +1,146 @@
+"""The gpu-check's fine-tune: the miil recipe through the real file pipeline (Kaggle-size JPEGs, the resize-once
+cache, loader workers, pinned memory), timed per step with the wait for each batch apart."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .sizes import DATA_WAIT_GOAL, KAGGLE_SIZE, Sizes
+
+
+def write_kaggle_like(root: Path, files: int, items: int, classes: int = 8, seed: int = 0,
+                      size: tuple[int, int] = KAGGLE_SIZE) -> tuple[list[Path], np.ndarray]:  # fmt: skip
+    """``files`` distinct JPEG photographs of ``size`` (smooth colour fields with noise, quality 90, ~0.5 MB) under
+    ``root``, and ``items`` paths: the files and hard links to them (each a path of its own, so the cache resizes
+    each once, as it would distinct images); labels cycle through ``classes``."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    originals = []
+    for i in range(files):
+        a, b, c = rng.uniform(0.002, 0.01, 3)
+        base = np.stack([np.sin(xx * a + i), np.cos(yy * b), np.sin((xx + yy) * c)], -1) * 100 + 128
+        noise = rng.normal(0, 12, (-(-h // 4), -(-w // 4), 3)).repeat(4, 0).repeat(4, 1)[:h, :w]
+        path = root / f"img{i:05d}.jpg"
+        Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(path, quality=90)
+        originals.append(path)
+    paths = list(originals)
+    for j in range(files, items):
+        link = root / f"img{j:05d}.jpg"
+        if not link.exists():
+            os.link(originals[j % files], link)
+        paths.append(link)
+    return paths[:items], np.arange(items, dtype=np.int64) % classes
+
+
+class StepClock:
+    """A fastai callback timing each training step and the wait for its batch (from the end of the previous step
+    to the start of this one: the loader, the transfer and the per-image policy); it stops the fit after
+    ``warmup + steps`` steps and times the last ``steps``."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:  # a fastai Callback, built when fastai is importable
+        from fastai.callback.core import Callback, CancelFitException
+
+        class _Clock(Callback):
+            order = 100  # after every other callback's after_batch, so the step includes them
+
+            def __init__(self, steps: int, warmup: int, device: torch.device) -> None:
+                self.steps, self.warmup, self.device = steps, warmup, device
+                self.waits: list[float] = []
+                self.busy: list[float] = []
+                self.last: float | None = None
+
+            def before_batch(self) -> None:
+                now = time.perf_counter()
+                if self.last is not None and len(self.busy) >= self.warmup:
+                    self.waits.append(now - self.last)
+                self.start = now
+
+            def after_batch(self) -> None:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)  # the step's kernels count in the step, not in the next wait
+                now = time.perf_counter()
+                self.busy.append(now - self.start)
+                self.last = now
+                if len(self.busy) >= self.warmup + self.steps:
+                    raise CancelFitException()
+
+        return _Clock(*args, **kwargs)
+
+
+def section_finetune(device: torch.device, sz: Sizes, out: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """The miil recipe through the file pipeline at each size of the progressive plan, timed per step."""
+    from ..config import RunConfig
+    from ..data.arrays import augment_of, set_augment
+    from ..data.base import Split
+    from ..data.highres import cache_split, file_dls
+    from ..model.load import data_config, load_model
+    from ..runtime import loader_workers, usable_cpus
+    from ..train.learner import build_learner
+
+    work = out / "finetune_data"
+    start = time.perf_counter()
+    paths, labels = write_kaggle_like(work / "images", sz.files, sz.items)
+    written_s = time.perf_counter() - start
+    classes = int(labels.max()) + 1
+    split = Split(tuple(p.stem for p in paths), labels, paths=tuple(paths))
+    cfg = RunConfig.from_params("gpu_check", preset="cpu", dataset="folder", weights="none", arch="tresnet_m",
+                                img_size=sz.phases[0][0], batch_size=sz.phases[0][1], precision="auto",
+                                output_dir=str(out / "finetune_run"))  # fmt: skip
+    model = load_model(cfg.arch, "none", num_classes=classes)
+    rows, learn = [], None
+    for size, batch, steps in sz.phases:
+        t0 = time.perf_counter()
+        cached = cache_split(split, size, work / "cache")
+        cache_s = time.perf_counter() - t0
+        dls = file_dls(cached, cached.subset(np.arange(min(len(cached), 2 * batch))), size, batch,
+                       data_config(model, size), device)  # fmt: skip
+        if learn is None:
+            learn = build_learner(cfg, dls, model, recipe="miil")
+            learn.remove_cbs([cb for cb in learn.cbs if type(cb).__name__ in ("ProgressCallback", "EpochLog")])
+        else:
+            set_augment(dls, *augment_of(learn.dls))  # the next phase keeps the recipe's policy, as fit's do
+            learn.dls = dls
+        clock = StepClock(steps, sz.warmup_steps, device)
+        epochs = math.ceil((sz.warmup_steps + steps) / max(1, len(dls.train)))
+        learn.fit(epochs, lr=learn_lr(learn), cbs=[clock])
+        timed = clock.busy[sz.warmup_steps :]
+        waits = clock.waits[: len(timed)]
+        step_s, wait_s = float(np.sum(timed)), float(np.sum(waits))
+        rows.append({"px": size, "batch": batch, "steps": len(timed), "train img/s": round(batch * len(timed) / (step_s + wait_s), 1),
+                     "data_wait_fraction": round(wait_s / (step_s + wait_s), 4),
+                     "step ms (median)": round(1000 * float(np.median(timed)), 1),
+                     "wait ms (median)": round(1000 * float(np.median(waits)), 1) if waits else None,
+                     "cache s": round(cache_s, 1)})  # fmt: skip
+    state["model"], state["img_size"], state["class_names"] = (
+        learn.model,
+        sz.phases[-1][0],
+        [str(c) for c in range(classes)],
+    )
+    first = rows[0]
+    goal = None
+    if device.type == "cuda":
+        goal = all(r["data_wait_fraction"] <= DATA_WAIT_GOAL for r in rows)
+    summary = (f"{first['train img/s']} img/s at {first['px']} px, data_wait_fraction {first['data_wait_fraction']}"
+               + "".join(f"; {r['train img/s']} img/s at {r['px']} px, wait {r['data_wait_fraction']}" for r in rows[1:]))  # fmt: skip
+    if goal is not None:
+        summary += f"; goal wait <= {DATA_WAIT_GOAL}: {'met' if goal else 'NOT met'}"
+    return {"status": "ok", "summary": summary, "table": rows, "recipe": "miil", "precision": learn.precision,
+            "workers": loader_workers(device), "usable_cpus": usable_cpus(), "pin_memory": device.type == "cuda",
+            "files": sz.files, "items": sz.items, "file_size": list(KAGGLE_SIZE), "write_seconds": round(written_s, 1),
+            "data_wait_goal": DATA_WAIT_GOAL, "goal_met": goal}  # fmt: skip
+
+
+def learn_lr(learn: Any) -> float:
+    from ..train.recipes import get_recipe
+
+    return get_recipe(learn.recipe_name).lr
