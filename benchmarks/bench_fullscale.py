@@ -16,7 +16,7 @@ of its own children (loader workers, screening processes):
   its first training batch (goal: at most 90 s).
 
 Usage: python benchmarks/bench_fullscale.py [--root DIR] [--scale 1.0] [--distinct 2000] [--size 64]
-       [--steps read sampler verify1 verify2 cache first_batch] [--keep]
+       [--steps read sampler verify1 verify2 cache first_batch] [--keep] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -159,21 +159,23 @@ def step(name: str, root: Path, size: int) -> dict[str, object]:
 def run_child(name: str, root: Path, size: int) -> dict[str, object]:
     """Step ``name`` in a fresh interpreter: its wall seconds, peak RSS (itself, its largest child) and details."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, __file__, "--child", name, "--root", str(root), "--size", str(size)],
-                          capture_output=True, text=True, env=env)  # fmt: skip
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"step {name} failed:\n{done.stderr[-3000:]}")
-    record = json.loads(done.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "step.json"
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, __file__, "--child", name, "--root", str(root), "--size", str(size),
+                               "--result", str(result)], capture_output=True, text=True, env=env)  # fmt: skip
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"step {name} failed:\n{done.stderr[-3000:]}")
+        record = json.loads(result.read_text())
     return {"step": name, "seconds": round(seconds, 1), **record}
 
 
-def child_main(name: str, root: Path, size: int) -> None:
+def child_main(name: str, root: Path, size: int, result: Path) -> None:
     details = step(name, root, size)
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux -> GB (1e6 KiB ~ 1.02 GB)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
-    print(json.dumps({"peak GB": round(own * 1.024, 2), "children peak GB": round(kids * 1.024, 2), **details}))
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9
+    result.write_text(json.dumps({"peak GB": round(own, 2), "children peak GB": round(kids, 2), **details}))
 
 
 def main() -> None:
@@ -184,12 +186,14 @@ def main() -> None:
     p.add_argument("--size", type=int, default=64, help="cache and loader size (the cpu preset's 64)")
     p.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
     p.add_argument("--keep", action="store_true", help="keep the dataset (and reuse it if --root holds one)")
+    p.add_argument("--cache", type=Path, default=None, help="TRESNET_NB_CACHE to use and keep (default: a fresh one)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        return child_main(args.child, args.root, args.size)
+        return child_main(args.child, args.root, args.size, args.result)
     root = args.root or Path(tempfile.mkdtemp(prefix="bench_fullscale-"))
-    cache = Path(tempfile.mkdtemp(prefix="bench_fullscale-cache-"))
+    cache = args.cache or Path(tempfile.mkdtemp(prefix="bench_fullscale-cache-"))
     os.environ["TRESNET_NB_CACHE"] = str(cache)  # screening and resize caches: fresh for this run
     try:
         if (root / "nybg2020" / "train" / "metadata.json").exists() and args.keep:
@@ -212,7 +216,8 @@ def main() -> None:
                 verdict = f"<= {secs:.0f} s{f', <= {gb:.0f} GB' if gb else ''}: {'met' if ok else 'NOT met'}"
             print(f"| {row['step']} | {row['seconds']} | {row['peak GB']} | {row['children peak GB']} | {verdict} |")
     finally:
-        shutil.rmtree(cache, ignore_errors=True)
+        if args.cache is None:
+            shutil.rmtree(cache, ignore_errors=True)
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 

@@ -173,9 +173,7 @@ def main() -> None:
         items.policy = ImagePolicy("autoaugment")
         one = loader_rate(items, 1, args.batch_size, args.loader_batches)
         two = loader_rate(items, 2, args.batch_size, args.loader_batches)
-        print(
-            f"\nloader at {size} px, autoaugment in the workers: 1 worker {one:.0f} img/s, 2 workers {two:.0f}"
-        )
+        print(f"\nloader at {size} px, autoaugment in the workers: 1 worker {one:.0f} img/s, 2 workers {two:.0f}")
         print(ratio_line("2 workers / 1 worker", two, one, "img/s"))
         start = time.perf_counter()
         next(iter(torch.utils.data.DataLoader(items, batch_size=args.batch_size, num_workers=2)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -237,3 +238,43 @@ def test_loaders_take_workers_from_the_cpus_this_process_may_use(tmp_path, monke
     for loader in (dls.train, dls.valid, dl):
         assert (loader.fake_l.num_workers, loader.fake_l.pin_memory) == (workers, pinned)
     assert file_dls(split, split, 32, 2, cfg, torch.device(device), num_workers=0).train.fake_l.num_workers == 0
+
+
+def test_cache_keys_are_the_resolved_paths_keys_with_one_lstat_per_file(tmp_path, monkeypatch):
+    import hashlib
+
+    from tresnet_nb.data.highres import cache_key
+
+    def resolved_key(path, size, box):  # the key as it was: a full resolve() per file
+        st = path.stat()
+        return hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{size}|{box}".encode()).hexdigest()
+
+    (real := tmp_path / "real").mkdir()
+    plain = write_images(real, n=2)[0]
+    (tmp_path / "linked_dir").symlink_to(real)
+    (tmp_path / "linked_file.jpg").symlink_to(plain)
+    monkeypatch.chdir(tmp_path)
+    cases = [plain, tmp_path / "linked_dir" / plain.name, tmp_path / "linked_file.jpg", Path("real") / plain.name]
+    dirs: dict = {}
+    for path in cases:
+        expected = resolved_key(path, 64, None)
+        assert cache_key(path, 64, None) == cache_key(path, 64, None, dirs) == expected, path
+    assert cache_key(plain, 64, (1, 2, 3, 4), dirs) != cache_key(plain, 64, None, dirs)  # the box is in the key
+
+
+def test_stratified_holdout_draws_what_the_per_class_scan_drew():
+    from tresnet_nb.data.base import stratified_holdout
+
+    def scanned(keys, fraction, seed):  # the former loop: one scan of every label per class
+        rng, held = np.random.default_rng(seed), []
+        for key in np.unique(keys):
+            members = np.flatnonzero(keys == key)
+            if len(members) >= 2:
+                held.extend(rng.choice(members, size=max(1, int(round(fraction * len(members)))), replace=False))
+        held = np.sort(np.array(held, dtype=np.int64))
+        return np.setdiff1d(np.arange(len(keys)), held), held
+
+    labels = np.random.default_rng(3).zipf(1.5, 5000) % 400  # long-tailed, with singletons
+    for fraction, seed in ((0.1, 0), (0.25, 7)):
+        for got, want in zip(stratified_holdout(labels, fraction, seed), scanned(labels, fraction, seed), strict=True):
+            assert np.array_equal(got, want)

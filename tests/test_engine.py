@@ -113,8 +113,12 @@ def test_the_scratch_recipe_augments_nothing_unless_asked(tmp_path, augment, pol
     splits = load_splits("fashion_mnist", None, 32)
     _, learn = make(tmp_path, model=Tiny(), splits=splits, dataset="fashion_mnist", recipe="scratch", augment=augment)
     aug = preprocess(learn.dls.train).aug
-    assert (aug.policy, aug.flip, learn.options["augment"], learn.options["flip"]) == (policy, augment == "flip",
-                                                                                         policy, augment == "flip")
+    assert (aug.policy, aug.flip, learn.options["augment"], learn.options["flip"]) == (
+        policy,
+        augment == "flip",
+        policy,
+        augment == "flip",
+    )
     x = torch.rand(16, 3, 8, 8)
     torch.manual_seed(0)  # with flips, all 16 left alone has probability 2**-16
     assert torch.equal(aug.images(x.clone()), x) == (augment is None)

@@ -182,8 +182,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
 _ALIASES: dict[str, tuple[str, str]] = {
     "run_metrics": (".report.record", "run_record"),
 }
-_SUBPACKAGES = ("commands", "config", "data", "evaluation", "files", "heads21k", "hosted", "model", "paper", "probe", "report",
-                "runner", "runtime", "steps", "train")  # fmt: skip
+_SUBPACKAGES = ("bundle", "commands", "config", "data", "evaluation", "files", "gpucheck", "heads21k", "hosted", "model",
+                "paper", "probe", "report", "runner", "runtime", "steps", "train")  # fmt: skip
 _WHERE: dict[str, tuple[str, str]] = {
     name: (module, name) for module, names in _EXPORTS.items() for name in names
 } | _ALIASES

@@ -148,8 +148,12 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     keys = labels if labels.ndim == 1 else np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1)
     rng = np.random.default_rng(seed)
     held = []
-    for key in np.unique(keys):
-        members = np.flatnonzero(keys == key)
+    # each class's members in index order, from one stable sort (a scan per class is O(classes x items): seconds
+    # for Herbarium's 32,093 classes over a million items)
+    order = np.argsort(keys, kind="stable")
+    _, starts, counts = np.unique(keys[order], return_index=True, return_counts=True)
+    for start, count in zip(starts.tolist(), counts.tolist(), strict=True):
+        members = order[start : start + count]
         if len(members) < 2:
             continue
         n = max(1, int(round(fraction * len(members))))

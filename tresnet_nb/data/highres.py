@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -47,11 +48,25 @@ def decode_resized(
         return img.resize((size, size), RESAMPLE, reducing_gap=None)
 
 
-def cache_key(path: Path, size: int, box: tuple[int, ...] | None) -> str:
-    """A name for the cached copy that changes when the source file, the size or the crop box changes."""
-    stat = path.stat()
-    text = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{size}|{box}"
-    return hashlib.sha1(text.encode()).hexdigest()
+def cache_key(path: Path | str, size: int, box: tuple[int, ...] | None, dirs: dict[str, str] | None = None) -> str:
+    """A name for the cached copy that changes when the source file, the size or the crop box changes: a hash of
+    the file's resolved path, size, modification time, ``size`` and ``box``. ``dirs`` remembers resolved folders
+    across calls, so that a million files cost one ``lstat`` each rather than one per path component (the key is
+    the same: a file that is not a symbolic link resolves to its resolved folder and its name)."""
+    text = os.fspath(path)
+    st = os.lstat(text)
+    if stat.S_ISLNK(st.st_mode):
+        resolved = os.path.realpath(text)  # what Path.resolve() returns
+        st = os.stat(resolved)
+    else:
+        folder, name = os.path.split(text)
+        parent = dirs.get(folder) if dirs is not None else None
+        if parent is None:
+            parent = os.path.realpath(folder or ".")
+            if dirs is not None:
+                dirs[folder] = parent
+        resolved = os.path.join(parent, name)
+    return hashlib.sha1(f"{resolved}|{st.st_size}|{st.st_mtime_ns}|{size}|{box}".encode()).hexdigest()
 
 
 def _cache_one(job: tuple[Path, Path, int, tuple[int, int, int, int] | None]) -> str | None:
@@ -85,12 +100,12 @@ CacheJob = tuple[Path, Path, int, "tuple[int, int, int, int] | None"]  # source,
 
 
 def _cache_jobs(split: Split, size: int, cache_dir: Path | None, crop: bool) -> list[CacheJob]:
-    root = Path(cache_dir) if cache_dir is not None else files.cache_dir()
-    jobs = []
+    root = os.path.join(Path(cache_dir) if cache_dir is not None else files.cache_dir(), str(size))
+    jobs, dirs = [], {}
     for i, source in enumerate(split.paths):
         box = tuple(int(v) for v in split.boxes[i]) if crop and split.boxes is not None else None
-        key = cache_key(Path(source), size, box)
-        jobs.append((Path(source), root / str(size) / key[:2] / f"{key}.jpg", size, box))
+        key = cache_key(source, size, box, dirs)  # string paths here: pathlib's parsing costs seconds on a million
+        jobs.append((source, Path(f"{root}/{key[:2]}/{key}.jpg"), size, box))
     return jobs
 
 

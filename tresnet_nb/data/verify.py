@@ -53,7 +53,7 @@ def bad_images(
     decoded by ``workers`` processes (default: this process's share of the CPUs it may use)."""
     if split.paths is None or len(split) == 0:
         return []
-    paths = [Path(p) for p in split.paths]
+    paths = list(split.paths)  # Paths already (or strings, which file_stamps and image_problem take as they are)
     stamps = file_stamps(paths)
     results: dict[int, str | None] = {} if recheck else recall(stamps)
     known = len(results)
