@@ -55,8 +55,9 @@ def junit_outcomes(path: Path) -> dict[str, str]:
 
 
 def section_probe(device: torch.device, sz: Sizes, out: Path, state: dict[str, Any]) -> dict[str, Any]:
-    """The throughput probe as the paper measures (``plan(..., 'paper')``), in each precision; later precisions
-    reuse the first one's batch per architecture, so the maximal-batch search runs once."""
+    """The throughput probe as the paper measures (channels_last; on CUDA at 90% of the maximal batch), in each
+    precision; later precisions reuse the first one's batch per architecture, so the maximal-batch search runs
+    once."""
     from ..probe import ProbeSettings, run_probe
     from ..runtime import cpu_has_native_bf16
 
