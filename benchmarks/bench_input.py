@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from bench_highres import write_photos  # benchmarks/bench_highres.py: 2048x1365 photo-like JPEGs
 from ratios import ratio_line  # benchmarks/ratios.py
 
 from tresnet_nb.data.augment import BatchAugment, ImagePolicy, erase_boxes
@@ -51,20 +51,6 @@ POLICIES = ("flip", "autoaugment", "randaugment")
 ERASING = 0.5  # the miil recipe's
 V100_TRAIN_224 = 730.0  # TResNet-M training img/s at 224 px on a V100 (Ridnik et al., WACV 2021, table 1)
 MEAN, STD = torch.tensor([0.0, 0.0, 0.0]).view(1, 3, 1, 1), torch.tensor([1.0, 1.0, 1.0]).view(1, 3, 1, 1)
-
-
-def write_photos(folder: Path, n: int, seed: int = 0) -> list[Path]:
-    """``n`` 2048x1365 JPEGs with photo-like content (smooth shapes plus fine texture), quality 90."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        base = Image.fromarray(rng.integers(0, 256, (24, 36, 3), dtype=np.uint8)).resize((2048, 1365), Image.BICUBIC)
-        pixels = np.clip(np.asarray(base, dtype=np.float32) + rng.normal(0, 12, (1365, 2048, 3)), 0, 255)
-        path = folder / f"photo_{i:04d}.jpg"
-        Image.fromarray(pixels.astype(np.uint8)).save(path, "JPEG", quality=90)
-        paths.append(path)
-    return paths
 
 
 def per_image_rate(work: Callable[[], object], images: int, repeats: int) -> float:
@@ -146,6 +132,7 @@ def main() -> None:
     print(f"per core: one thread; batch {args.batch_size}; {args.images} photos 2048x1365, cached per size; erasing "
           f"p={ERASING}; {'CUDA' if torch.cuda.is_available() else 'no GPU: transfer not measured'}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "photos").mkdir()
         photos = write_photos(Path(tmp) / "photos", args.images)
         split = Split(
             ids=tuple(x.stem for x in photos), labels=np.zeros(len(photos), dtype=np.int64), paths=tuple(photos)
