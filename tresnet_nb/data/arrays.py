@@ -175,9 +175,9 @@ def set_augment(dls: DataLoaders, policy: str, erasing: float = 0.0, flip: bool 
             "build_learner to keep your own."
         )
     items = dls.train.dataset
-    in_workers = policy in PER_IMAGE and hasattr(items, "policy")  # a dataset that applies an ImagePolicy per item
-    if hasattr(items, "policy"):
-        items.policy = ImagePolicy(policy, flip) if in_workers else None
+    if hasattr(items, "policy"):  # FileItems: the per-image policies run in the loader's workers
+        items.policy = ImagePolicy(policy, flip) if policy in PER_IMAGE else None
+    in_workers = getattr(items, "policy", None) is not None
     for t in found:
         t.aug = BatchAugment(policy, erasing, flip, in_workers=in_workers)
 

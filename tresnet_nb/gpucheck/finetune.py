@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from fastai.callback.core import Callback, CancelFitException
 from PIL import Image
 
 from .sizes import DATA_WAIT_GOAL, KAGGLE_SIZE, Sizes
@@ -42,39 +43,33 @@ def write_kaggle_like(root: Path, files: int, items: int, classes: int = 8, seed
     return paths[:items], np.arange(items, dtype=np.int64) % classes
 
 
-class StepClock:
-    """A fastai callback timing each training step and the wait for its batch (from the end of the previous step
-    to the start of this one: the loader, the transfer and the per-image policy); it stops the fit after
-    ``warmup + steps`` steps and times the last ``steps``."""
+class StepClock(Callback):
+    """Times each training step and the wait for its batch (from the end of the previous step to the start of this
+    one: the loader, the transfer and the per-image policy); stops the fit after ``warmup + steps`` steps; the last
+    ``steps`` are the timed ones."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:  # a fastai Callback, built when fastai is importable
-        from fastai.callback.core import Callback, CancelFitException
+    order = 100  # after every other callback's after_batch, so the step includes them
 
-        class _Clock(Callback):
-            order = 100  # after every other callback's after_batch, so the step includes them
+    def __init__(self, steps: int, warmup: int, device: torch.device) -> None:
+        self.steps, self.warmup, self.device = steps, warmup, device
+        self.waits: list[float] = []
+        self.busy: list[float] = []
+        self.last: float | None = None
 
-            def __init__(self, steps: int, warmup: int, device: torch.device) -> None:
-                self.steps, self.warmup, self.device = steps, warmup, device
-                self.waits: list[float] = []
-                self.busy: list[float] = []
-                self.last: float | None = None
+    def before_batch(self) -> None:
+        now = time.perf_counter()
+        if self.last is not None and len(self.busy) >= self.warmup:
+            self.waits.append(now - self.last)
+        self.start = now
 
-            def before_batch(self) -> None:
-                now = time.perf_counter()
-                if self.last is not None and len(self.busy) >= self.warmup:
-                    self.waits.append(now - self.last)
-                self.start = now
-
-            def after_batch(self) -> None:
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)  # the step's kernels count in the step, not in the next wait
-                now = time.perf_counter()
-                self.busy.append(now - self.start)
-                self.last = now
-                if len(self.busy) >= self.warmup + self.steps:
-                    raise CancelFitException()
-
-        return _Clock(*args, **kwargs)
+    def after_batch(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the step's kernels count in the step, not in the next wait
+        now = time.perf_counter()
+        self.busy.append(now - self.start)
+        self.last = now
+        if len(self.busy) >= self.warmup + self.steps:
+            raise CancelFitException()
 
 
 def section_finetune(device: torch.device, sz: Sizes, out: Path, state: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +81,7 @@ def section_finetune(device: torch.device, sz: Sizes, out: Path, state: dict[str
     from ..model.load import data_config, load_model
     from ..runtime import loader_workers, usable_cpus
     from ..train.learner import build_learner
+    from ..train.recipes import get_recipe
 
     work = out / "finetune_data"
     start = time.perf_counter()
@@ -112,7 +108,7 @@ def section_finetune(device: torch.device, sz: Sizes, out: Path, state: dict[str
             learn.dls = dls
         clock = StepClock(steps, sz.warmup_steps, device)
         epochs = math.ceil((sz.warmup_steps + steps) / max(1, len(dls.train)))
-        learn.fit(epochs, lr=learn_lr(learn), cbs=[clock])
+        learn.fit(epochs, lr=get_recipe(learn.recipe_name).lr, cbs=[clock])
         timed = clock.busy[sz.warmup_steps :]
         waits = clock.waits[: len(timed)]
         step_s, wait_s = float(np.sum(timed)), float(np.sum(waits))
@@ -138,9 +134,3 @@ def section_finetune(device: torch.device, sz: Sizes, out: Path, state: dict[str
             "workers": loader_workers(device), "usable_cpus": usable_cpus(), "pin_memory": device.type == "cuda",
             "files": sz.files, "items": sz.items, "file_size": list(KAGGLE_SIZE), "write_seconds": round(written_s, 1),
             "data_wait_goal": DATA_WAIT_GOAL, "goal_met": goal}  # fmt: skip
-
-
-def learn_lr(learn: Any) -> float:
-    from ..train.recipes import get_recipe
-
-    return get_recipe(learn.recipe_name).lr
