@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,11 @@ def test_analysis_of_a_finished_multi_label_run(tmp_path, closed_hub, monkeypatc
 
     monkeypatch.setenv("TRESNET_NB_CACHE", str(tmp_path / "cache"))
     root = table.write_fixture(tmp_path / "data", multi_label=True, per_class=8)
-    # a near copy planted across splits: an evaluation image saved again, recompressed, among the training files
+    # a byte-identical copy of one image under another name, with its labels: an exact duplicate to find
+    lines = (root / "labels.csv").read_text().splitlines()
+    first = lines[1].split(",")
+    shutil.copyfile(root / first[0], root / "images/copy.jpg")
+    (root / "labels.csv").write_text("\n".join([*lines, ",".join(["images/copy.jpg", *first[1:]])]) + "\n")
     run_dir = tmp_path / "run"
     train_job(config_from_cli("smoke", {"DATASET": "csv", "DATA_ROOT": str(root)}, str(run_dir)))
     out = tmp_path / "analysis"
@@ -78,15 +83,23 @@ def test_analysis_of_a_finished_multi_label_run(tmp_path, closed_hub, monkeypatc
     assert cal["n_fit"] + cal["n_eval"] == json.loads((run_dir / "metrics.json").read_text())["n_eval"]
     with open(result / "label_issues.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) if rows else True
     header = (result / "label_issues.csv").read_text().splitlines()[0]
     assert header == "path,split,given,suggested,score"
     scores = [float(r["score"]) for r in rows]
     assert scores == sorted(scores)
     assert all(Path(r["path"]).is_file() and r["split"] == "train" for r in rows)
+    with open(result / "duplicates.csv") as f:
+        pairs = list(csv.DictReader(f))
+    assert list(pairs[0]) == ["path_a", "split_a", "path_b", "split_b", "similarity", "kind"]
+    assert pairs[0]["kind"] == "exact"  # exact copies rank first
+    assert {Path(pairs[0]["path_a"]).name, Path(pairs[0]["path_b"]).name} == {Path(first[0]).name, "copy.jpg"}
     record = json.loads((result / "metrics.json").read_text())
+    assert record["n_duplicates"] == len(pairs) and record["n_exact_duplicates"] == 1
+    # the metric without leaked items exists unless every evaluation item has a copy in train
+    assert (record["metric_value_deduplicated"] is None) == (record["n_eval_with_copy_in_train"] == record["n_eval"])
+    assert set(record["step_seconds"]) == {"calibration", "label_issues", "duplicates", "gradcam"}
     assert record["notebook"] == "09_error_analysis" and record["run_dir"] == str(run_dir)
     assert record["n_label_issues"] == len(rows) and record["temperature"] == cal["temperature"]
-    for name in ("reliability.png", "noise_rate.png"):
+    for name in ("reliability.png", "noise_rate.png", "duplicates.png"):
         assert (result / name).is_file(), name
     assert not any(p.name == "crossfit" for p in run_dir.iterdir())  # the analysed run's folder is left alone

@@ -190,7 +190,7 @@ def analysis_cells() -> list[tuple[str, str, list[str]]]:
         ("markdown", "## Parameters\nThe usual parameters and training switches describe the run to train when "
                      "`RUN_DIR` is `None` (otherwise the run's own configuration is used). `FOLDS`: the "
                      "cross-fit behind the label errors (FOLDS trainings on (FOLDS-1)/FOLDS of the training "
-                     "items). `NEAR`: the cosine similarity of pooled features from which an evaluation item counts "
+                     "items). `NEAR`: the cosine similarity of pooled features (centred) from which an evaluation item counts "
                      "as a near copy of a training item. `N_SHOW`: items per gallery.", []),
         ("code", params, ["parameters"]),
         ("markdown", "## The run", []),

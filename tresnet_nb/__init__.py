@@ -183,6 +183,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "Calibration",
         "calibrate",
     ),
+    ".trust.duplicates": (
+        "Duplicates",
+        "duplicate_step",
+    ),
     ".trust.gradcam": (
         "gradcam_maps",
     ),

@@ -5,7 +5,10 @@ with the notebook's own parameters when no RUN_DIR is given."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +44,20 @@ class AnalysedRun:
     learn: Learner
     evaluation: Evaluation
     options: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each analysis step, for metrics.json
 
     @property
     def multi_label(self) -> bool:
         return self.data.task == "multi-label"
+
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        """Add the wall time of the block to ``seconds[step]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = round(self.seconds.get(step, 0.0) + time.perf_counter() - start, 2)
 
 
 def check_run_dir(run_dir: Path | str) -> Path:
