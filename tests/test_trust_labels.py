@@ -112,3 +112,16 @@ def test_gradcam_maps_have_the_input_shape_and_depend_on_the_class():
         gradcam_maps(model, x, [0])
     images = (np.random.default_rng(0).random((2, 64, 64, 3)) * 255).astype(np.uint8)
     assert plot_gradcam_grid(images, maps, ["a", "b"], "/tmp/tnb_gradcam_test.png").stat().st_size > 1000
+
+
+def test_a_missing_package_names_the_extra_that_installs_it(monkeypatch):
+    import sys
+
+    from tresnet_nb.trust import need
+
+    monkeypatch.setitem(sys.modules, "cleanlab", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"Finding label errors needs cleanlab.*pip install 'tresnet-nb\[trust\]'"):
+        need("cleanlab", "Finding label errors")
+    items = Items("train", ("0", "1"), np.array([0, 1]))
+    with pytest.raises(ImportError, match="tresnet-nb\\[trust\\]"):
+        find_label_issues(items, np.array([[0.9, 0.1], [0.2, 0.8]]), ("a", "b"), False)

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import need
+
 
 def target_layer(model: nn.Module) -> nn.Module:
     """The layer whose activations Grad-CAM weighs: the last stage of a TResNet, else the module timm's
@@ -31,6 +33,7 @@ def gradcam_maps(
 ) -> np.ndarray:
     """Grad-CAM maps (items, H, W) in [0, 1], at the input's size, of ``x`` (normalised input batch) for the class
     ``classes[i]`` of each item (e.g. the predicted or the true one). The model is left as it was found."""
+    need("pytorch_grad_cam", "Grad-CAM")
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -64,7 +67,9 @@ def plot_gradcam_grid(
 
     n = len(images)
     if n == 0 or len(maps) != n or len(titles) != n:
-        raise ValueError(f"need as many maps and titles as images (>0): {n} images, {len(maps)} maps, {len(titles)} titles")
+        raise ValueError(
+            f"need as many maps and titles as images (>0): {n} images, {len(maps)} maps, {len(titles)} titles"
+        )
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.flat:

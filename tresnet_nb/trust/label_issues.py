@@ -20,6 +20,7 @@ from ..model.load import load_model, weights_info
 from ..steps.data import Data
 from ..train.fit import fit
 from ..train.learner import build_learner, predict
+from . import need
 from .items import Items, fold_dls
 
 HELD_OUT = "heldout.npz"
@@ -92,6 +93,7 @@ def find_label_issues(items: Items, probs: np.ndarray, class_names: tuple[str, .
     first (lowest self-confidence), with its given and suggested labels, and the noise rate per class (single-label:
     1 - the confident joint's diagonal share of each given class; multi-label: cleanlab's per-class issue
     probability)."""
+    need("cleanlab", "Finding label errors")
     import cleanlab.count
     import cleanlab.filter
     import cleanlab.rank
@@ -119,7 +121,9 @@ def find_label_issues(items: Items, probs: np.ndarray, class_names: tuple[str, .
         suggested = list(names[probs.argmax(1)])
         joint = cleanlab.count.estimate_joint(given, probs)
         rows = joint.sum(1)
-        noise = pd.Series(np.where(rows > 0, 1 - np.diag(joint) / np.maximum(rows, 1e-12), 0.0), index=list(class_names))
+        noise = pd.Series(
+            np.where(rows > 0, 1 - np.diag(joint) / np.maximum(rows, 1e-12), 0.0), index=list(class_names)
+        )
     flagged = np.asarray(flagged, dtype=np.int64)
     table = pd.DataFrame({
         "path": [items.refs[i] for i in flagged], "split": items.split,
