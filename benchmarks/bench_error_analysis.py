@@ -132,13 +132,19 @@ def main() -> int:
         record = json.loads((out / "metrics.json").read_text())
         flips_top = len({r["path"] for r in issues[:n_flipped]} & set(planted["flipped"]))
         found, right = found_copies(dups, planted, n_copies)
-        print(f"\nrun: {record['metric_name']} {record['metric_value']:.4f}; without evaluation items that have a "
-              f"copy in train {record['metric_value_deduplicated']:.4f}; train {record['train_seconds']:.0f} s")
-        print(f"label issues: {len(issues)} flagged; {flips_top}/{n_flipped} flips among the first {n_flipped} rows "
-              f"({flips_top / n_flipped:.0%}; goal >= 50%): {'met' if flips_top >= n_flipped / 2 else 'MISSED'}")
-        print(f"duplicates: {len(dups)} pairs; {found}/{n_copies} planted copies among the first {2 * n_copies} rows, "
-              f"{right} with the right kind ({right / n_copies:.0%}; goal >= 90%): "
-              f"{'met' if right >= 0.9 * n_copies else 'MISSED'}")
+        print(
+            f"\nrun: {record['metric_name']} {record['metric_value']:.4f}; without evaluation items that have a "
+            f"copy in train {record['metric_value_deduplicated']:.4f}; train {record['train_seconds']:.0f} s"
+        )
+        print(
+            f"label issues: {len(issues)} flagged; {flips_top}/{n_flipped} flips among the first {n_flipped} rows "
+            f"({flips_top / n_flipped:.0%}; goal >= 50%): {'met' if flips_top >= n_flipped / 2 else 'MISSED'}"
+        )
+        print(
+            f"duplicates: {len(dups)} pairs; {found}/{n_copies} planted copies among the first {2 * n_copies} rows, "
+            f"{right} with the right kind ({right / n_copies:.0%}; goal >= 90%): "
+            f"{'met' if right >= 0.9 * n_copies else 'MISSED'}"
+        )
         print(f"calibration: T={cal['temperature']:.3f} fitted on {cal['n_fit']}, reported on {cal['n_eval']}: NLL "
               f"{cal['nll_before']:.4f} -> {cal['nll_after']:.4f} ({'lower: met' if cal['nll_after'] < cal['nll_before'] else 'MISSED'}), "
               f"ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}")  # fmt: skip

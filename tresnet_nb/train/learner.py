@@ -26,8 +26,8 @@ from ..config import RunConfig
 from ..data import get_dataset
 from ..data.arrays import set_augment
 from ..data.augment import check_augment
-from ..model.load import TEMPERATURE_ATTR
 from ..evaluation.metrics import mean_average_precision, mean_column_auc
+from ..model.load import TEMPERATURE_ATTR
 from ..runtime import ECHO_ENV
 from .callbacks import EMA, EpochLog, precision_callbacks, resolve_precision
 from .losses import AsymmetricLoss
@@ -275,7 +275,6 @@ def predict(
         flipped, _ = learn.get_preds(dl=dl, cbs=[FlipInputs()], act=lambda x: x)
         probs = (probs + act(flipped.float() / t).float()) / 2
     return probs, targets
-
 
 
 def set_temperature(model: nn.Module, temperature: float | list[float] | None) -> None:

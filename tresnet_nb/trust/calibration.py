@@ -32,8 +32,12 @@ def _check(probs: np.ndarray, targets: np.ndarray, multi_label: bool) -> tuple[n
             "targets"
         )
     if multi_label and targets.shape != probs.shape:
-        raise ValueError(f"multi-label targets must be a 0/1 matrix shaped like probs {probs.shape}, not {targets.shape}")
-    if not multi_label and (targets.ndim != 1 or targets.min(initial=0) < 0 or targets.max(initial=0) >= probs.shape[1]):
+        raise ValueError(
+            f"multi-label targets must be a 0/1 matrix shaped like probs {probs.shape}, not {targets.shape}"
+        )
+    if not multi_label and (
+        targets.ndim != 1 or targets.min(initial=0) < 0 or targets.max(initial=0) >= probs.shape[1]
+    ):
         raise ValueError(f"single-label targets must be class indices in 0..{probs.shape[1] - 1}, one per item")
     return probs, targets
 

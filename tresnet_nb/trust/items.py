@@ -50,13 +50,21 @@ def split_items(data: Data, which: str) -> Items:
         missing = [i for i in items.split.ids[:3] if i not in where]
         if missing:
             raise ValueError(f"items {missing} of the {which} loader are not in the dataset's {name!r} split")
-        refs = tuple(str(where[i].resolve()) if hasattr(where[i], "resolve") else str(where[i]) for i in items.split.ids)
+        refs = tuple(
+            str(where[i].resolve()) if hasattr(where[i], "resolve") else str(where[i]) for i in items.split.ids
+        )
         return Items(name, refs, labels)
     n = len(data.class_names)
-    cap = data.cfg.max_items if which == "train" else (None if data.cfg.max_items is None else max(n, data.cfg.max_items // 2))
+    cap = (
+        data.cfg.max_items
+        if which == "train"
+        else (None if data.cfg.max_items is None else max(n, data.cfg.max_items // 2))
+    )
     keep = stratified_head(part.labels, cap, n)
     if len(keep) != len(items):
-        raise ValueError(f"{len(items)} items in the {which} loader but {len(keep)} kept from {name!r}: not this run's data")
+        raise ValueError(
+            f"{len(items)} items in the {which} loader but {len(keep)} kept from {name!r}: not this run's data"
+        )
     return Items(name, tuple(str(int(i)) for i in keep), labels)
 
 

@@ -39,11 +39,15 @@ def plot_noise_rate(noise: pd.Series, path: Path | str | None = None, top: int =
     shown = noise.sort_values(ascending=False).head(top)[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.25 * len(shown) + 1.2))
     ax.barh([str(i) for i in shown.index], shown.to_numpy(), color="tab:orange")
-    ax.set(xlabel="estimated noise rate (share of the class's given labels that are wrong)", title="Label noise per class")
+    ax.set(
+        xlabel="estimated noise rate (share of the class's given labels that are wrong)", title="Label noise per class"
+    )
     finish(fig, path)
 
 
-def plot_gallery(images: Sequence[np.ndarray], titles: Sequence[str], path: Path | str | None = None, cols: int = 6) -> None:
+def plot_gallery(
+    images: Sequence[np.ndarray], titles: Sequence[str], path: Path | str | None = None, cols: int = 6
+) -> None:
     """A grid of images with a title each (suspect labels, or the most confident mistakes)."""
     n = len(images)
     if n == 0:
