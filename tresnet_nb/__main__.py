@@ -92,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--sections", nargs="+", default=None, choices=("tests", "probe", "finetune", "iabn", "compile", "export"),
                        help="run only these sections (default: all, in order)")  # fmt: skip
 
+    sweep = sub.add_parser("sweep", help="an Optuna study of a notebook's parameters, one papermill run per trial")
+    sweep.add_argument("notebook", help="notebook path")
+    sweep.add_argument(
+        "--trials", type=int, required=True, help="trials to run to an end (a resumed sweep counts earlier ones)"
+    )
+    sweep.add_argument("--space", action="append", required=True, metavar="KEY=kind:args",
+                       help="a parameter to search: loguniform:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH or choice:A,B")  # fmt: skip
+    sweep.add_argument("--preset", default=None, help="smoke, cpu or paper (fills parameters not given)")
+    sweep.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                       help="a fixed notebook parameter for every trial")  # fmt: skip
+    sweep.add_argument("--out", default=None, help="sweep folder, resumable (default: runs/sweep/<notebook stem>)")
+    sweep.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+
     publish = sub.add_parser("publish", help="a run as config.json + model.safetensors + model card (timm/HF layout)")
     publish.add_argument("run_dir", help="the run's OUTPUT_DIR (run_config.json, metrics.json, model.safetensors)")
     publish.add_argument("--to", required=True, help="a folder, or hf-hub:USER/REPO to upload to the hub")
@@ -163,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         from .commands import probe_command
 
         return probe_command(args)
+    if args.command == "sweep":
+        from .sweep import sweep_command
+
+        return sweep_command(args)
     if args.command == "publish":
         from .report.publish import publish_command
 
