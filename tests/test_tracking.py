@@ -1,9 +1,11 @@
-"""Tracking: a quickstart smoke run through the runner against a real MLflow server (parameters, the metric history
-per epoch, metrics.json among the artifacts) and TensorBoard's event reader (one point per epoch); no secret in what
-is logged; a server that dies mid-run costs seconds and a warning, not the run; rank 0 alone writes."""
+"""Tracking: a 3-trial smoke sweep of the quickstart (each trial a run through the runner) against a real MLflow
+server (parameters, the metric history per epoch, metrics.json among the artifacts) and TensorBoard's event reader
+(one point per epoch); no secret in what is logged; a server that dies mid-run costs seconds and a warning, not the
+run; rank 0 alone writes."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
@@ -13,9 +15,9 @@ import nbformat
 import pytest
 from mlflowserver import start_server, stop_server
 
+from tresnet_nb.__main__ import main
 from tresnet_nb.config import RunConfig
 from tresnet_nb.report.tracking import Tracker, redact, require_mlflow
-from tresnet_nb.runner import run_notebooks
 
 PLANTED = {"HF_TOKEN": "hf_plantedTokenValue123", "KAGGLE_KEY": "kagglePlantedKey456"}
 EPOCHS = 2
@@ -38,63 +40,100 @@ def holds_a_secret(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
-    """One quickstart smoke run (2 epochs) through the runner, TRACKING pointing at a real MLflow server, with
-    secrets planted in the environment; the server stays up for the checks."""
+    """A 3-trial smoke sweep of the quickstart (2 epochs a trial) through the runner, TRACKING pointing at a real
+    MLflow server, with secrets planted in the environment; the server stays up for the checks. One sweep serves the
+    sweep's acceptance and the tracking's, to keep the suite short."""
     root = tmp_path_factory.mktemp("tracked")
     process, url = start_server(root / "server")
     saved = {k: os.environ.get(k) for k in PLANTED}
     os.environ.update(PLANTED)
     try:
-        outcomes = run_notebooks(["notebooks/00_quickstart.ipynb"], root / "runs", preset="smoke",
-                                 params={"TRACKING": url, "EPOCHS": EPOCHS, "MAX_ITEMS": 32})  # fmt: skip
-        yield url, outcomes[0], root
+        code = main(["sweep", "notebooks/00_quickstart.ipynb", "--trials", "3", "--space", "LR=loguniform:1e-4:1e-2",
+                     "--preset", "smoke", "-p", "EPOCHS", str(EPOCHS), "-p", "MAX_ITEMS", "16", "-p", "TRACKING", url,
+                     "--out", str(root / "sweep")])  # fmt: skip
+        yield url, code, root / "sweep"
     finally:
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         stop_server(process)
 
 
+def trial_dir(sweep: Path, number: int) -> Path:
+    return sweep / "trials" / f"{number:03d}" / "00_quickstart"
+
+
 @pytest.mark.slow
-def test_the_run_is_in_mlflow_with_params_epoch_history_and_metrics_json(tracked, tmp_path):
+def test_a_three_trial_smoke_sweep_of_the_quickstart_writes_three_rows(tracked):
+    _, code, sweep = tracked
+    assert code == 0
+    rows = list(csv.DictReader(open(sweep / "trials.csv")))
+    assert len(rows) == 3 and all(1e-4 <= float(r["LR"]) <= 1e-2 for r in rows)
+    assert rows[0]["state"] == rows[1]["state"] == "COMPLETE"  # the median pruner waits for two trials
+    assert rows[2]["state"] in ("COMPLETE", "PRUNED")  # the third may be behind the first two after an epoch
+    for n, row in enumerate(rows):
+        record = trial_dir(sweep, n) / "metrics.json"
+        if row["state"] == "COMPLETE":
+            assert float(row["accuracy"]) == json.loads(record.read_text())["metric_value"]
+        else:
+            assert (trial_dir(sweep, n) / "pruned.json").is_file() and not record.exists()
+    assert (sweep / "best.json").is_file() and (sweep / "history.png").is_file()
+
+
+@pytest.mark.slow
+def test_each_trial_is_in_mlflow_with_params_epoch_history_and_metrics_json(tracked, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    url, outcome, _ = tracked
-    assert outcome.status == "ok", outcome.error
+    url, _, sweep = tracked
     client = MlflowClient(tracking_uri=url)
     experiment = client.get_experiment_by_name("tresnet-nb/00_quickstart")
-    (run,) = client.search_runs([experiment.experiment_id])
-    assert run.info.status == "FINISHED"
-    params = run.data.params
-    assert (params["epochs"], params["preset"], params["max_items"], params["tracking"]) == ("2", "smoke", "32", url)
-    assert params["option.augment"] == "none" and params["arch"] == "tresnet_m"
-    history = client.get_metric_history(run.info.run_id, "accuracy")
-    assert [m.step for m in history] == [1, 2]  # one point per trained epoch
-    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == EPOCHS
-    record = json.loads((outcome.out_dir / "metrics.json").read_text())
-    assert run.data.metrics["final.metric_value"] == pytest.approx(record["metric_value"])
+    runs = {r.data.tags["sweep_trial"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(runs) == ["0", "1", "2"]
+    states = {r["number"]: r["state"] for r in csv.DictReader(open(sweep / "trials.csv"))}
+    for number, run in runs.items():
+        if states[number] == "PRUNED":  # stopped after the epoch pruned.json names, and its MLflow run says so
+            assert run.info.status == "KILLED"
+            epoch = json.loads((trial_dir(sweep, int(number)) / "pruned.json").read_text())["epoch"]
+            assert [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")] == list(range(1, epoch + 1))
+            continue
+        assert run.info.status == "FINISHED"
+        params = run.data.params
+        assert (params["epochs"], params["preset"], params["max_items"], params["tracking"]) == (
+            "2",
+            "smoke",
+            "16",
+            url,
+        )
+        assert params["option.augment"] == "none" and params["arch"] == "tresnet_m"
+        history = client.get_metric_history(run.info.run_id, "accuracy")
+        assert [m.step for m in history] == [1, 2]  # one point per trained epoch
+        assert len(client.get_metric_history(run.info.run_id, "train_loss")) == EPOCHS
+        record = json.loads((trial_dir(sweep, int(number)) / "metrics.json").read_text())
+        assert run.data.metrics["final.metric_value"] == pytest.approx(record["metric_value"])
+        assert float(params["lr"]) == pytest.approx(record["lr"])
+    run = runs["0"]
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "run_config.json", "training.png"} <= names
     local = client.download_artifacts(run.info.run_id, "metrics.json", str(tmp_path))
-    assert json.loads(Path(local).read_text()) == record
-    logged = [*params.values(), *run.data.tags.values()]
+    assert json.loads(Path(local).read_text()) == json.loads((trial_dir(sweep, 0) / "metrics.json").read_text())
+    logged = [v for r in runs.values() for v in (*r.data.params.values(), *r.data.tags.values())]
     assert not [v for v in logged if any(s in v for s in PLANTED.values())]
     assert holds_a_secret(tmp_path) == []
 
 
 @pytest.mark.slow
 def test_tensorboard_holds_one_point_per_epoch_and_no_secret(tracked):
-    _, outcome, _ = tracked
-    folder = outcome.out_dir / "tensorboard"
-    accumulator = events(folder)
+    _, _, sweep = tracked
+    out = trial_dir(sweep, 0)
+    accumulator = events(out / "tensorboard")
     for tag in ("train_loss", "valid_loss", "accuracy"):
         assert [e.step for e in accumulator.Scalars(tag)] == [1, 2], tag
     assert accumulator.Scalars("final/metric_value")[0].value == pytest.approx(
-        json.loads((outcome.out_dir / "metrics.json").read_text())["metric_value"]
+        json.loads((out / "metrics.json").read_text())["metric_value"]
     )
-    assert holds_a_secret(folder) == []
-    last = nbformat.read(outcome.out_dir / "00_quickstart.ipynb", as_version=4).cells[-1]
+    assert holds_a_secret(sweep / "trials") == []
+    last = nbformat.read(out / "00_quickstart.ipynb", as_version=4).cells[-1]
     printed = "".join(o.get("text", "") for o in last.outputs)
-    assert "MLflow: run " in printed and f"python -m tresnet_nb publish {outcome.out_dir}" in printed
+    assert "MLflow: run " in printed and f"python -m tresnet_nb publish {out}" in printed
 
 
 def _cfg(tmp_path: Path, tracking: str | None, **extra: object) -> RunConfig:

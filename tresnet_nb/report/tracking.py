@@ -12,6 +12,7 @@ files in OUTPUT_DIR and the TensorBoard events are complete either way.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from fastai.callback.core import Callback
 
 from ..runtime import is_main
 from .publish import publish_hint
-from .trial import TRIAL_ENV, report_epoch
+from .trial import TRIAL_ENV, TrialStopped, report_epoch
 
 if TYPE_CHECKING:
     from fastai.learner import Learner
@@ -111,6 +112,7 @@ class Tracker:
         self.client: Any = None
         self.run_id: str | None = None
         self.failure: str | None = None
+        self.finished = False
         self.writer: Any = None
         if not self.main:
             return
@@ -159,6 +161,7 @@ class Tracker:
         run = self.client.create_run(experiment_id, run_name=f"{self.cfg.notebook}-{self.cfg.key}",
                                      tags={k: redact(v, k) for k, v in tags.items()})  # fmt: skip
         self.run_id = run.info.run_id
+        atexit.register(self.end, "FAILED")  # a notebook that fails before finish() leaves no run marked RUNNING
         params = [Param(k, v) for k, v in flat_params(self.cfg, options).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 parameters a request
             self.client.log_batch(self.run_id, params=params[i : i + 100])
@@ -192,6 +195,15 @@ class Tracker:
         self._mlflow(self._finish, record, numbers)
         self.writer.close()
 
+    def end(self, status: str) -> None:
+        """End an MLflow run that did not finish (``status`` 'KILLED' for a pruned trial, 'FAILED' for a run that
+        stopped with an error); nothing for a finished run, or when MLflow is off or has failed."""
+        if self.run_id is not None and not self.finished:
+            self.finished = True
+            self._mlflow(self.client.set_terminated, self.run_id, status)
+        if self.writer is not None:
+            self.writer.flush()
+
     def _finish(self, record: dict[str, Any], numbers: dict[str, float]) -> None:
         from mlflow.entities import Metric, RunTag
 
@@ -214,6 +226,7 @@ class Tracker:
                 continue
             self.client.log_artifact(self.run_id, str(path))
         self.client.set_terminated(self.run_id, "FINISHED")
+        self.finished = True
 
     def where(self) -> str:
         """Where the run is tracked, and the command that publishes it (what the notebooks print at their end)."""
@@ -256,7 +269,11 @@ class TrackEpochs(Callback):
         values = {n: float(v) for n, v in zip(names, row, strict=False) if v is not None}
         self.tracker.log_epoch(values)
         if self.tracker.main:
-            report_epoch(self.tracker.cfg, values, self.tracker.epochs)
+            try:
+                report_epoch(self.tracker.cfg, values, self.tracker.epochs)
+            except TrialStopped:
+                self.tracker.end("KILLED")  # pruned by the sweep: the MLflow run says so
+                raise
 
 
 def track(cfg: RunConfig, learn: Learner | None = None) -> Tracker:
