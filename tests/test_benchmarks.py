@@ -124,6 +124,7 @@ def test_ratio_check_accepts_the_rounding_it_allows_and_ratio_line_prints_nan_fo
          tuple(f"AdamW (decoupled wd): {pair}" for pair in ("ForeachAdam / torch fused", "ForeachAdam / torch foreach",
                                                             "ForeachAdam foreach / torch foreach",
                                                             "OptimWrapper / torch foreach"))),
+        ("bench_neighbours.py", ("--crossover", "300", "--dim", "64"), ("exact / ann: 300 items",)),
         ("bench_vs_fastai.py", ("--datasets", "digits", "--items", "64", "--epochs", "1", "--seeds", "0", "--size", "32",
                                 "--batch-size", "16", "--json", os.devnull),
          tuple(f"ours / {peer}: digits {what}" for peer in ("fastai", "timm") for what in ("accuracy", "train img/s"))),

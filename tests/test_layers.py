@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("train",),
     ("report",),
     ("hosted", "steps"),
-    ("heads21k",),
+    ("heads21k", "trust"),
     ("commands", "runner", "gpucheck"),
     ("sweep",),
     ("__main__",),

@@ -1,4 +1,5 @@
-"""Writes the dataset notebooks (02-06, 08) from one template, so they follow the same path and stay in step.
+"""Writes the dataset notebooks (02-06, 08) from one template, so they follow the same path and stay in step, and
+the error analysis (09) from the same parts.
 
 Usage: python tools/notebooks.py            (rewrites notebooks/<stem>.ipynb, without outputs)
        python tools/notebooks.py --check    (exit 1 if a committed notebook differs from what this writes)
@@ -180,6 +181,60 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
     ]  # fmt: skip
 
 
+ANALYSIS_STEM = "09_error_analysis"
+# notebook 09's own parameters, after the usual ones and the training switches (used when it trains the run itself)
+ANALYSIS_PARAMS = {"RUN_DIR": None, "FOLDS": 4, "NEAR": 0.95, "N_SHOW": 18}
+
+
+def analysis_cells() -> list[tuple[str, str, list[str]]]:
+    """Notebook 09: the steps after training on a finished run of any dataset notebook (or one trained first)."""
+    params = "\n".join(
+        [base_parameters(DATASET="fashion_mnist")]
+        + [f"{name} = {_lit(value)}" for name, value in {**SWITCHES, **ANALYSIS_PARAMS}.items()]
+    )
+    options = ", ".join(f"{name.lower()}={name}" for name in SWITCHES if name != "INTERACTIVE")
+    return [
+        ("markdown", "# 09 · Trust the model: calibration, label errors, duplicates and leakage, where it looks\n\n"
+                     "The steps after training, on a finished run of any dataset notebook (`RUN_DIR`: its "
+                     "`OUTPUT_DIR`) or, with `RUN_DIR = None`, on a run this notebook trains first with the "
+                     "parameters below. Every number here is measured on items the step did not fit on.\n\n"
+                     "Headless: `python -m tresnet_nb run notebooks/09_error_analysis.ipynb -p RUN_DIR DIR`.", []),
+        ("markdown", "On Colab or Kaggle the next cell installs the package; anywhere else it does nothing.", []),
+        ("code", SETUP_CELL, []),
+        ("markdown", "## Parameters\nThe usual parameters and training switches describe the run to train when "
+                     "`RUN_DIR` is `None` (otherwise the run's own configuration is used). `FOLDS`: the "
+                     "cross-fit behind the label errors (FOLDS trainings on (FOLDS-1)/FOLDS of the training "
+                     "items). `NEAR`: the cosine similarity of pooled features (centred) from which an evaluation item counts "
+                     "as a near copy of a training item. `N_SHOW`: items per gallery.", []),
+        ("code", params, ["parameters"]),
+        ("markdown", "## The run", []),
+        ("code", config_cell(ANALYSIS_STEM, f"tnb.check_train_options(dict({options}))") + "\n"
+                 "run = tnb.open_run(tnb.run_to_analyse(cfg, RUN_DIR), cfg.out)\n"
+                 "print(tnb.summary_line(run.record))", []),
+        ("markdown", "## Calibration\nTemperature scaling fitted on half of the evaluation split (stratified) and "
+                     "reported on the other half; expected calibration error over 15 equal-width bins, NLL and "
+                     "Brier score before and after. The model keeps the temperature: `tnb.predict` and exports "
+                     "use it.", []),
+        ("code", "calibration = tnb.calibration_step(run)", []),
+        ("markdown", "## Label errors\nConfident learning (cleanlab) on out-of-sample probabilities from a "
+                     "`FOLDS`-fold cross-fit of the run's recipe; most suspect first.", []),
+        ("code", "issues = tnb.label_issue_step(run, folds=FOLDS, n_show=N_SHOW)\n"
+                 "tnb.show(issues.table.head(N_SHOW))", []),
+        ("markdown", "## Duplicates and leakage\nExact copies (content hash) and near copies (cosine of the "
+                     "model's pooled features; a perceptual hash where it agrees) within train and between train "
+                     "and the evaluation split, ranked over all pairs; then the metric without evaluation items "
+                     "that have a copy in train.", []),
+        ("code", "duplicates = tnb.duplicate_step(run, near=NEAR, n_show=N_SHOW)\n"
+                 "tnb.show(duplicates.table.head(N_SHOW))", []),
+        ("markdown", "## Where it looks\nGrad-CAM on the last stage for the most confident mistakes.", []),
+        ("code", "tnb.gradcam_step(run, n=min(N_SHOW, 12))", []),
+        ("markdown", "## Artifacts\n`calibration.json`, `label_issues.csv`, `duplicates.csv` and `metrics.json` "
+                     "(the run's record with this analysis' numbers).", []),
+        ("code", "record = tnb.analysis_record(run, calibration, issues, duplicates)\n"
+                 "print(tnb.summary_line(record))", []),
+    ]  # fmt: skip
+
+
 def notebook_json(stem: str, cell_list: list[tuple[str, str, list[str]]]) -> dict:
     """An nbformat 4.5 notebook of ``(kind, source, tags)`` cells, without outputs, with ids stable per stem."""
     out = []
@@ -238,7 +293,9 @@ def generate(notebooks: dict[str, dict], tool: str) -> int:
 
 
 def main() -> int:
-    return generate({spec.stem: notebook(spec) for spec in NOTEBOOKS}, "tools/notebooks.py")
+    notebooks = {spec.stem: notebook(spec) for spec in NOTEBOOKS}
+    notebooks[ANALYSIS_STEM] = notebook_json(ANALYSIS_STEM, analysis_cells())
+    return generate(notebooks, "tools/notebooks.py")
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "lr_find",
         "predict",
         "seed_everything",
+        "set_temperature",
     ),
     ".train.recipes": (
         "Phase",
@@ -184,13 +185,39 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "paper_table",
         "show_evaluation",
     ),
+    # trust/: after training (notebook 09)
+    ".trust.calibration": (
+        "Calibration",
+        "calibrate",
+    ),
+    ".trust.duplicates": (
+        "Duplicates",
+        "duplicate_step",
+    ),
+    ".trust.gradcam": (
+        "gradcam_maps",
+    ),
+    ".trust.label_issues": (
+        "find_label_issues",
+    ),
+    ".trust.run": (
+        "AnalysedRun",
+        "open_run",
+        "run_to_analyse",
+    ),
+    ".trust.steps": (
+        "analysis_record",
+        "calibration_step",
+        "gradcam_step",
+        "label_issue_step",
+    ),
 }  # fmt: skip
 # earlier names kept working: the dataset notebooks called the run record run_metrics
 _ALIASES: dict[str, tuple[str, str]] = {
     "run_metrics": (".report.record", "run_record"),
 }
 _SUBPACKAGES = ("bundle", "commands", "config", "data", "evaluation", "files", "gpucheck", "heads21k", "hosted", "model",
-                "paper", "probe", "report", "runner", "runtime", "steps", "sweep", "train")  # fmt: skip
+                "paper", "probe", "report", "runner", "runtime", "steps", "sweep", "train", "trust")  # fmt: skip
 _WHERE: dict[str, tuple[str, str]] = {
     name: (module, name) for module, names in _EXPORTS.items() for name in names
 } | _ALIASES

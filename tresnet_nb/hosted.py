@@ -16,9 +16,9 @@ import torch
 REPO_URL = "https://github.com/tresnet-nb/tresnet-nb"
 BRANCH = "main"  # the branch the badges open and the install cell installs from (the repository's default)
 REPO_SLUG = REPO_URL.removeprefix("https://github.com/")
-# What the install cell installs: the package with the ONNX extra (the quickstart exports ONNX); torch, numpy and
-# the rest are already on both platforms and satisfy the package's version ranges.
-INSTALL_SPEC = f"tresnet-nb[export] @ git+{REPO_URL}"
+# What the install cell installs: the package with the ONNX extra (the quickstart exports ONNX) and the trust extra
+# (notebook 09); torch, numpy and the rest are already on both platforms and satisfy the package's version ranges.
+INSTALL_SPEC = f"tresnet-nb[export,trust] @ git+{REPO_URL}"
 
 # platform -> (environment variables that mark it, modules its kernel has loaded); Kaggle first: its mark is exact
 PLATFORMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

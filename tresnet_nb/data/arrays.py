@@ -141,6 +141,21 @@ def array_dls(
     batches are flipped at random and, if ``max_shift`` > 0, shifted by up to that fraction of the side."""
     train = TensorItems(to_tensor_images(splits.train_x, img_size), splits.train_y)
     valid = TensorItems(to_tensor_images(splits.valid_x, img_size), splits.valid_y)
+    dls = tensor_dls(train, valid, batch_size, data_cfg, device, max_shift)
+    dls.vocab = list(splits.class_names)
+    return dls
+
+
+def tensor_dls(
+    train: TensorItems,
+    valid: TensorItems,
+    batch_size: int,
+    data_cfg: dict[str, Any],
+    device: torch.device,
+    max_shift: float = 0.0,
+) -> DataLoaders:
+    """fastai DataLoaders over images already at the run's size (see :func:`array_dls`): training batches shuffled
+    and augmented, evaluation batches in order."""
     mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
     bs = min(batch_size, len(train))
     train_dl = DataLoader(
@@ -150,9 +165,7 @@ def array_dls(
     valid_dl = DataLoader(
         valid, bs=batch_size * 2, shuffle=False, num_workers=0, device=device, after_batch=Preprocess(mean, std, False)
     )
-    dls = DataLoaders(train_dl, valid_dl, device=device)
-    dls.vocab = list(splits.class_names)
-    return dls
+    return DataLoaders(train_dl, valid_dl, device=device)
 
 
 def _preprocess_steps(dls: DataLoaders) -> list:

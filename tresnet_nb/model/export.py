@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..files import atomic_write_text
-from .load import WeightsInfo, check_img_size, data_config
+from .load import TEMPERATURE_ATTR, WeightsInfo, check_img_size, data_config
 
 RTOL = 1e-4  # allowed difference, relative to the largest |logit| of the eager model (fp32 reorderings give ~1e-6)
 ATOL = 1e-6  # floor, so that all-zero logits (a zero-initialised head) do not demand exact equality
@@ -178,6 +178,8 @@ def _sidecar_record(
         **{key: list(cfg[key]) if isinstance(cfg[key], tuple) else cfg[key] for key in TRANSFORM_KEYS},
         "num_classes": model.num_classes,
         "class_names": class_names,
+        # divide the logits by it before softmax/sigmoid (one value, or one per label); None: not calibrated
+        "temperature": getattr(model, TEMPERATURE_ATTR, None),
         "weights": info.to_dict() if isinstance(info, WeightsInfo) else None,
         "versions": {"torch": torch.__version__, "timm": timm.__version__, **versions},
         **extra,

@@ -43,6 +43,8 @@ FILTERS: dict[str, Callable[[dict, nn.Module], dict]] = {"tresnet": tresnet_filt
 # (Alibaba-MIIL/TResNet validate.py). data/ is a unit beside model/, not below it, so the two are tied by a test
 # (tests/test_export.py) rather than an import.
 LOADER_PREPROCESSING: dict[str, Any] = {"interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "squash"}
+# the attribute holding a model's calibrated temperature (notebook 09): predict and the exports' sidecars read it
+TEMPERATURE_ATTR = "calibrated_temperature"
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".tar", ".safetensors", ".ckpt")
 
 

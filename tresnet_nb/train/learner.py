@@ -27,6 +27,7 @@ from ..data import get_dataset
 from ..data.arrays import set_augment
 from ..data.augment import check_augment
 from ..evaluation.metrics import mean_average_precision, mean_column_auc
+from ..model.load import TEMPERATURE_ATTR
 from ..runtime import ECHO_ENV
 from .callbacks import EMA, EpochLog, precision_callbacks, resolve_precision
 from .losses import AsymmetricLoss
@@ -249,12 +250,44 @@ def lr_find(learn: Learner, num_it: int = 100, start_lr: float = 1e-7, end_lr: f
     return LrFinding([float(v) for v in rec.lrs], [float(v) for v in rec.losses], float(found.valley))
 
 
-def predict(learn: Learner, dl: Any = None, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    learn: Learner, dl: Any = None, tta: bool = False, temperature: float | torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Probabilities (softmax, or sigmoid for multi-label) and targets on ``dl`` (default: the validation
-    DataLoader), in fp32; ``tta`` averages them with the predictions on the left-right flipped images."""
+    DataLoader), in fp32; ``tta`` averages them with the predictions on the left-right flipped images. The logits
+    are divided by ``temperature`` first: by default the model's calibrated one (:func:`set_temperature`, which
+    notebook 09 fits), if it has one; 1 (none) otherwise."""
     dl = learn.dls.valid if dl is None else dl
-    probs, targets = learn.get_preds(dl=dl)
+    t = temperature if temperature is not None else getattr(learn.model, TEMPERATURE_ATTR, None)
+    if t is None:
+        probs, targets = learn.get_preds(dl=dl)
+        if tta:
+            flipped, _ = learn.get_preds(dl=dl, cbs=[FlipInputs()])
+            probs = (probs.float() + flipped.float()) / 2
+        return probs.float(), targets
+    act = getattr(learn.loss_func, "activation", None)
+    if act is None:
+        raise ValueError(f"The loss {type(learn.loss_func).__name__} has no activation; a temperature needs one")
+    t = torch.as_tensor(t, dtype=torch.float32)
+    logits, targets = learn.get_preds(dl=dl, act=lambda x: x)
+    probs = act(logits.float() / t).float()
     if tta:
-        flipped, _ = learn.get_preds(dl=dl, cbs=[FlipInputs()])
-        probs = (probs.float() + flipped.float()) / 2
-    return probs.float(), targets
+        flipped, _ = learn.get_preds(dl=dl, cbs=[FlipInputs()], act=lambda x: x)
+        probs = (probs + act(flipped.float() / t).float()) / 2
+    return probs, targets
+
+
+def set_temperature(model: nn.Module, temperature: float | list[float] | None) -> None:
+    """Give ``model`` its calibrated temperature (one value, or one per label), which :func:`predict` and the
+    exports' preprocessing sidecars then use; None removes it."""
+    if temperature is not None:
+        values = torch.as_tensor(temperature, dtype=torch.float32).flatten()
+        if not bool(torch.isfinite(values).all()) or bool((values <= 0).any()):
+            raise ValueError(f"A temperature must be finite and positive; got {temperature!r}")
+        if values.numel() not in (1, getattr(model, "num_classes", values.numel())):
+            raise ValueError(
+                f"Got {values.numel()} temperatures for a model with {model.num_classes} outputs; pass one value, "
+                "or one per output (multi-label)"
+            )
+        temperature = float(values) if values.numel() == 1 else values.tolist()
+    setattr(model, TEMPERATURE_ATTR, temperature)
