@@ -27,13 +27,16 @@ EXTRAS = {
 NOT_INSTALLED_HERE = {"inplace_abn": "inplace-abn"}  # builds only with a CUDA toolchain
 # modules imported only inside the feature an extra names (lazily, in a function), and that extra
 OPTIONAL = {"inplace_abn": "iabn", "ipywidgets": "widgets", "onnx": "export", "onnxruntime": "export",
-            "cleanlab": "trust", "faiss": "trust", "pytorch_grad_cam": "trust"}  # fmt: skip
+            "mlflow": "tracking", "optuna": "sweep", "cleanlab": "trust", "faiss": "trust",
+            "pytorch_grad_cam": "trust"}  # fmt: skip
 
 
 def _distribution(module: str) -> str:
     names = metadata.packages_distributions().get(module) or [NOT_INSTALLED_HERE.get(module, "")]
     assert names[0], f"module {module} belongs to no installed distribution; add it to NOT_INSTALLED_HERE"
-    return canonicalize_name(names[0])
+    # a module several distributions install (mlflow: mlflow, mlflow-skinny, mlflow-tracing) is the one named like it
+    named = [n for n in names if canonicalize_name(n) == canonicalize_name(module)]
+    return canonicalize_name((named or names)[0])
 
 
 def test_every_imported_distribution_is_declared():

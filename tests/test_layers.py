@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hosted", "steps"),
     ("heads21k", "trust"),
     ("commands", "runner", "gpucheck"),
+    ("sweep",),
     ("__main__",),
 )
 

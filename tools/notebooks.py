@@ -84,6 +84,17 @@ NOTEBOOKS = (
 )  # fmt: skip
 
 
+# Tracking (issue 17): the parameter, and the last step of every dataset notebook and the quickstart: where the run
+# is tracked, and the command that publishes it
+TRACKING_PARAM = "TRACKING = None  # an MLflow store: a folder or a server URL (None: MLFLOW_TRACKING_URI, if set)"
+TRACKING_CELLS = [
+    ("markdown", "## Tracking and publishing\nWhere this run's epochs and results are logged (TensorBoard always; "
+                 "MLflow when `TRACKING` or `MLFLOW_TRACKING_URI` names a store), and the one command that publishes "
+                 "the model in the Hugging Face / timm layout with a model card.", []),
+    ("code", "print(tracker.where())", []),
+]  # fmt: skip
+
+
 def _id(stem: str, i: int) -> str:
     return hashlib.sha1(f"{stem}:{i}".encode()).hexdigest()[:8]
 
@@ -97,11 +108,11 @@ def base_parameters(**defaults: object) -> str:
     return "\n".join(['PRESET = "cpu"'] + [f"{name} = {_lit(defaults.get(name))}" for name in BASE_PARAMS[1:]])
 
 
-def config_cell(stem: str, extra: str, imports: str = "") -> str:
-    """The cell turning the parameters into a saved, seeded RunConfig (``extra``: the expression of its extras)
-    and showing it with the environment."""
+def config_cell(stem: str, extra: str, imports: str = "", tracking: bool = False) -> str:
+    """The cell turning the parameters into a saved, seeded RunConfig (``extra``: the expression of its extras;
+    ``tracking``: the notebook has a TRACKING parameter) and showing it with the environment."""
     return (f'import tresnet_nb as tnb\n{imports}\ncfg = tnb.RunConfig.from_params(\n    "{stem}",\n    preset=PRESET,\n'
-            + "".join(f"    {n.lower()}={n},\n" for n in BASE_PARAMS[1:])
+            + "".join(f"    {n.lower()}={n},\n" for n in BASE_PARAMS[1:]) + ("    tracking=TRACKING,\n" if tracking else "")
             + f"    extra={extra},\n)\ncfg.save()\ntnb.seed_everything(cfg.seed)\ntnb.hosted_check()\n"
               "tnb.show(tnb.config_table(cfg))\ntnb.show(tnb.environment())")  # fmt: skip
 
@@ -109,7 +120,8 @@ def config_cell(stem: str, extra: str, imports: str = "") -> str:
 def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
     switches = {**SWITCHES, **spec.switches}
     params = "\n".join(
-        [base_parameters(DATASET=spec.dataset)] + [f"{name} = {_lit(value)}" for name, value in switches.items()]
+        [base_parameters(DATASET=spec.dataset), TRACKING_PARAM]
+        + [f"{name} = {_lit(value)}" for name, value in switches.items()]
     )
     options = ", ".join(f"{name.lower()}={name}" for name in switches if name != "INTERACTIVE")
     submission = (
@@ -127,7 +139,7 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
          []),
         ("code", params, ["parameters"]),
         ("markdown", "## Configuration and environment", []),
-        ("code", config_cell(spec.stem, f"tnb.check_train_options(dict({options}))") + "\n"
+        ("code", config_cell(spec.stem, f"tnb.check_train_options(dict({options}))", tracking=True) + "\n"
                  f"picker = tnb.ConfigPicker(cfg, datasets={spec.pickable or (spec.dataset,)!r}, "
                    "interactive=INTERACTIVE)", []),
         ("markdown", "## Data\nThe dataset as read from `DATA_ROOT` in its official format, a grid of training "
@@ -145,6 +157,7 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
         ("markdown", "## Train\nA checkpoint every epoch in `OUTPUT_DIR`: run the notebook again after a crash and "
                      "it resumes.", []),
         ("code", "learn = tnb.build_learner(cfg, data.dls, model, task=data.task, **tnb.learner_options(cfg.extra))\n"
+                 "tracker = tnb.track(cfg, learn)  # TensorBoard always; MLflow when TRACKING names a store\n"
                  "result = tnb.fit(learn, cfg, tnb.weights_info(model).pretrained, phases=PROGRESSIVE, "
                  "dls_for=data.dls_for)\n"
                  'tnb.plot_training(result.history, cfg.out / "training.png")', []),
@@ -160,10 +173,11 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
         ("code", 'tnb.save_weights(learn.model, cfg.out / "model.safetensors")\n'
                  "record = tnb.run_record(cfg, model, evaluation, result, learn)\n"
                  'tnb.write_metrics(record, cfg.out / "metrics.json", evaluation)' + submission
-                 + "\nprint(tnb.summary_line(record))", []),
+                 + "\ntracker.finish(record)\nprint(tnb.summary_line(record))", []),
         ("markdown", "## Ours vs the paper\nWhat was run, beside what the paper reports; a reduced run (fewer "
                      "epochs, smaller images, random weights) is said to be one.", []),
         ("code", "tnb.show(tnb.paper_table(record))", []),
+        *TRACKING_CELLS,
     ]  # fmt: skip
 
 

@@ -146,11 +146,18 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "plot_throughput",
         "plot_training",
     ),
+    ".report.publish": (
+        "publish",
+    ),
     ".report.record": (
         "build_metrics",
         "run_record",
         "summary_line",
         "write_metrics",
+    ),
+    ".report.tracking": (
+        "Tracker",
+        "track",
     ),
     ".report.widgets": (
         "ConfigPicker",
@@ -210,7 +217,7 @@ _ALIASES: dict[str, tuple[str, str]] = {
     "run_metrics": (".report.record", "run_record"),
 }
 _SUBPACKAGES = ("bundle", "commands", "config", "data", "evaluation", "files", "gpucheck", "heads21k", "hosted", "model",
-                "paper", "probe", "report", "runner", "runtime", "steps", "train", "trust")  # fmt: skip
+                "paper", "probe", "report", "runner", "runtime", "steps", "sweep", "train", "trust")  # fmt: skip
 _WHERE: dict[str, tuple[str, str]] = {
     name: (module, name) for module, names in _EXPORTS.items() for name in names
 } | _ALIASES

@@ -12,6 +12,10 @@ python -m tresnet_nb predict IMAGE... --arch TAG [--weights FILE] [--top K] [--h
     readable ImageNet-1K/21K predictions (synset, lemma, probability) and the 21K hierarchy (tresnet_nb.heads21k)
 python -m tresnet_nb gpu-check [--device cuda|cpu] [--quick] [--out DIR] [--sections S ...]
     prove and measure the GPU path on one device: gpu_check.json / gpu_check.md (tresnet_nb.gpucheck)
+python -m tresnet_nb sweep NOTEBOOK --trials N --space 'KEY=kind:args'... [--preset NAME] [-p KEY VALUE]... [--out DIR]
+    an Optuna study of the notebook's parameters, one papermill run per trial (tresnet_nb.sweep)
+python -m tresnet_nb publish RUN_DIR --to DIR|hf-hub:USER/REPO
+    the run in the Hugging Face / timm layout: config.json, model.safetensors, a model card (tresnet_nb.report.publish)
 python -m tresnet_nb probe --arch A [A ...] [--img-size N] [--mode infer|train|both] [--precision fp32|bf16|fp16]
     [--channels-last] [--batch-size N|max] [--json FILE] [--csv FILE] [--plot FILE]
     throughput and memory beside the paper's V100 table (tresnet_nb.probe)
@@ -88,6 +92,23 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--sections", nargs="+", default=None, choices=("tests", "probe", "finetune", "iabn", "compile", "export"),
                        help="run only these sections (default: all, in order)")  # fmt: skip
 
+    sweep = sub.add_parser("sweep", help="an Optuna study of a notebook's parameters, one papermill run per trial")
+    sweep.add_argument("notebook", help="notebook path")
+    sweep.add_argument(
+        "--trials", type=int, required=True, help="trials to run to an end (a resumed sweep counts earlier ones)"
+    )
+    sweep.add_argument("--space", action="append", required=True, metavar="KEY=kind:args",
+                       help="a parameter to search: loguniform:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH or choice:A,B")  # fmt: skip
+    sweep.add_argument("--preset", default=None, help="smoke, cpu or paper (fills parameters not given)")
+    sweep.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                       help="a fixed notebook parameter for every trial")  # fmt: skip
+    sweep.add_argument("--out", default=None, help="sweep folder, resumable (default: runs/sweep/<notebook stem>)")
+    sweep.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+
+    publish = sub.add_parser("publish", help="a run as config.json + model.safetensors + model card (timm/HF layout)")
+    publish.add_argument("run_dir", help="the run's OUTPUT_DIR (run_config.json, metrics.json, model.safetensors)")
+    publish.add_argument("--to", required=True, help="a folder, or hf-hub:USER/REPO to upload to the hub")
+
     data = sub.add_parser("data", help="verify datasets, write fixtures, get the real data")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     for name, text in (
@@ -155,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         from .commands import probe_command
 
         return probe_command(args)
+    if args.command == "sweep":
+        from .sweep import sweep_command
+
+        return sweep_command(args)
+    if args.command == "publish":
+        from .report.publish import publish_command
+
+        return publish_command(args.run_dir, args.to)
     if args.command == "predict":
         from .heads21k.predict import predict_command
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,11 @@ DEFAULTS: dict[str, Any] = {
     "seed": 42,
     "precision": "auto",
     "output_dir": None,
+    "tracking": None,
 }
+# Where a run is written and logged, not what it computes: left out of its key and of its checkpoint's fingerprint,
+# so that the same configuration resumes and keeps its folder whatever store tracks it.
+LOCATION_FIELDS = ("output_dir", "tracking")
 # A preset fills what the call did not set; an explicit parameter always wins (DESIGN.md).
 PRESETS: dict[str, dict[str, Any]] = {
     # CI: a few dozen items, 64 px, one epoch, random weights (no download): seconds on any machine.
@@ -55,9 +60,9 @@ def default_output_dir(notebook: str, key: str | None = None) -> Path:
 
 
 def config_key(config: dict[str, Any]) -> str:
-    """A short hash of a configuration (``RunConfig.to_dict()``) less OUTPUT_DIR: the "config" part of what
-    :func:`tresnet_nb.train.fit.fingerprint` requires of a checkpoint, serialised the same way."""
-    rest = {k: v for k, v in config.items() if k != "output_dir"}
+    """A short hash of a configuration (``RunConfig.to_dict()``) less OUTPUT_DIR and TRACKING: the "config" part
+    of what :func:`tresnet_nb.train.fit.fingerprint` requires of a checkpoint, serialised the same way."""
+    rest = {k: v for k, v in config.items() if k not in LOCATION_FIELDS}
     return hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -107,6 +112,7 @@ class RunConfig:
     precision: str
     output_dir: str
     extra: dict[str, Any]
+    tracking: str | None = None  # an MLflow store (folder or server URL); None: MLFLOW_TRACKING_URI, if set
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -129,6 +135,15 @@ class RunConfig:
             raise ValueError(f"LR must be a positive number or None (the recipe's default), not {self.lr!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"Unknown precision {self.precision!r}; choose one of {PRECISIONS}")
+        if self.tracking is not None and (not isinstance(self.tracking, str) or not self.tracking.strip()):
+            raise ValueError(
+                f"TRACKING must be None or an MLflow store (a folder or a server URL), not {self.tracking!r}"
+            )
+        if self.tracking is not None and re.search(r"//[^/@\s]*:[^/@\s]*@", self.tracking):
+            raise ValueError(
+                "TRACKING holds a password in its URL, which would be saved in run_config.json; give the URL without "
+                "it and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment instead"
+            )
         if not isinstance(self.weights, str) or not self.weights:
             raise ValueError(
                 f"WEIGHTS must be a string: 'auto', 'none' (random init), a timm tag or a file path, not {self.weights!r}"

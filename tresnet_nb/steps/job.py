@@ -20,6 +20,7 @@ from ..data import DatasetError, get_dataset
 from ..model.load import load_model, weights_info
 from ..model.weights import save_weights
 from ..report.record import run_record, summary_line, write_metrics
+from ..report.tracking import track
 from ..runtime import main_first
 from ..train.callbacks import EpochLog
 from ..train.distributed import DistInfo, check_sync_bn, cleanup, distribute, init_distributed
@@ -83,6 +84,7 @@ def train_job(cfg: RunConfig, sync_bn: bool = False) -> dict[str, Any]:
     data = open_data(cfg, model, info.device, ds)
     learn = headless(build_learner(cfg, data.dls, model, task=ds.task, **learner_options(cfg.extra)), cfg.notebook)
     distribute(learn, info, sync_bn)
+    tracker = track(cfg, learn)  # rank 0 only: TensorBoard, and MLflow when TRACKING / MLFLOW_TRACKING_URI is set
     progressive = cfg.extra.get("progressive")
     result = fit(learn, cfg, pretrained=weights_info(model).pretrained, phases=progressive,
                  dls_for=data.dls_for if progressive else None)  # fmt: skip
@@ -93,7 +95,9 @@ def train_job(cfg: RunConfig, sync_bn: bool = False) -> dict[str, Any]:
     if info.is_main:
         save_weights(learn.model, cfg.out / "model.safetensors")
         write_metrics(record, cfg.out / "metrics.json")
+        tracker.finish(record)
         print(summary_line(record), flush=True)
+        print(tracker.where(), flush=True)
     return record
 
 

@@ -22,7 +22,7 @@ from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 
-from ..config import RunConfig
+from ..config import LOCATION_FIELDS, RunConfig
 from ..data.arrays import augment_of, set_augment
 from .callbacks import EMA
 from .checkpoint import Checkpoint, history, join_history, set_rng_state
@@ -97,9 +97,9 @@ def _run_stage(learn: Learner, stage: Stage, start_epoch: int) -> None:
 
 
 def fingerprint(cfg: RunConfig, stages: list[Stage], recipe: str, options: dict[str, Any] | None = None) -> str:
-    """What must match for a checkpoint to be resumed: the config (less where it is written), the plan and the
+    """What must match for a checkpoint to be resumed: the config (less where it is written and tracked), the plan and the
     learner's training options."""
-    config = {k: v for k, v in cfg.to_dict().items() if k != "output_dir"}
+    config = {k: v for k, v in cfg.to_dict().items() if k not in LOCATION_FIELDS}
     return json.dumps(
         {"config": config, "recipe": recipe, "plan": [asdict(s) for s in stages], "options": options or {}},
         sort_keys=True,

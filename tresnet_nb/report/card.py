@@ -1,0 +1,116 @@
+"""The model card (README.md) of a published run: what it was trained on and how, its score beside the paper's, what
+it is for and not for, and how to load it. Built from the run's own record only, so it says nothing the run did not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import RunConfig
+from ..paper import transfer
+
+
+def _value(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _front_matter(record: dict[str, Any]) -> str:
+    tags = ["image-classification", "timm", "tresnet", "tresnet-nb", f"dataset:{record['dataset']}"]
+    return "---\nlibrary_name: timm\npipeline_tag: image-classification\ntags:\n" + "".join(
+        f"- {t}\n" for t in tags
+    ) + "---\n"  # fmt: skip
+
+
+def _scores(record: dict[str, Any]) -> str:
+    paper = transfer(record["dataset"])
+    rows = [
+        "| | this model | paper (Ridnik et al., WACV 2021) |",
+        "| --- | --- | --- |",
+        f"| {record['metric_name']} | **{_value(record['metric_value'])}** | "
+        f"{paper.text if paper.text != '-' else 'no result on this dataset'} |",
+    ]
+    for key in ("top1", "top5", "macro_f1", "mean_ap"):
+        if record.get(key) is not None and key != record["metric_name"]:
+            rows.append(f"| {key} | {_value(record[key])} | |")
+    return "\n".join(rows)
+
+
+def _recipe(cfg: RunConfig, record: dict[str, Any]) -> str:
+    options = record.get("options") or {}
+    lines = [
+        f"- architecture: `{cfg.arch}` (timm), image size {record['img_size']} px",
+        f"- weights before training: `{record['weights']}` "
+        + ("(pretrained)" if record["pretrained"] else "(**random initialisation**: not pretrained)"),
+        f"- recipe `{record.get('recipe', '-')}`, {record['epochs']} epochs, learning rate {record.get('lr', '-')}, "
+        f"batch {cfg.batch_size}, precision {record.get('precision', '-')}, seed {cfg.seed}",
+    ]
+    if options:
+        lines.append("- options: " + ", ".join(f"`{k}={v}`" for k, v in sorted(options.items())))
+    if record.get("max_items"):
+        lines.append(f"- at most {record['max_items']} items per split (a reduced run)")
+    lines.append(f"- trained in {record['train_seconds']:.0f} s on {record['device']}; versions {record['versions']}")
+    return "\n".join(lines)
+
+
+def model_card(cfg: RunConfig, record: dict[str, Any], config: dict[str, Any], temperature: float | None) -> str:
+    """The README.md of a published run: ``record`` is its metrics.json, ``config`` the config.json written beside
+    it, ``temperature`` the calibration temperature saved with the run (None if it has none)."""
+    pre = config["pretrained_cfg"]
+    fixture = record.get("fixture_data")
+    warning = (
+        "\n> **Trained on generated fixture data** (the smoke preset): the scores below say nothing about the real "
+        "dataset. Do not use this model for anything but testing the pipeline.\n"
+        if fixture
+        else ""
+    )
+    calibration = (
+        f"Calibration: divide the logits by the temperature **{temperature:.4f}** (fitted on the evaluation split) "
+        "before the softmax for calibrated probabilities; the published weights are the raw model."
+        if temperature is not None
+        else "Calibration: no temperature was fitted for this run; its softmax probabilities are uncalibrated."
+    )
+    names = config["label_names"]
+    shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
+    return f"""{_front_matter(record)}
+# {cfg.arch} fine-tuned on {record["dataset"]} ({record["notebook"]})
+{warning}
+A TResNet image classifier (Ridnik et al., *TResNet: High Performance GPU-Dedicated Architecture*, WACV 2021; timm's
+implementation) trained with [tresnet-nb](https://github.com/tresnet-nb/tresnet-nb). Its score on the dataset's
+evaluation split is **{record["metric_name"]} = {_value(record["metric_value"])}** ({record.get("n_eval", "?")} images).
+
+## Scores
+
+{_scores(record)}
+
+## Training
+
+- dataset: `{record["dataset"]}` ({len(names)} classes: {shown})
+{_recipe(cfg, record)}
+
+{calibration}
+
+## Preprocessing
+
+RGB pixels in [0, 1] (mean {pre["mean"]}, std {pre["std"]}: TResNet takes raw pixels), the whole image resized to
+{pre["input_size"][1]} x {pre["input_size"][2]} with {pre["interpolation"]} interpolation and no crop (timm's
+`crop_mode="{pre["crop_mode"]}"`, `crop_pct={pre["crop_pct"]}`), as in training. `timm.data.resolve_data_config(model=model)`
+and `timm.data.create_transform(**config)` rebuild it from `config.json`.
+
+## How to load it
+
+```python
+import timm
+
+model = timm.create_model("local-dir:PATH/TO/THIS/FOLDER", pretrained=True).eval()  # or "hf-hub:USER/REPO"
+transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))
+# or: import tresnet_nb as tnb; model = tnb.load_model("{cfg.arch}", "PATH/TO/THIS/FOLDER/model.safetensors")
+```
+
+## Intended use and limitations
+
+Intended for classifying images like those of `{record["dataset"]}` into its {len(names)} classes, and as a starting
+point for further fine-tuning. It has seen only that dataset's training split: images from another source (camera,
+resolution, framing) or of other classes get confident but meaningless answers, since the softmax always picks one
+of the classes above. The score above is on one evaluation split{" of at most " + str(record["max_items"]) + " items" if record.get("max_items") else ""};
+check it on your own data before relying on it, and do not use it for decisions about people.
+"""
