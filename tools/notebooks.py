@@ -217,9 +217,11 @@ def analysis_cells() -> list[tuple[str, str, list[str]]]:
                      "use it.", []),
         ("code", "calibration = tnb.calibration_step(run)", []),
         ("markdown", "## Label errors\nConfident learning (cleanlab) on out-of-sample probabilities from a "
-                     "`FOLDS`-fold cross-fit of the run's recipe; most suspect first.", []),
+                     "`FOLDS`-fold cross-fit of the run's recipe; most suspect first, and a browser of every training item, "
+                     "most suspect first (a slider in JupyterLab).", []),
         ("code", "issues = tnb.label_issue_step(run, folds=FOLDS, n_show=N_SHOW)\n"
-                 "tnb.show(issues.table.head(N_SHOW))", []),
+                 "tnb.show(issues.table.head(N_SHOW))\n"
+                 "browser = tnb.suspect_browser(run, issues, interactive=INTERACTIVE)", []),
         ("markdown", "## Duplicates and leakage\nExact copies (content hash) and near copies (cosine of the "
                      "model's pooled features; a perceptual hash where it agrees) within train and between train "
                      "and the evaluation split, ranked over all pairs; then the metric without evaluation items "

@@ -210,6 +210,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "calibration_step",
         "gradcam_step",
         "label_issue_step",
+        "suspect_browser",
     ),
 }  # fmt: skip
 # earlier names kept working: the dataset notebooks called the run record run_metrics

@@ -86,6 +86,8 @@ class LabelIssues:
     table: pd.DataFrame  # path, split, given, suggested, score (lower = more suspect)
     noise_rate: pd.Series  # per class name
     method: str
+    probs: np.ndarray  # the out-of-sample probabilities of every training item
+    scores: np.ndarray  # cleanlab's label quality score of every training item (lower = more suspect)
 
 
 def find_label_issues(items: Items, probs: np.ndarray, class_names: tuple[str, ...], multi_label: bool) -> LabelIssues:
@@ -132,4 +134,5 @@ def find_label_issues(items: Items, probs: np.ndarray, class_names: tuple[str, .
     })  # fmt: skip
     table = table.sort_values("score", kind="stable").reset_index(drop=True)
     noise.name = "noise_rate"
-    return LabelIssues(table, noise, "cleanlab find_label_issues (prune_by_noise_rate), self-confidence ranking")
+    method = "cleanlab find_label_issues (prune_by_noise_rate), self-confidence ranking"
+    return LabelIssues(table, noise, method, probs, np.asarray(score, dtype=np.float64))

@@ -13,6 +13,7 @@ import torch
 
 from ..files import atomic_write_text
 from ..report.record import write_metrics
+from ..report.widgets import prediction_browser
 from ..train.learner import set_temperature
 from .calibration import Calibration, calibrate, scaled_probs, to_logits
 from .duplicates import Duplicates
@@ -72,6 +73,16 @@ def _label_issues(run: AnalysedRun, folds: int, n_show: int) -> LabelIssues:
         plot_gallery(list(images), titles, out / "label_issues.png")
     plot_noise_rate(issues.noise_rate, out / "noise_rate.png")
     return issues
+
+
+def suspect_browser(run: AnalysedRun, issues: LabelIssues, interactive: bool | None = None) -> Any:
+    """Browse every training item, most suspect label first: its image, given label and out-of-sample prediction
+    (a slider in JupyterLab; headless, the first ten as a table)."""
+    order = np.argsort(issues.scores, kind="stable")
+    labels = run.data.dls.train.dataset.labels
+    image = lambda i: run.data.images("train", [int(order[i])])[0]  # noqa: E731
+    return prediction_browser(image, torch.from_numpy(issues.probs[order]), labels[torch.from_numpy(order)],
+                              run.data.class_names, interactive=interactive)  # fmt: skip
 
 
 def confident_mistakes(run: AnalysedRun, n: int) -> list[int]:
