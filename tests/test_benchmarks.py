@@ -104,7 +104,7 @@ def test_ratio_check_accepts_the_rounding_it_allows_and_ratio_line_prints_nan_fo
 @pytest.mark.parametrize(
     ("script", "args", "labels"),
     [
-        ("bench_precision.py", ("--img-size", "64", "--items", "32", "--repeats", "1"),
+        ("bench_precision.py", ("--img-size", "32", "--items", "16", "--repeats", "1"),
          ("bf16+channels_last / fp32 NCHW: train", "bf16+channels_last / fp32 NCHW: infer",
           "bf16+channels_last / fp32+channels_last: train", "bf16+channels_last / fp32+channels_last: infer")),
         ("bench_highres.py", ("--images", "6", "--size", "224"), ("cached / naive",)),
@@ -112,7 +112,7 @@ def test_ratio_check_accepts_the_rounding_it_allows_and_ratio_line_prints_nan_fo
                             "--loader-batches", "2"),
          ("64 px flip+erasing: after / before per core", "64 px autoaugment+erasing: after / before per core",
           "64 px randaugment+erasing: after / before per core", "2 workers / 1 worker")),
-        ("bench_loop_overhead.py", ("--items", "32", "--batch-size", "16", "--repeats", "1"), ("ours / bare",)),
+        ("bench_loop_overhead.py", ("--items", "16", "--batch-size", "8", "--repeats", "1"), ("ours / bare",)),
         ("bench_grad_checkpointing.py", ("--img-size", "64", "--batch-size", "2", "--steps", "1"),
          ("checkpointed / plain: saved bytes", "checkpointed / plain: step time")),
         ("bench_iabn.py", ("--img-size", "64", "--batch-size", "2", "--steps", "1"),
