@@ -30,11 +30,16 @@ class PublishError(ValueError):
     """A run folder that cannot be published, or a destination that cannot be reached; the message has the fix."""
 
 
+def missing_run_files(run_dir: Path) -> list[str]:
+    """The files of a finished run (RUN_FILES) that ``run_dir`` lacks."""
+    return [name for name in RUN_FILES if not (Path(run_dir) / name).is_file()]
+
+
 def read_run(run_dir: Path | str) -> tuple[RunConfig, dict[str, Any]]:
     """The RunConfig and metrics record of the finished run in ``run_dir``; raises :class:`PublishError` naming
     every file a publishable run lacks."""
     run_dir = Path(run_dir)
-    missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
+    missing = missing_run_files(run_dir)
     if missing:
         raise PublishError(
             f"{str(run_dir)!r} is not a finished run folder: it lacks {missing}. Fix: give the OUTPUT_DIR of a run "

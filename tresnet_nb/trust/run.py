@@ -20,6 +20,7 @@ from ..config import RunConfig
 from ..data import get_dataset
 from ..evaluation.scores import Evaluation
 from ..model.load import load_model
+from ..report.publish import missing_run_files
 from ..runtime import device as default_device
 from ..steps.data import Data, open_data
 from ..steps.job import train_job
@@ -27,7 +28,6 @@ from ..steps.results import evaluate
 from ..train.distributed import cleanup
 from ..train.learner import build_learner, learner_options
 
-RUN_FILES = ("run_config.json", "metrics.json", "model.safetensors")
 TRAINED_HERE = "run"  # without RUN_DIR: the run trained first, in OUTPUT_DIR/run
 
 
@@ -64,7 +64,7 @@ def check_run_dir(run_dir: Path | str) -> Path:
     """``run_dir`` if it holds a finished run (run_config.json, metrics.json, model.safetensors); else a
     ValueError naming what is missing and how to make one."""
     run_dir = Path(run_dir)
-    missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
+    missing = missing_run_files(run_dir)
     if missing:
         raise ValueError(
             f"RUN_DIR {str(run_dir)!r} lacks {missing}: point it at the OUTPUT_DIR of a finished run of a dataset "
@@ -91,7 +91,7 @@ def run_to_analyse(cfg: RunConfig, run_dir: Path | str | None) -> Path:
     if run_dir is not None:
         return check_run_dir(run_dir)
     target = cfg.out / TRAINED_HERE
-    if all((target / name).is_file() for name in RUN_FILES):
+    if not missing_run_files(target):
         print(f"RUN_DIR not set: analysing the run trained here earlier, {target}")
         return target
     print(f"RUN_DIR not set: training one with these parameters first, in {target}")
