@@ -5,6 +5,7 @@ over them without augmentation, loaders for one fold of a cross-fit, and the mod
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,12 +48,10 @@ def split_items(data: Data, which: str) -> Items:
     labels = np.asarray(items.labels.numpy() if items.labels is not None else np.zeros(len(items), np.int64))
     if isinstance(items, FileItems):
         where = dict(zip(part.ids, part.paths, strict=True))
-        missing = [i for i in items.split.ids[:3] if i not in where]
+        missing = [i for i in items.split.ids if i not in where]
         if missing:
-            raise ValueError(f"items {missing} of the {which} loader are not in the dataset's {name!r} split")
-        refs = tuple(
-            str(where[i].resolve()) if hasattr(where[i], "resolve") else str(where[i]) for i in items.split.ids
-        )
+            raise ValueError(f"items {missing[:3]} of the {which} loader are not in the dataset's {name!r} split")
+        refs = tuple(str(Path(where[i]).resolve()) for i in items.split.ids)
         return Items(name, refs, labels)
     n = len(data.class_names)
     cap = (
