@@ -13,8 +13,9 @@ Then the notebook itself runs headless (``python -m tresnet_nb run`` does the sa
 - of the planted copies, the share among the first 2 x ``n_copies`` rows of ``duplicates.csv`` with the right kind,
   ``near`` or ``exact`` (goal: at least 90%; the rows rank all pairs, within train and across splits, and
   Fashion-MNIST has near-identical items of its own);
-- the NLL before and after temperature scaling on the evaluation half the temperature was not fitted on (goal:
-  lower after), and the notebook's wall time with what each step cost.
+- the NLL before and after temperature scaling, each evaluation half scaled by the temperature fitted on the other
+  (goal: lower after; each half's numbers too), and the notebook's wall time with what each step cost. Rerun with
+  the same ``--work`` and ``--keep``, the notebook reuses the run and the cross-fit's folds it finds there.
 
 Usage: python benchmarks/bench_error_analysis.py [--train 2400] [--valid 600] [--near 30] [--exact 10]
        [--epochs 2] [--folds 4] [--seed 0] [--work DIR] [--keep]
@@ -145,9 +146,12 @@ def main() -> int:
             f"{right} with the right kind ({right / n_copies:.0%}; goal >= 90%): "
             f"{'met' if right >= 0.9 * n_copies else 'MISSED'}"
         )
-        print(f"calibration: T={cal['temperature']:.3f} fitted on {cal['n_fit']}, reported on {cal['n_eval']}: NLL "
-              f"{cal['nll_before']:.4f} -> {cal['nll_after']:.4f} ({'lower: met' if cal['nll_after'] < cal['nll_before'] else 'MISSED'}), "
-              f"ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}")  # fmt: skip
+        halves = "; ".join(f"T={h['temperature']:.3f} fitted on {h['n_fit']}, NLL on the other {h['n_eval']} "
+                           f"{h['nll_before']:.4f} -> {h['nll_after']:.4f}" for h in cal["halves"])  # fmt: skip
+        print(f"calibration: kept T={cal['temperature']:.3f} (fitted on all {cal['n_eval']}); cross-fitted over the "
+              f"{cal['n_eval']} items: NLL {cal['nll_before']:.4f} -> {cal['nll_after']:.4f} "
+              f"({'lower: met' if cal['nll_after'] < cal['nll_before'] else 'MISSED'}), ECE {cal['ece_before']:.4f} -> "
+              f"{cal['ece_after']:.4f}; halves: {halves}")  # fmt: skip
         print(f"wall: {wall:.0f} s for the notebook (training, {args.folds}-fold cross-fit, features, Grad-CAM)")
         for line in record.get("step_seconds", {}).items():
             print(f"  {line[0]}: {line[1]:.0f} s")

@@ -1,5 +1,5 @@
 """Calibration: temperature scaling fitted on one half of the evaluation items lowers ECE and NLL of an over-confident
-model on the other half; the metrics agree with their definitions; predict and the export sidecars use the
+model on the other half (cross-fitted: each half by the other's temperature); the metrics agree with their definitions; predict and the export sidecars use the
 temperature a model carries."""
 
 from __future__ import annotations
@@ -39,17 +39,29 @@ def test_temperature_scaling_undoes_over_confidence_on_the_half_it_was_not_fitte
     assert cal.ece_after < cal.ece_before / 2
     assert cal.nll_after < cal.nll_before
     assert cal.brier_after < cal.brier_before
-    assert set(cal.fit_index).isdisjoint(cal.eval_index)
-    assert cal.n_fit + cal.n_eval == len(targets) and abs(cal.n_fit - cal.n_eval) <= 5  # halves per class
-    # reported on the evaluation half only: the numbers are those of that half, not of all items
-    held = np.array(cal.eval_index)
-    assert cal.ece_before == pytest.approx(ece(probs[held], targets[held], False))
-    assert cal.ece_before != pytest.approx(ece(probs, targets, False), abs=1e-9)
+    first, second = np.array(cal.first_half), np.array(cal.second_half)
+    assert set(first).isdisjoint(second) and len(first) + len(second) == len(targets)
+    assert abs(len(first) - len(second)) <= 5  # halves per class
+    assert cal.n_eval == len(targets) and cal.n_fit == max(len(first), len(second))
+    # cross-fitted: each half is scaled by the temperature fitted on the other half, never by its own
+    logits = to_logits(probs, False)
+    for half, fit, held in ((cal.halves[0], first, second), (cal.halves[1], second, first)):
+        t = fit_temperature(logits[fit], targets[fit], False)
+        assert half["temperature"] == pytest.approx(t) and (half["n_fit"], half["n_eval"]) == (len(fit), len(held))
+        np.testing.assert_allclose(cal.after[held], scaled_probs(logits[held], t, False))
+        assert half["nll_after"] == pytest.approx(nll(cal.after[held], targets[held], False))
+        assert half["nll_after"] < half["nll_before"]  # each half on its own, too
+    own = scaled_probs(logits[second], fit_temperature(logits[second], targets[second], False), False)
+    assert not np.allclose(cal.after[second], own)
+    # the numbers are over every item so reported; the kept temperature is fitted on all of them
+    assert cal.ece_before == pytest.approx(ece(probs, targets, False))
+    assert cal.nll_after == pytest.approx(nll(cal.after, targets, False))
+    assert cal.temperature == pytest.approx(fit_temperature(logits, targets, False))
     record = cal.to_dict()
     for key in ("method", "temperature", "ece_before", "ece_after", "nll_before", "nll_after", "brier_before",
                 "brier_after", "n_bins", "n_fit", "n_eval"):  # fmt: skip
         assert key in record
-    assert record["n_bins"] == 15
+    assert record["n_bins"] == 15 and "after" not in record
     json.dumps(record)  # calibration.json is plain JSON
 
 

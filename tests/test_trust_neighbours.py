@@ -22,6 +22,8 @@ from tresnet_nb.trust.hashing import (
     hamming,
     hash_matches,
     leaked_items,
+    signatures,
+    thumbnail,
 )
 from tresnet_nb.trust.neighbours import AnnParams, exact_neighbours, nearest_neighbours
 
@@ -97,6 +99,61 @@ def test_dhash_rejects_an_array_it_cannot_read_as_an_image():
         dhash(np.zeros((4, 4), np.float32))
     with pytest.raises(ValueError, match="channel axis last"):
         dhash(np.zeros((3, 8, 8), np.uint8))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_thumbnail_cosine_keeps_a_resized_recompressed_copy_above_0_99_and_an_unrelated_image_below(seed, tmp_path):
+    original = photo(seed)
+    buffer = io.BytesIO()
+    original.resize((96, 96), Image.Resampling.BILINEAR).save(buffer, format="JPEG", quality=70)
+    copy = Image.open(io.BytesIO(buffer.getvalue()))
+    original.save(tmp_path / "original.png")
+    t = thumbnail(tmp_path / "original.png")
+    np.testing.assert_array_equal(t, thumbnail(np.asarray(original)))  # path, array and image alike
+    assert t.shape == (64,) and t.dtype == np.float32 and abs(float(t @ t) - 1) < 1e-5 and abs(float(t.sum())) < 1e-4
+    assert float(t @ thumbnail(copy)) > 0.99
+    assert float(t @ thumbnail(photo(seed + 100))) < 0.9
+    assert not thumbnail(np.full((20, 20), 7, np.uint8)).any()  # a flat image: no direction, cosine 0 with all
+    hashes, thumbs = signatures([original, copy, photo(seed + 100)], thumbnail_size=12)
+    assert thumbs.shape == (3, 144) and hashes.tolist() == dhashes([original, copy, photo(seed + 100)]).tolist()
+    np.testing.assert_allclose(thumbs[1], thumbnail(copy, 12), atol=1e-6)
+    with pytest.raises(ValueError, match="size must be 2-64"):
+        thumbnail(original, 1)
+
+
+def test_thumbnails_find_and_rank_copies_that_weak_features_miss():
+    """Features of a weak model (each item's near copy as far as any same-cluster item) with thumbnails that see the
+    copies: the pairs come from the thumbnails' search, similarity is the weighted mean of the two cosines."""
+    x, splits, hashes, exact, near = planted_splits()
+    rng = np.random.default_rng(3)
+    weak = clustered(400, 32, 1, seed=11, spread=0.3)  # one cluster: every pair alike, copies no closer
+    thumbs = rng.standard_normal((400, 64)).astype(np.float32)
+    for copy, original in near:
+        thumbs[copy] = thumbs[original] + 0.05 * rng.standard_normal(64).astype(np.float32)
+    thumbs /= np.linalg.norm(thumbs, axis=1, keepdims=True)
+    kw = {"min_similarity": 0.0, "max_pairs": None, "progress": False}
+    features_only = duplicate_pairs(weak, splits, hashes, **kw)
+    got = {frozenset(p) for p in zip(features_only.index_a, features_only.index_b, strict=True)}
+    assert sum(frozenset(p) in got for p in near) < len(near)  # the weak features' search misses copies
+    pairs = duplicate_pairs(weak, splits, hashes, thumbnails=thumbs, **kw)
+    assert list(pairs.columns)[-2:] == ["feature_similarity", "pixel_similarity"]
+    top = [frozenset(p) for p in zip(pairs.index_a[3:10], pairs.index_b[3:10], strict=True)]
+    assert set(top) == {frozenset(p) for p in near}  # after the three exact ones: every near copy
+    mean = 0.5 * pairs.feature_similarity + 0.5 * pairs.pixel_similarity
+    np.testing.assert_allclose(pairs.similarity, mean, atol=1e-6)
+    np.testing.assert_allclose(
+        pairs.pixel_similarity, (thumbs[pairs.index_a] * thumbs[pairs.index_b]).sum(1), atol=1e-5
+    )
+    weak_n = weak / np.linalg.norm(weak, axis=1, keepdims=True)
+    np.testing.assert_allclose(
+        pairs.feature_similarity, (weak_n[pairs.index_a] * weak_n[pairs.index_b]).sum(1), atol=1e-5
+    )
+    pixels_only = duplicate_pairs(weak, splits, hashes, thumbnails=thumbs, pixel_weight=1.0, **kw)
+    np.testing.assert_allclose(pixels_only.similarity, pixels_only.pixel_similarity, atol=1e-6)
+    with pytest.raises(ValueError, match=r"pixel_weight is a weight in \[0, 1\], not 1.5"):
+        duplicate_pairs(weak, splits, thumbnails=thumbs, pixel_weight=1.5)
+    with pytest.raises(ValueError, match="thumbnails has 399 entries but features have 400 rows"):
+        duplicate_pairs(weak, splits, thumbnails=thumbs[:-1])
 
 
 @pytest.mark.parametrize("radius", [0, 2, 5])

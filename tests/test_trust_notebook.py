@@ -80,7 +80,8 @@ def test_analysis_of_a_finished_multi_label_run(tmp_path, closed_hub, monkeypatc
     result = out / "09_error_analysis"
     cal = json.loads((result / "calibration.json").read_text())
     assert cal["method"] == "temperature per label" and len(cal["temperature"]) == 3
-    assert cal["n_fit"] + cal["n_eval"] == json.loads((run_dir / "metrics.json").read_text())["n_eval"]
+    n_eval = json.loads((run_dir / "metrics.json").read_text())["n_eval"]
+    assert cal["n_eval"] == n_eval and [h["n_fit"] + h["n_eval"] for h in cal["halves"]] == [n_eval, n_eval]
     with open(result / "label_issues.csv") as f:
         rows = list(csv.DictReader(f))
     header = (result / "label_issues.csv").read_text().splitlines()[0]
@@ -90,7 +91,9 @@ def test_analysis_of_a_finished_multi_label_run(tmp_path, closed_hub, monkeypatc
     assert all(Path(r["path"]).is_file() and r["split"] == "train" for r in rows)
     with open(result / "duplicates.csv") as f:
         pairs = list(csv.DictReader(f))
-    assert list(pairs[0]) == ["path_a", "split_a", "path_b", "split_b", "similarity", "kind"]
+    # the contract's columns, then the two cosines behind similarity and the dHashes' distance
+    assert list(pairs[0]) == ["path_a", "split_a", "path_b", "split_b", "similarity", "kind", "feature_similarity",
+                              "pixel_similarity", "hamming"]  # fmt: skip
     assert pairs[0]["kind"] == "exact"  # exact copies rank first
     assert {Path(pairs[0]["path_a"]).name, Path(pairs[0]["path_b"]).name} == {Path(first[0]).name, "copy.jpg"}
     record = json.loads((result / "metrics.json").read_text())

@@ -183,7 +183,7 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
 
 ANALYSIS_STEM = "09_error_analysis"
 # notebook 09's own parameters, after the usual ones and the training switches (used when it trains the run itself)
-ANALYSIS_PARAMS = {"RUN_DIR": None, "FOLDS": 4, "NEAR": 0.95, "N_SHOW": 18}
+ANALYSIS_PARAMS = {"RUN_DIR": None, "FOLDS": 4, "NEAR": 0.99, "N_SHOW": 18}
 
 
 def analysis_cells() -> list[tuple[str, str, list[str]]]:
@@ -204,8 +204,9 @@ def analysis_cells() -> list[tuple[str, str, list[str]]]:
         ("markdown", "## Parameters\nThe usual parameters and training switches describe the run to train when "
                      "`RUN_DIR` is `None` (otherwise the run's own configuration is used). `FOLDS`: the "
                      "cross-fit behind the label errors (FOLDS trainings on (FOLDS-1)/FOLDS of the training "
-                     "items). `NEAR`: the cosine similarity of pooled features (centred) from which an evaluation item counts "
-                     "as a near copy of a training item. `N_SHOW`: items per gallery.", []),
+                     "items). `NEAR`: the similarity (the mean of the cosines of the model's pooled features and of "
+                     "8 x 8 greyscale thumbnails) from which an evaluation item counts as a near copy of a training "
+                     "item. `N_SHOW`: items per gallery.", []),
         ("code", params, ["parameters"]),
         ("markdown", "## The run", []),
         ("code", config_cell(ANALYSIS_STEM, f"tnb.check_train_options(dict({options}))") + "\n"
@@ -222,8 +223,9 @@ def analysis_cells() -> list[tuple[str, str, list[str]]]:
         ("code", "issues = tnb.label_issue_step(run, folds=FOLDS, n_show=N_SHOW)\n"
                  "tnb.show(issues.table.head(N_SHOW))\n"
                  "browser = tnb.suspect_browser(run, issues, interactive=INTERACTIVE)", []),
-        ("markdown", "## Duplicates and leakage\nExact copies (content hash) and near copies (cosine of the "
-                     "model's pooled features; a perceptual hash where it agrees) within train and between train "
+        ("markdown", "## Duplicates and leakage\nExact copies (content hash) and near copies (the mean of two "
+                     "cosines: of the model's pooled features and of small greyscale thumbnails; a perceptual hash "
+                     "where it agrees) within train and between train "
                      "and the evaluation split, ranked over all pairs; then the metric without evaluation items "
                      "that have a copy in train.", []),
         ("code", "duplicates = tnb.duplicate_step(run, near=NEAR, n_show=N_SHOW)\n"

@@ -1,6 +1,12 @@
 """Are the probabilities honest? Temperature scaling fitted on one part of the evaluation split and reported on the
 other, with the expected calibration error (equal-width bins), NLL and Brier score before and after.
 
+The report is cross-fitted: the evaluation items are split in two stratified halves, a temperature is fitted on each
+and scores the other, so every item is reported once by a temperature that never saw it, and the numbers rest on
+all of them instead of on half (one half alone is noisy: on 600 Fashion-MNIST items of a run whose pooled NLL
+temperature scaling lowers by 0.005, one random half-split in six showed it higher). The temperature the model keeps
+is refitted on all the evaluation items: the number a deployment should use, estimated from the most data.
+
 Single-label: one temperature T, probabilities softmax(logits / T). Multi-label: one temperature per label,
 sigmoid(logit_j / T_j) (temperature scaling per label, not Platt: no bias is fitted, so the ranking of items per
 label and every ROC-AUC stay exactly as they were). Logits are recovered from the saved probabilities (log
@@ -116,7 +122,11 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, multi_label: bool) 
 
 @dataclass
 class Calibration:
-    """What calibration.json holds (the first eleven fields are its contract), and the items each part used."""
+    """What calibration.json holds (the first eleven fields are its contract), and the items each part used.
+
+    ``temperature``: fitted on every evaluation item (what the model keeps). The numbers before and after: over all
+    ``n_eval`` items, each scaled by the temperature fitted on the other half (``halves``: each half's size,
+    temperature and numbers); ``n_fit``: the items each reported temperature was fitted on (the larger half)."""
 
     method: str
     temperature: float | list[float]
@@ -130,23 +140,29 @@ class Calibration:
     n_fit: int
     n_eval: int
     seed: int = 0
-    fit_index: list[int] = field(default_factory=list, repr=False)
-    eval_index: list[int] = field(default_factory=list, repr=False)
+    halves: list[dict[str, Any]] = field(default_factory=list)
+    first_half: list[int] = field(default_factory=list, repr=False)
+    second_half: list[int] = field(default_factory=list, repr=False)
+    after: np.ndarray | None = field(default=None, repr=False, compare=False)  # every item, cross-fitted
 
     def to_dict(self) -> dict[str, Any]:
-        """The record for calibration.json (item indices of each part included, so the split can be checked)."""
-        return asdict(self)
+        """The record for calibration.json (each half's items included, so the split can be checked)."""
+        record = asdict(self)
+        record.pop("after")
+        return record
 
     def summary(self) -> str:
         t = self.temperature
         shown = f"T={t:.3f}" if isinstance(t, float) else f"T per label {min(t):.3f}..{max(t):.3f}"
-        return (f"{self.method}: {shown}, fitted on {self.n_fit} items, reported on the other {self.n_eval}: "
-                f"ECE {self.ece_before:.4f} -> {self.ece_after:.4f}, NLL {self.nll_before:.4f} -> "
-                f"{self.nll_after:.4f}, Brier {self.brier_before:.4f} -> {self.brier_after:.4f}")  # fmt: skip
+        sizes = " and ".join(str(h["n_fit"]) for h in self.halves)
+        return (f"{self.method}: {shown} (fitted on all {self.n_eval} evaluation items). Reported cross-fitted, each "
+                f"half ({sizes} items) scaled by the temperature fitted on the other: ECE {self.ece_before:.4f} -> "
+                f"{self.ece_after:.4f}, NLL {self.nll_before:.4f} -> {self.nll_after:.4f}, Brier "
+                f"{self.brier_before:.4f} -> {self.brier_after:.4f}")  # fmt: skip
 
 
 def calibration_split(targets: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (fit, eval): half of each class to fit the temperature on, the other half to report on."""
+    """Indices of two halves of the evaluation items, each holding half of each class (stratified by ``seed``)."""
     targets = np.asarray(targets)
     if len(targets) < 4:
         raise ValueError(f"calibration needs at least 4 evaluation items (2 to fit, 2 to report); got {len(targets)}")
@@ -154,21 +170,36 @@ def calibration_split(targets: np.ndarray, seed: int = 0) -> tuple[np.ndarray, n
     return np.sort(held), np.sort(fit)
 
 
+def _numbers(before: np.ndarray, after: np.ndarray, y: np.ndarray, multi_label: bool) -> dict[str, float]:
+    return {
+        "ece_before": ece(before, y, multi_label), "ece_after": ece(after, y, multi_label),
+        "nll_before": nll(before, y, multi_label), "nll_after": nll(after, y, multi_label),
+        "brier_before": brier(before, y, multi_label), "brier_after": brier(after, y, multi_label),
+    }  # fmt: skip
+
+
 def calibrate(probs: np.ndarray, targets: np.ndarray, multi_label: bool, seed: int = 0) -> Calibration:
-    """Fit temperature scaling on half of the evaluation items (stratified, ``seed``) and report ECE, NLL and Brier
-    before and after on the other half only."""
+    """Temperature scaling of ``probs``: one temperature fitted on each stratified half (``seed``) of the evaluation
+    items and reported on the other half, ECE, NLL and Brier before and after over all items so reported; the
+    temperature to keep refitted on every item."""
     probs, targets = _check(probs, targets, multi_label)
-    fit, held = calibration_split(targets, seed)
+    first, second = calibration_split(targets, seed)
     logits = to_logits(probs, multi_label)
-    t = fit_temperature(logits[fit], targets[fit], multi_label)
-    before, after = probs[held], scaled_probs(logits[held], t, multi_label)
-    y = targets[held]
+    after = np.empty_like(probs)
+    halves = []
+    for fit, held in ((first, second), (second, first)):
+        t = fit_temperature(logits[fit], targets[fit], multi_label)
+        after[held] = scaled_probs(logits[held], t, multi_label)
+        halves.append({
+            "n_fit": len(fit), "n_eval": len(held),
+            "temperature": [float(v) for v in t] if multi_label else float(t),
+            **_numbers(probs[held], after[held], targets[held], multi_label),
+        })  # fmt: skip
+    kept = fit_temperature(logits, targets, multi_label)
     return Calibration(
         method="temperature per label" if multi_label else "temperature",
-        temperature=[float(v) for v in t] if multi_label else float(t),
-        ece_before=ece(before, y, multi_label), ece_after=ece(after, y, multi_label),
-        nll_before=nll(before, y, multi_label), nll_after=nll(after, y, multi_label),
-        brier_before=brier(before, y, multi_label), brier_after=brier(after, y, multi_label),
-        n_bins=N_BINS, n_fit=len(fit), n_eval=len(held), seed=seed,
-        fit_index=fit.tolist(), eval_index=held.tolist(),
+        temperature=[float(v) for v in kept] if multi_label else float(kept),
+        **_numbers(probs, after, targets, multi_label),
+        n_bins=N_BINS, n_fit=max(len(first), len(second)), n_eval=len(targets), seed=seed, halves=halves,
+        first_half=first.tolist(), second_half=second.tolist(), after=after,
     )  # fmt: skip

@@ -1,7 +1,8 @@
 """Duplicates and leakage in a run's data: exact copies (content hash of the file, or of the array) and near copies
-(cosine of the model's pooled features, centred over the run's items; a perceptual hash where it agrees), within train and between
-train and the evaluation split, ranked over all pairs; then the metric without the evaluation items that have a
-copy in train. Writes duplicates.csv and duplicates.png."""
+(the mean of two cosines: of the model's pooled features, centred over the run's items, and of 8 x 8 greyscale
+thumbnails; a perceptual hash where it agrees), within train and between train and the evaluation split, ranked over
+all pairs; then the metric without the evaluation items that have a copy in train. Writes duplicates.csv and
+duplicates.png."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation.scores import score
-from .hashing import content_hashes, dhashes, duplicate_pairs, leaked_items
+from .hashing import content_hashes, duplicate_pairs, leaked_items, signatures
 from .items import Items, plain_dl, pooled_features, split_items
 from .plots import plot_pairs
 from .run import AnalysedRun
 
 DUPLICATE_COLUMNS = ["path_a", "split_a", "path_b", "split_b", "similarity", "kind"]
+# after the contract's columns: the two cosines that make up ``similarity``, and the dHashes' distance in bits
+DETAIL_COLUMNS = ["feature_similarity", "pixel_similarity", "hamming"]
+NEAR = 0.99  # the similarity from which an evaluation item counts as having a copy in train
 
 
 @dataclass
@@ -41,17 +45,24 @@ def originals(run: AnalysedRun, items: Items) -> list:
 
 
 def duplicate_step(
-    run: AnalysedRun, near: float = 0.95, n_show: int = 18, max_pairs: int | None = 10_000
+    run: AnalysedRun,
+    near: float = NEAR,
+    n_show: int = 18,
+    max_pairs: int | None = 10_000,
+    pixel_weight: float = 0.5,
 ) -> Duplicates:
     """Find the copies, write duplicates.csv (most similar first) and a gallery of the top pairs, and recompute the
-    metric without evaluation items that have a copy (exact, or cosine >= ``near``) in train."""
+    metric without evaluation items that have a copy (exact, or similarity >= ``near``) in train. ``similarity``
+    is (1 - ``pixel_weight``) x the features' cosine + ``pixel_weight`` x the thumbnails' (``duplicate_pairs``)."""
     if not 0 < near <= 1:
-        raise ValueError(f"NEAR is a cosine similarity in (0, 1]; got {near!r} (0.95 is a usual start)")
+        raise ValueError(f"NEAR is a similarity in (0, 1]; got {near!r} ({NEAR} is the default)")
+    if not 0 <= pixel_weight <= 1:
+        raise ValueError(f"pixel_weight is a weight in [0, 1], not {pixel_weight!r} (0: features only; 0.5 usual)")
     with run.timed("duplicates"):
-        return _duplicates(run, near, n_show, max_pairs)
+        return _duplicates(run, near, n_show, max_pairs, pixel_weight)
 
 
-def _duplicates(run: AnalysedRun, near: float, n_show: int, max_pairs: int | None) -> Duplicates:
+def _duplicates(run: AnalysedRun, near: float, n_show: int, max_pairs: int | None, pixel_weight: float) -> Duplicates:
     data = run.data
     train, valid = split_items(data, "train"), split_items(data, "valid")
     features = np.concatenate([pooled_features(run.model, plain_dl(data, "train"), "train features"),
@@ -61,17 +72,19 @@ def _duplicates(run: AnalysedRun, near: float, n_show: int, max_pairs: int | Non
     features -= features.mean(0, keepdims=True)
     sources = originals(run, train) + originals(run, valid)
     splits = [train.split] * len(train) + [valid.split] * len(valid)
-    pairs = duplicate_pairs(features, splits, content_hashes(sources), dhashes(sources), train=train.split,
-                            max_pairs=max_pairs)  # fmt: skip
+    perceptual, thumbnails = signatures(sources)
+    pairs = duplicate_pairs(features, splits, content_hashes(sources), perceptual, train=train.split,
+                            max_pairs=max_pairs, thumbnails=thumbnails, pixel_weight=pixel_weight)  # fmt: skip
     refs = list(train.refs) + list(valid.refs)
     table = pd.DataFrame({
         "path_a": [refs[i] for i in pairs.index_a], "split_a": pairs.split_a,
         "path_b": [refs[i] for i in pairs.index_b], "split_b": pairs.split_b,
         "similarity": pairs.similarity.astype(float), "kind": pairs.kind,
+        **{name: pairs[name] for name in DETAIL_COLUMNS},
         "index_a": pairs.index_a, "index_b": pairs.index_b,
     })  # fmt: skip
     out = run.cfg.out
-    table[DUPLICATE_COLUMNS].to_csv(out / "duplicates.csv", index=False)
+    table[DUPLICATE_COLUMNS + DETAIL_COLUMNS].to_csv(out / "duplicates.csv", index=False, float_format="%.6g")
     leaked = leaked_items(pairs, near, train=train.split) - len(train)  # evaluation items come after train's
     ev = run.evaluation
     keep = np.setdiff1d(np.arange(len(ev.targets)), leaked)
@@ -79,7 +92,7 @@ def _duplicates(run: AnalysedRun, near: float, n_show: int, max_pairs: int | Non
     if len(keep):
         dedup = score(ev.probs[keep], ev.targets[keep], data.class_names, data.task, data.metric).metric_value
     print(f"{len(table)} pairs ranked ({int((table.kind == 'exact').sum())} exact); {len(leaked)} of {len(ev.targets)} "
-          f"evaluation items have a copy in train (exact, or cosine >= {near}); {ev.metric_name} "
+          f"evaluation items have a copy in train (exact, or similarity >= {near}); {ev.metric_name} "
           f"{ev.metric_value:.4f} with them, {'n/a' if dedup is None else f'{dedup:.4f}'} without")  # fmt: skip
     top = table.head(n_show)
     if len(top):

@@ -1,7 +1,8 @@
 """Duplicates and leaks: content hashes (a SHA-256 of the file's bytes, or of an in-memory image's array with its shape
-and dtype) for exact copies, a difference hash (dHash) compared in Hamming distance for near ones, and the ranked
-table of duplicate pairs within train and between train and the evaluation splits, which adds the nearest
-neighbours of the model's features (``neighbours``)."""
+and dtype) for exact copies; for near ones, a difference hash (dHash) compared in Hamming distance and a small
+greyscale thumbnail compared by cosine (both from one decode of each image); and the ranked table of duplicate pairs
+within train and between train and the evaluation splits, which adds the nearest neighbours of the model's features
+(``neighbours``)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from fastprogress.fastprogress import progress_bar
 from PIL import Image
 
 from .neighbours import AnnParams, _matrix, nearest_neighbours
 
 ImageLike = str | os.PathLike | np.ndarray | Image.Image
 CHUNK = 1 << 20  # bytes read at a time, so that a large file is never held whole
+THUMBNAIL = 8  # pixels a side of the thumbnail compared by cosine
+IMAGES_PROGRESS_FROM = 2_000  # images from which decoding them shows a progress bar
 
 
 def content_hash(item: ImageLike) -> str:
@@ -72,21 +76,61 @@ def _grey(item: ImageLike) -> Image.Image:
     return Image.fromarray(item[..., 0] if item.ndim == 3 and item.shape[2] == 1 else item).convert("L")
 
 
+def _dhash_of_grey(grey: Image.Image, size: int) -> int:
+    # BOX averages every source pixel into its cell, so a resized copy lands on nearly the same cells
+    pixels = np.asarray(grey.resize((size + 1, size), Image.Resampling.BOX), dtype=np.int16)
+    bits = (pixels[:, :-1] > pixels[:, 1:]).ravel()
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def _thumbnail_of_grey(grey: Image.Image, size: int) -> np.ndarray:
+    pixels = np.asarray(grey.resize((size, size), Image.Resampling.BOX), dtype=np.float32).ravel()
+    pixels -= pixels.mean()
+    norm = float(np.linalg.norm(pixels))
+    return pixels / norm if norm > 0 else pixels
+
+
+def _check_size(size: int, low: int, high: int, why: str) -> None:
+    if not low <= size <= high:
+        raise ValueError(f"size must be {low}-{high} ({why}), not {size}")
+
+
 def dhash(item: ImageLike, size: int = 8) -> int:
     """The difference hash of ``item`` (a path, uint8 array or PIL image): greyscale, area-resized to ``size`` + 1
     columns by ``size`` rows, one bit per pair of horizontal neighbours (1 where the left is brighter), read row by
     row into a ``size`` x ``size``-bit integer (64 bits by default). Resizing and recompression move few bits."""
-    if not 2 <= size <= 8:
-        raise ValueError(f"size must be 2-8 (at most 64 bits, what dhashes and hamming hold), not {size}")
-    # BOX averages every source pixel into its cell, so a resized copy lands on nearly the same cells
-    pixels = np.asarray(_grey(item).resize((size + 1, size), Image.Resampling.BOX), dtype=np.int16)
-    bits = (pixels[:, :-1] > pixels[:, 1:]).ravel()
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+    _check_size(size, 2, 8, "at most 64 bits, what dhashes and hamming hold")
+    return _dhash_of_grey(_grey(item), size)
 
 
 def dhashes(items: Iterable[ImageLike]) -> np.ndarray:
     """``dhash`` of each of ``items`` as a uint64 array."""
     return np.array([dhash(item) for item in items], dtype=np.uint64)
+
+
+def thumbnail(item: ImageLike, size: int = THUMBNAIL) -> np.ndarray:
+    """``item`` (a path, uint8 array or PIL image) in greyscale, area-resized to ``size`` x ``size``, its mean removed
+    and scaled to unit length: a float32 vector of ``size``**2 whose dot product with another is their cosine (0 for
+    a flat image). At 8 x 8 a copy enlarged and saved as JPEG keeps a cosine above 0.99 with its original, where
+    finer thumbnails follow the compression noise (Fashion-MNIST, 28 -> 36 px, quality 75: lowest cosine of 30 such
+    copies 0.997 at 8 x 8, 0.954 at 16 x 16; ``benchmarks/bench_error_analysis.py``)."""
+    _check_size(size, 2, 64, "pixels a side")
+    return _thumbnail_of_grey(_grey(item), size)
+
+
+def signatures(
+    items: Sequence[ImageLike], size: int = 8, thumbnail_size: int = THUMBNAIL, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """``dhashes`` (uint64, n) and ``thumbnail`` vectors (float32, n x ``thumbnail_size``**2) of ``items``, each
+    image decoded once."""
+    _check_size(size, 2, 8, "at most 64 bits, what dhashes and hamming hold")
+    _check_size(thumbnail_size, 2, 64, "pixels a side")
+    hashes = np.empty(len(items), np.uint64)
+    thumbs = np.empty((len(items), thumbnail_size**2), np.float32)
+    for i in progress_bar(range(len(items)), display=progress and len(items) >= IMAGES_PROGRESS_FROM):
+        grey = _grey(items[i])
+        hashes[i], thumbs[i] = _dhash_of_grey(grey, size), _thumbnail_of_grey(grey, thumbnail_size)
+    return hashes, thumbs
 
 
 def hamming(a: int | np.ndarray, b: int | np.ndarray) -> int | np.ndarray:
@@ -157,28 +201,41 @@ def duplicate_pairs(
     method: str = "auto",
     params: AnnParams | None = None,
     progress: bool = True,
+    thumbnails=None,
+    pixel_weight: float = 0.5,
 ) -> pd.DataFrame:
     """Pairs of likely duplicates among items with ``features`` (n, d) and ``splits`` (n names), within ``train`` and
-    between ``train`` and each other split (with ``evaluation_pairs``, also within and between those): each train
-    item's and each evaluation item's ``k`` nearest train items by cosine (``nearest_neighbours`` with ``method``,
-    ``params``), pairs sharing a content hash (``hashes``), and pairs whose ``dhashes`` are at most ``max_hamming``
-    bits apart. Columns ``index_a, split_a, index_b, split_b, similarity, kind`` (+ ``hamming`` with ``dhashes``):
-    kind "exact" for equal content hashes, else "near"; a is the train item of a pair across splits, else the lower
-    index; each unordered pair once. Kept: exact pairs, pairs with cosine >= ``min_similarity``, and pairs within
-    ``max_hamming`` bits; ranked exact first, then (with ``hash_first``) those within ``max_hamming`` bits, then by
-    cosine; the first ``max_pairs`` (None: all). ``hash_first`` helps where features are weak and images textured;
-    small low-texture images share hashes: 1,022 pairs of 3,000 distinct Fashion-MNIST test images are within 4 bits,
-    71 have equal dHashes."""
+    between ``train`` and each other split (with ``evaluation_pairs``, also within and between those).
+
+    Candidates: each train item's and each evaluation item's ``k`` nearest train items by the cosine of
+    ``features`` (``nearest_neighbours`` with ``method``, ``params``) and, given ``thumbnails`` (n, t: ``signatures``),
+    by the cosine of those too; pairs sharing a content hash (``hashes``); pairs whose ``dhashes`` are at most
+    ``max_hamming`` bits apart. Columns ``index_a, split_a, index_b, split_b, similarity, kind`` (+ ``hamming`` with
+    ``dhashes``; + ``feature_similarity`` and ``pixel_similarity`` with ``thumbnails``): ``similarity`` is the
+    features' cosine, or with ``thumbnails`` ``(1 - pixel_weight)`` x that + ``pixel_weight`` x the thumbnails'
+    cosine: a copy scores high on both, two look-alikes rarely do (a weak model puts same-class items close; small
+    thumbnails of different photos can agree). kind "exact" for equal content hashes, else "near"; a is the train
+    item of a pair across splits, else the lower index; each unordered pair once. Kept: exact pairs, pairs with
+    ``similarity`` >= ``min_similarity`` and pairs within ``max_hamming`` bits; ranked exact first, then (with
+    ``hash_first``) those within ``max_hamming`` bits, then by ``similarity``; the first ``max_pairs`` (None: all).
+    Small low-texture images share dHashes: 1,022 pairs of 3,000 distinct Fashion-MNIST test images are within 4
+    bits, 71 have equal dHashes, so ``hash_first`` suits textured photos only."""
     x = _matrix(features, "features")
     splits = np.asarray(splits, dtype=str)
-    for name, given in (("splits", splits), ("hashes", hashes), ("dhashes", dhashes)):
+    thumbs = None if thumbnails is None else _matrix(thumbnails, "thumbnails")
+    for name, given in (("splits", splits), ("hashes", hashes), ("dhashes", dhashes), ("thumbnails", thumbs)):
         if given is not None and len(given) != len(x):
             raise ValueError(f"{name} has {len(given)} entries but features have {len(x)} rows; give one per item")
+    if not 0 <= pixel_weight <= 1:
+        raise ValueError(f"pixel_weight is a weight in [0, 1], not {pixel_weight!r} (0: features only; 0.5 usual)")
     is_train = splits == train
     if not is_train.any():
         raise ValueError(f"no item is in split {train!r} (splits: {sorted(set(splits.tolist()))}); pass train=")
     search = {"method": method, "params": params, "progress": progress}
     found = _searched_pairs(x, is_train, k, evaluation_pairs, search)
+    if thumbs is not None:  # found by the thumbnails: their features' cosine is computed below
+        found += [(a, b, np.full(len(a), np.nan, np.float32))
+                  for a, b, _ in _searched_pairs(thumbs, is_train, k, evaluation_pairs, search)]  # fmt: skip
     if hashes is not None:
         for group in map(np.array, duplicate_groups([str(h) for h in hashes])):
             i, j = np.triu_indices(len(group), 1)
@@ -188,17 +245,22 @@ def duplicate_pairs(
         close = hash_matches(dhashes, max_hamming)
         found.append((close[:, 0], close[:, 1], np.full(len(close), np.nan, np.float32)))
     a, b, sim = _one_per_pair(found, is_train, evaluation_pairs)
-    missing = np.isnan(sim)  # hash matches the searches did not find
+    missing = np.isnan(sim)  # pairs the feature searches did not find
     sim[missing] = _cosines(x, a[missing], b[missing])
     held = np.asarray(hashes, dtype=object) if hashes is not None else None
     exact = held[a] == held[b] if held is not None else np.zeros(len(a), bool)
     table = {"index_a": a, "split_a": splits[a], "index_b": b, "split_b": splits[b], "similarity": sim}
+    if thumbs is not None:
+        pixel = _cosines(thumbs, a, b)
+        table["similarity"] = ((1 - pixel_weight) * sim + pixel_weight * pixel).astype(np.float32)
     table["kind"] = np.where(exact, "exact", "near")
     near_hash = np.zeros(len(a), bool)
     if dhashes is not None:
         table["hamming"] = hamming(dhashes[a], dhashes[b])
         near_hash = table["hamming"] <= max_hamming
-    keep = exact | near_hash | (sim >= min_similarity)
+    if thumbs is not None:
+        table["feature_similarity"], table["pixel_similarity"] = sim, pixel
+    keep = exact | near_hash | (table["similarity"] >= min_similarity)
     df = pd.DataFrame({key: value[keep] for key, value in table.items()})
     df["_rank"] = exact[keep].astype(int) * 2 + (near_hash[keep] & hash_first)
     df = df.sort_values(["_rank", "similarity", "index_a", "index_b"], ascending=[False, False, True, True])

@@ -15,7 +15,7 @@ from ..files import atomic_write_text
 from ..report.record import write_metrics
 from ..report.widgets import prediction_browser
 from ..train.learner import set_temperature
-from .calibration import Calibration, calibrate, scaled_probs, to_logits
+from .calibration import Calibration, calibrate
 from .duplicates import Duplicates
 from .gradcam import gradcam_maps, plot_gradcam_grid
 from .items import split_items
@@ -28,8 +28,9 @@ ANALYSIS_NOTEBOOK = "09_error_analysis"
 
 
 def calibration_step(run: AnalysedRun, seed: int | None = None) -> Calibration:
-    """Fit temperature scaling on half of the evaluation split and report it on the other half: calibration.json,
-    reliability.png; the model carries the temperature from here on (predict and exports use it)."""
+    """Temperature scaling, reported cross-fitted on the evaluation split (each half scaled by the temperature fitted
+    on the other): calibration.json, reliability.png; the model carries the temperature refitted on the whole split
+    from here on (predict and exports use it)."""
     with run.timed("calibration"):
         return _calibration(run, seed)
 
@@ -40,9 +41,7 @@ def _calibration(run: AnalysedRun, seed: int | None) -> Calibration:
     cal = calibrate(probs, targets, run.multi_label, seed=run.cfg.seed if seed is None else seed)
     out = run.cfg.out
     atomic_write_text(out / "calibration.json", json.dumps(cal.to_dict(), indent=2) + "\n")
-    held = np.array(cal.eval_index)
-    after = scaled_probs(to_logits(probs[held], run.multi_label), np.asarray(cal.temperature), run.multi_label)
-    plot_reliability(probs[held], after, targets[held], run.multi_label, out / "reliability.png")
+    plot_reliability(probs, cal.after, targets, run.multi_label, out / "reliability.png")
     set_temperature(run.model, cal.temperature)
     print(cal.summary())
     return cal
@@ -142,7 +141,7 @@ def analysis_record(
         "notebook": ANALYSIS_NOTEBOOK,
         "run_dir": str(run.run_dir),
         "temperature": cal.temperature,
-        "calibration": {k: v for k, v in cal.to_dict().items() if k not in ("fit_index", "eval_index")},
+        "calibration": {k: v for k, v in cal.to_dict().items() if k not in ("first_half", "second_half")},
         "n_label_issues": int(len(issues.table)),
         "label_issue_method": issues.method,
         "n_duplicates": int(len(duplicates.table)),
