@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tresnet_nb.config import RunConfig
 from tresnet_nb.data import DATASETS, get_dataset
@@ -66,11 +67,17 @@ def test_analysis_of_a_finished_multi_label_run(tmp_path, closed_hub, monkeypatc
 
     monkeypatch.setenv("TRESNET_NB_CACHE", str(tmp_path / "cache"))
     root = table.write_fixture(tmp_path / "data", multi_label=True, per_class=8)
-    # a byte-identical copy of one image under another name, with its labels: an exact duplicate to find
+    # a byte-identical copy of one image under another name, with its labels: an exact duplicate to find; and a
+    # near copy of another (enlarged by a third, saved again as JPEG at quality 70)
     lines = (root / "labels.csv").read_text().splitlines()
-    first = lines[1].split(",")
+    first, second = lines[1].split(","), lines[2].split(",")
     shutil.copyfile(root / first[0], root / "images/copy.jpg")
-    (root / "labels.csv").write_text("\n".join([*lines, ",".join(["images/copy.jpg", *first[1:]])]) + "\n")
+    with Image.open(root / second[0]) as image:
+        image.convert("RGB").resize((image.width * 4 // 3, image.height * 4 // 3), Image.BILINEAR).save(
+            root / "images/near.jpg", quality=70
+        )
+    added = [",".join(["images/copy.jpg", *first[1:]]), ",".join(["images/near.jpg", *second[1:]])]
+    (root / "labels.csv").write_text("\n".join([*lines, *added]) + "\n")
     run_dir = tmp_path / "run"
     train_job(config_from_cli("smoke", {"DATASET": "csv", "DATA_ROOT": str(root)}, str(run_dir)))
     out = tmp_path / "analysis"
@@ -96,6 +103,10 @@ def test_analysis_of_a_finished_multi_label_run(tmp_path, closed_hub, monkeypatc
                               "pixel_similarity", "hamming"]  # fmt: skip
     assert pairs[0]["kind"] == "exact"  # exact copies rank first
     assert {Path(pairs[0]["path_a"]).name, Path(pairs[0]["path_b"]).name} == {Path(first[0]).name, "copy.jpg"}
+    # the near copy is the most similar pair after the exact one (the two landed in train and the evaluation split)
+    assert {Path(pairs[1]["path_a"]).name, Path(pairs[1]["path_b"]).name} == {Path(second[0]).name, "near.jpg"}
+    assert pairs[1]["kind"] == "near" and {pairs[1]["split_a"], pairs[1]["split_b"]} == {"train", "valid"}
+    assert all(float(r["similarity"]) < float(pairs[1]["similarity"]) for r in pairs[2:])  # others, if above the floor
     record = json.loads((result / "metrics.json").read_text())
     assert record["n_duplicates"] == len(pairs) and record["n_exact_duplicates"] == 1
     # the metric without leaked items exists unless every evaluation item has a copy in train
