@@ -61,6 +61,13 @@ def photo(seed: int, size: int = 128) -> Image.Image:
     return Image.fromarray(np.clip(np.asarray(image, np.float32) * 0.8 + ramp, 0, 255).astype(np.uint8))
 
 
+def recompressed(image: Image.Image) -> Image.Image:
+    """``image`` shrunk to 96 x 96 and saved as JPEG at quality 70: a near copy, neither its bytes nor pixels equal."""
+    buffer = io.BytesIO()
+    image.resize((96, 96), Image.Resampling.BILINEAR).save(buffer, format="JPEG", quality=70)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
 def test_content_hash_groups_byte_identical_files_and_equal_arrays_only(tmp_path):
     photo(0).save(tmp_path / "a.png")
     shutil.copy(tmp_path / "a.png", tmp_path / "copy.png")
@@ -80,10 +87,7 @@ def test_content_hash_groups_byte_identical_files_and_equal_arrays_only(tmp_path
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_dhash_keeps_a_resized_recompressed_copy_close_and_an_unrelated_image_far(seed, tmp_path):
-    original = photo(seed)
-    buffer = io.BytesIO()
-    original.resize((96, 96), Image.Resampling.BILINEAR).save(buffer, format="JPEG", quality=70)
-    copy = Image.open(io.BytesIO(buffer.getvalue()))
+    original, copy = photo(seed), recompressed(photo(seed))
     original.save(tmp_path / "original.png")
     h = dhash(tmp_path / "original.png")
     assert h == dhash(np.asarray(original)) == dhash(original)  # the path, the array and the image hash alike
@@ -103,10 +107,7 @@ def test_dhash_rejects_an_array_it_cannot_read_as_an_image():
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_thumbnail_cosine_keeps_a_resized_recompressed_copy_above_0_99_and_an_unrelated_image_below(seed, tmp_path):
-    original = photo(seed)
-    buffer = io.BytesIO()
-    original.resize((96, 96), Image.Resampling.BILINEAR).save(buffer, format="JPEG", quality=70)
-    copy = Image.open(io.BytesIO(buffer.getvalue()))
+    original, copy = photo(seed), recompressed(photo(seed))
     original.save(tmp_path / "original.png")
     t = thumbnail(tmp_path / "original.png")
     np.testing.assert_array_equal(t, thumbnail(np.asarray(original)))  # path, array and image alike
