@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation.scores import score
-from .hashing import content_hashes, duplicate_pairs, leaked_items, signatures
+from .hashing import check_pixel_weight, content_hashes, duplicate_pairs, leaked_items, signatures
 from .items import Items, plain_dl, pooled_features, split_items
 from .plots import plot_pairs
 from .run import AnalysedRun
@@ -56,8 +56,7 @@ def duplicate_step(
     is (1 - ``pixel_weight``) x the features' cosine + ``pixel_weight`` x the thumbnails' (``duplicate_pairs``)."""
     if not 0 < near <= 1:
         raise ValueError(f"NEAR is a similarity in (0, 1]; got {near!r} ({NEAR} is the default)")
-    if not 0 <= pixel_weight <= 1:
-        raise ValueError(f"pixel_weight is a weight in [0, 1], not {pixel_weight!r} (0: features only; 0.5 usual)")
+    check_pixel_weight(pixel_weight)  # before the features are computed, not after
     with run.timed("duplicates"):
         return _duplicates(run, near, n_show, max_pairs, pixel_weight)
 

@@ -90,6 +90,12 @@ def _thumbnail_of_grey(grey: Image.Image, size: int) -> np.ndarray:
     return pixels / norm if norm > 0 else pixels
 
 
+def check_pixel_weight(pixel_weight: float) -> None:
+    """ValueError unless ``pixel_weight`` (the thumbnails' share of a pair's similarity) is in [0, 1]."""
+    if not 0 <= pixel_weight <= 1:
+        raise ValueError(f"pixel_weight is a weight in [0, 1], not {pixel_weight!r} (0: features only; 0.5 usual)")
+
+
 def _check_size(size: int, low: int, high: int, why: str) -> None:
     if not low <= size <= high:
         raise ValueError(f"size must be {low}-{high} ({why}), not {size}")
@@ -113,7 +119,7 @@ def thumbnail(item: ImageLike, size: int = THUMBNAIL) -> np.ndarray:
     and scaled to unit length: a float32 vector of ``size``**2 whose dot product with another is their cosine (0 for
     a flat image). At 8 x 8 a copy enlarged and saved as JPEG keeps a cosine above 0.99 with its original, where
     finer thumbnails follow the compression noise (Fashion-MNIST, 28 -> 36 px, quality 75: lowest cosine of 30 such
-    copies 0.997 at 8 x 8, 0.954 at 16 x 16; ``benchmarks/bench_error_analysis.py``)."""
+    copies 0.997 at 8 x 8, 0.954 at 16 x 16, on ``benchmarks/bench_error_analysis.py``'s planted folder)."""
     _check_size(size, 2, 64, "pixels a side")
     return _thumbnail_of_grey(_grey(item), size)
 
@@ -226,8 +232,7 @@ def duplicate_pairs(
     for name, given in (("splits", splits), ("hashes", hashes), ("dhashes", dhashes), ("thumbnails", thumbs)):
         if given is not None and len(given) != len(x):
             raise ValueError(f"{name} has {len(given)} entries but features have {len(x)} rows; give one per item")
-    if not 0 <= pixel_weight <= 1:
-        raise ValueError(f"pixel_weight is a weight in [0, 1], not {pixel_weight!r} (0: features only; 0.5 usual)")
+    check_pixel_weight(pixel_weight)
     is_train = splits == train
     if not is_train.any():
         raise ValueError(f"no item is in split {train!r} (splits: {sorted(set(splits.tolist()))}); pass train=")
