@@ -170,7 +170,7 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
                  "data.class_names, interactive=INTERACTIVE)", []),
         ("markdown", "## Artifacts\nThe fine-tuned weights (timm layout), `metrics.json`"
                      + (" and the Kaggle submission." if spec.submission else "."), []),
-        ("code", 'tnb.save_weights(learn.model, cfg.out / "model.safetensors")\n'
+        ("code", 'tnb.save_weights(learn.model, cfg.out / "model.safetensors", cfg.img_size, data.class_names, data.task)\n'
                  "record = tnb.run_record(cfg, model, evaluation, result, learn)\n"
                  'tnb.write_metrics(record, cfg.out / "metrics.json", evaluation)' + submission
                  + "\ntracker.finish(record)\nprint(tnb.summary_line(record))", []),

@@ -65,12 +65,14 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "data_config",
         "describe_model",
         "load_model",
+        "save_weights",
+        "trained_with",
         "weights_info",
     ),
     ".model.weights": (
         "UnsafeCheckpointError",
+        "TrainedWith",
         "read_state_dict",
-        "save_weights",
         "to_miil_layout",
         "write_miil_checkpoint",
     ),
@@ -145,6 +147,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "plot_samples",
         "plot_throughput",
         "plot_training",
+    ),
+    ".report.inference": (
+        "RunModel",
+        "load_run",
     ),
     ".report.publish": (
         "publish",

@@ -8,6 +8,8 @@ python -m tresnet_nb train [--preset NAME] [-p KEY VALUE]... [--out DIR] [--sync
 python -m tresnet_nb data verify DATASET --root PATH [--recheck]
 python -m tresnet_nb data fixtures DATASET --root PATH
 python -m tresnet_nb data get DATASET --root PATH
+python -m tresnet_nb predict IMAGE_OR_FOLDER... --run RUN_DIR | --model DIR [--top K] [--csv FILE] [--tta]
+    your trained model's predictions with its own classes, size, preprocessing and temperature (report.inference)
 python -m tresnet_nb predict IMAGE... --arch TAG [--weights FILE] [--top K] [--hierarchy] [--tree FILE]
     readable ImageNet-1K/21K predictions (synset, lemma, probability) and the 21K hierarchy (tresnet_nb.heads21k)
 python -m tresnet_nb gpu-check [--device cuda|cpu] [--quick] [--out DIR] [--sections S ...]
@@ -69,14 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--csv", default=None, help="write the table and details as CSV")
     probe.add_argument("--plot", default=None, help="write the bar chart as PNG")
 
-    predict = sub.add_parser("predict", help="readable (and hierarchical) ImageNet predictions for images")
-    predict.add_argument("images", nargs="+", help="image files")
-    predict.add_argument("--arch", required=True, help="a timm name with its weight tag, e.g. tresnet_m.miil_in21k")
-    predict.add_argument("--weights", default="auto", help="checkpoint file (default: the tag's weights, else random)")
+    predict = sub.add_parser("predict", help="predict images with your trained run, or with an ImageNet head")
+    predict.add_argument("images", nargs="+", help="image files or folders of images")
+    predict.add_argument("--run", default=None, help="a finished run's OUTPUT_DIR: its classes, size and preprocessing")
+    predict.add_argument("--model", default=None,
+                         help="a published folder (publish --to DIR), local-dir:DIR or hf-hub:USER/REPO")  # fmt: skip
+    predict.add_argument(
+        "--arch", default=None, help="ImageNet heads: a timm name with its tag, e.g. tresnet_m.miil_in21k"
+    )
+    predict.add_argument(
+        "--weights", default="auto", help="with --arch: a checkpoint file (default: the tag's weights)"
+    )
     predict.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
+    predict.add_argument("--csv", default=None, help="with --run/--model: write one row per image to this CSV")
+    predict.add_argument("--tta", action="store_true", help="with --run/--model: average with the mirrored image")
     predict.add_argument("--hierarchy", action="store_true", help="also decode the 21K hierarchy (semantic softmax)")
     predict.add_argument("--tree", default=None, help="the authors' imagenet21k_miil_tree.pth (default: WordNet's)")
-    predict.add_argument("--threshold", type=float, default=0.5, help="a level's probability needed to report it")
+    predict.add_argument("--threshold", type=float, default=0.5,
+                         help="multi-label runs: report every label over it; 21K: a level's probability to report it")  # fmt: skip
     predict.add_argument("--img-size", type=int, default=None, help="input side in pixels (default: the model's)")
     predict.add_argument("--label-set", choices=("fall11", "winter21", "imagenet1k"), default=None,
                          help="the head's label set when the weights are random (default: the tag's)")  # fmt: skip
@@ -156,6 +168,36 @@ def data_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def predict(args: argparse.Namespace) -> int:
+    """``predict``: with --run or --model (or --weights naming a file this library trained) the run's own classes;
+    with --arch alone an ImageNet head's."""
+    given = [name for name in ("run", "model", "arch") if getattr(args, name)]
+    if len(given) != 1:
+        print("error: give one of --run RUN_DIR (a run you trained), --model DIR (a published one) or --arch TAG "
+              f"(ImageNet weights); got {['--' + g for g in given] or 'none'}", file=sys.stderr)  # fmt: skip
+        return 2
+    if args.arch is None or _trained_file(args.weights):
+        if args.arch is not None:
+            print(f"{args.weights} was trained by tresnet_nb: predicting with its own classes, size and "
+                  "preprocessing (predict --model FILE says the same)", file=sys.stderr)  # fmt: skip
+        from .report.inference import predict_run_command
+
+        return predict_run_command(args)
+    from .heads21k.predict import predict_command
+
+    return predict_command(args)
+
+
+def _trained_file(weights: str | None) -> bool:
+    from pathlib import Path
+
+    if not weights or not weights.endswith(".safetensors") or not Path(weights).is_file():
+        return False
+    from .model.weights import read_trained_with
+
+    return read_trained_with(weights) is not None
+
+
 def main(argv: list[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
     if given[:1] == ["gpu-check"] and not {"-h", "--help"} & set(given):
@@ -185,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return publish_command(args.run_dir, args.to)
     if args.command == "predict":
-        from .heads21k.predict import predict_command
-
-        return predict_command(args)
+        return predict(args)
     from .runner import parse_value, run_notebooks
 
     params = {key: parse_value(value) for key, value in args.parameter}

@@ -126,7 +126,7 @@ class RunConfig:
                 continue
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"{name.upper()} must be an integer, not {value!r} ({type(value).__name__})")
-        check_img_size(self.img_size)
+        check_img_size(self.img_size, self.arch)
         for name, low in (("batch_size", 1), ("epochs", 1), ("max_items", 1)):
             value = getattr(self, name)
             if value is not None and value < low:

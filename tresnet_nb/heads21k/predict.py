@@ -19,6 +19,7 @@ from timm.models import get_pretrained_cfg
 from torch import nn
 
 from ..data import Dataset
+from ..model.hub import WeightsUnavailableError
 from ..model.load import data_config, load_model, split_arch, weights_info
 from ..report.display import finish, show
 from ..steps.data import samples
@@ -195,7 +196,7 @@ def predict_command(args: argparse.Namespace) -> int:
         if args.hierarchy:
             hierarchy = hierarchy_for(_labels(model), args.tree)
         predictions = predict_images(model, args.images, args.top, hierarchy, args.img_size, args.threshold)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, OSError, KeyError, WeightsUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(predictions.text())

@@ -6,10 +6,13 @@ checkpoint that would run code while unpickling is refused before any of it runs
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -134,10 +137,73 @@ def write_miil_checkpoint(model: nn.Module, path: Path | str, wrapper: str = "mo
     return path
 
 
-def save_weights(model: nn.Module, path: Path | str) -> Path:
+# The safetensors metadata entry in which write_weights records how the weights were trained (a JSON object), so that
+# the file alone says which size, labels and preprocessing the model expects (TrainedWith).
+METADATA_KEY = "tresnet_nb"
+METADATA_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TrainedWith:
+    """How the weights in a file this library wrote were trained: what the model expects to be given and returns.
+
+    ``pretrained`` says whether that training started from pretrained weights (``weights`` names them); ``source``
+    is where this was read: the file's own metadata, or the run_config.json and metrics.json beside an older file."""
+
+    arch: str
+    tag: str | None
+    img_size: int
+    class_names: tuple[str, ...]
+    task: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+    pretrained: bool
+    weights: str
+    temperature: float | tuple[float, ...] | None = None
+    source: str = "metadata"
+
+    def to_json(self) -> str:
+        data = {k: v for k, v in asdict(self).items() if k != "source"}
+        return json.dumps({"format": METADATA_FORMAT, **data})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str) -> TrainedWith:
+        """From the metadata's JSON object (or one built from a run folder); a missing or mistyped entry raises."""
+        try:
+            t = data.get("temperature")
+            return cls(
+                arch=str(data["arch"]), tag=data.get("tag"), img_size=int(data["img_size"]),
+                class_names=tuple(str(n) for n in data["class_names"]), task=str(data["task"]),
+                mean=tuple(float(v) for v in data["mean"]), std=tuple(float(v) for v in data["std"]),
+                interpolation=str(data["interpolation"]), pretrained=bool(data["pretrained"]),
+                weights=str(data["weights"]),
+                temperature=None if t is None else float(t) if not isinstance(t, list) else tuple(map(float, t)),
+                source=source,
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{source} does not describe a training run ({type(err).__name__}: {err})") from None
+
+
+def read_trained_with(path: Path | str) -> TrainedWith | None:
+    """The :class:`TrainedWith` stored in the safetensors file at ``path`` by :func:`write_weights`, else None."""
+    path = Path(path)
+    if path.suffix not in SAFETENSORS_SUFFIXES:
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        text = (f.metadata() or {}).get(METADATA_KEY)
+    if text is None:
+        return None
+    return TrainedWith.from_dict(json.loads(text), source=f"the metadata of {str(path)!r}")
+
+
+def write_weights(model: nn.Module, path: Path | str, trained: TrainedWith | None = None) -> Path:
     """Save ``model``'s state dict as safetensors (timm layout, loadable by ``load_model(arch, weights=path)``),
-    atomically."""
+    atomically, with ``trained`` (how it was trained: size, labels, preprocessing) in the file's metadata."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    return atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+    metadata = {"format": "pt", **({METADATA_KEY: trained.to_json()} if trained is not None else {})}
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))

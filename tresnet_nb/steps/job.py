@@ -17,8 +17,7 @@ from fastcore.basics import noop
 
 from ..config import DEFAULTS, PRESETS, RunConfig
 from ..data import DatasetError, get_dataset
-from ..model.load import load_model, weights_info
-from ..model.weights import save_weights
+from ..model.load import load_model, save_weights, weights_info
 from ..report.record import run_record, summary_line, write_metrics
 from ..report.tracking import track
 from ..runtime import main_first
@@ -93,7 +92,7 @@ def train_job(cfg: RunConfig, sync_bn: bool = False) -> dict[str, Any]:
                          batch_size_per_process=cfg.batch_size, global_batch_size=cfg.batch_size * info.world_size,
                          sync_bn=sync_bn)  # fmt: skip
     if info.is_main:
-        save_weights(learn.model, cfg.out / "model.safetensors")
+        save_weights(learn.model, cfg.out / "model.safetensors", cfg.img_size, data.class_names, data.task)
         write_metrics(record, cfg.out / "metrics.json")
         tracker.finish(record)
         print(summary_line(record), flush=True)
