@@ -79,19 +79,25 @@ def _cache_one(job: tuple[Path, Path, int, tuple[int, int, int, int] | None]) ->
         return f"{source}: {type(err).__name__}: {err}"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    img.save(tmp, "JPEG", quality=CACHE_QUALITY)
+    if target.suffix == ".png":  # an evaluation split: the pixels a user's own copy of the image decodes to
+        img.save(tmp, "PNG", compress_level=1)
+    else:
+        img.save(tmp, "JPEG", quality=CACHE_QUALITY)
     os.replace(tmp, target)  # atomic: an interrupted build never leaves a half-written file behind
     return None
 
 
 def cache_split(
-    split: Split, size: int, cache_dir: Path | None = None, crop: bool = False, workers: int | None = None
-) -> Split:
+    split: Split, size: int, cache_dir: Path | None = None, crop: bool = False, workers: int | None = None,
+    lossless: bool = False,
+) -> Split:  # fmt: skip
     """``split`` with every image resized once to ``size`` px into ``cache_dir`` (reused across runs; safe to
-    interrupt), cropped to its boxes when ``crop``. Raises naming every image that could not be decoded."""
+    interrupt), cropped to its boxes when ``crop``; stored as JPEG, or as PNG when ``lossless`` (evaluation splits,
+    so that the metric is that of the images as decoded, not of a recompressed copy). Raises naming every image
+    that could not be decoded."""
     if split.paths is None:
         return split
-    jobs = _cache_jobs(split, size, cache_dir, crop)
+    jobs = _cache_jobs(split, size, cache_dir, crop, lossless)
     _write_cache(jobs, workers)
     return Split(ids=split.ids, labels=split.labels, paths=tuple(job[1] for job in jobs), boxes=None)
 
@@ -99,13 +105,14 @@ def cache_split(
 CacheJob = tuple[Path, Path, int, "tuple[int, int, int, int] | None"]  # source, cached copy, size, crop box
 
 
-def _cache_jobs(split: Split, size: int, cache_dir: Path | None, crop: bool) -> list[CacheJob]:
+def _cache_jobs(split: Split, size: int, cache_dir: Path | None, crop: bool, lossless: bool = False
+                ) -> list[CacheJob]:  # fmt: skip
     root = os.path.join(Path(cache_dir) if cache_dir is not None else files.cache_dir(), str(size))
     jobs, dirs = [], {}
     for i, source in enumerate(split.paths):
         box = tuple(int(v) for v in split.boxes[i]) if crop and split.boxes is not None else None
         key = cache_key(source, size, box, dirs)  # string paths here: pathlib's parsing costs seconds on a million
-        jobs.append((source, Path(f"{root}/{key[:2]}/{key}.jpg"), size, box))
+        jobs.append((source, Path(f"{root}/{key[:2]}/{key}.{'png' if lossless else 'jpg'}"), size, box))
     return jobs
 
 
@@ -138,12 +145,14 @@ def shared_bad_images(split: Split, label: str = "") -> list[tuple[int, str]]:
     return sorted(found for part in every_rank(share) for found in part)
 
 
-def shared_cache_split(split: Split, size: int, cache_dir: Path | None = None, crop: bool = False) -> Split:
+def shared_cache_split(
+    split: Split, size: int, cache_dir: Path | None = None, crop: bool = False, lossless: bool = False
+) -> Split:
     """:func:`cache_split`, the writing shared by the processes of the job on this machine (they fill its cache
     folder together: process i of n writes images i, i + n, ...); every process gets the whole cached split."""
     if split.paths is None:
         return split
-    jobs = _cache_jobs(split, size, cache_dir, crop)
+    jobs = _cache_jobs(split, size, cache_dir, crop, lossless)
     index, count = machine_share()
     every_rank(lambda rank, world: _write_cache(jobs[index::count], show=rank == 0))
     # Then each writes what is still missing here: nothing, unless two machines share a host name but not a cache
@@ -225,7 +234,7 @@ def predict_dl(
     """A DataLoader over every image of ``split`` (labelled or not, e.g. a Kaggle test set) in split order,
     resized once into the cache, for tresnet_nb.predict(learn, dl=...)."""
     workers = loader_workers(device) if num_workers is None else num_workers
-    items = FileItems(cache_split(split, size, cache_dir, crop=crop), size)
+    items = FileItems(cache_split(split, size, cache_dir, crop=crop, lossless=True), size)
     mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
     return DataLoader(items, bs=batch_size, shuffle=False, num_workers=workers, device=device,
                       after_batch=Preprocess(mean, std, augment=False), pin_memory=device.type == "cuda")  # fmt: skip
@@ -274,7 +283,7 @@ def prepare_file_dls(
         split = cap_items(ds[name], max_items if name == "train" else _eval_cap(max_items, n), n)
         log = Path(out_dir) / f"skipped_images_{name}.txt" if is_main() else None  # rank 0 writes the run's files
         split = screen_images(split, on_bad_image, log=log, label=name, find=shared_bad_images)
-        splits[name] = shared_cache_split(split, size, cache_dir, crop=crop)
+        splits[name] = shared_cache_split(split, size, cache_dir, crop=crop, lossless=name != "train")
     return file_dls(
         splits["train"], splits[eval_split], size, batch_size, data_cfg, device, balanced=balanced, seed=seed
     )

@@ -51,7 +51,8 @@ def from_efficientnet_pytorch(
     target = [(k, v) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")]
     if len(source) != len(target):
         raise LayoutMismatchError(
-            f"The checkpoint holds {len(source)} tensors and {arch} {len(target)}: it is another model's (Lite0 has "
+            f"The checkpoint holds {len(state_dict)} tensors and {arch} {len(model.state_dict())}: it is another "
+            f"model's (Lite0 has "
             f"296, Lite1 and Lite2 386 each). Fix: pick the architecture the file was trained as"
         )
     out: dict[str, torch.Tensor] = {}

@@ -119,19 +119,21 @@ def to_timm_layout(name: str, full_name: str, state_dict: dict[str, torch.Tensor
 def _build(full_name: str, state_dict: dict[str, torch.Tensor], num_classes: int | None, source: str,
            timm_kwargs: dict[str, Any]) -> tuple[nn.Module, str]:  # fmt: skip
     """``full_name`` (created under its tag, so it carries that tag's pretrained cfg) with ``state_dict`` loaded
-    strictly; a head of another ``num_classes`` is new (initialised by timm), every other tensor from the file."""
+    strictly; a head of another ``num_classes`` is new (``reset_classifier``: PyTorch's default initialisation, as
+    fastai's and timm's fine-tuning give a new head), every other tensor from the file."""
     classifier = timm.models.get_pretrained_cfg(full_name).classifier or "head.fc"
     head_weight = state_dict.get(f"{classifier}.weight")
     file_classes = int(head_weight.shape[0]) if head_weight is not None else 0
     new_head = num_classes is not None and num_classes != file_classes
-    if new_head:
+    if new_head:  # the body alone from the file (a keyword such as global_pool may change the head's input too)
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(f"{classifier}.")}
-    model = timm.create_model(full_name, pretrained=False, num_classes=num_classes if new_head else file_classes,
+    model = timm.create_model(full_name, pretrained=False, num_classes=0 if new_head else file_classes,
                               **timm_kwargs)  # fmt: skip
-    if new_head:  # the new head's initial tensors, so that the load below stays strict
-        state_dict = {**{k: v for k, v in model.state_dict().items() if k.startswith(f"{classifier}.")}, **state_dict}
     check_keys(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True)
+    if new_head:  # reset_classifier would put back its own default pooling unless told the one asked for
+        pool = {"global_pool": timm_kwargs["global_pool"]} if "global_pool" in timm_kwargs else {}
+        model.reset_classifier(num_classes, **pool)
     return model, "new" if new_head else "pretrained"
 
 
@@ -198,14 +200,24 @@ def load_model(
         source_text = f"weights {location!r}"
         model, head = _build(full_name, to_timm_layout(name, full_name, state_dict), num_classes, source_text,
                              timm_kwargs)  # fmt: skip
-    if trained is not None and head == "pretrained" and trained.temperature is not None:
-        setattr(model, TEMPERATURE_ATTR, trained.temperature)
+    if trained is not None and head == "pretrained":
+        if trained.temperature is not None:
+            setattr(model, TEMPERATURE_ATTR, trained.temperature)
+        # timm's own tools (resolve_data_config, create_transform) then rebuild the transform it was trained with
+        model.pretrained_cfg = {**model.pretrained_cfg, **trained_cfg(trained)}
     model.weights_info = WeightsInfo(
         arch=name, requested=requested, source=source, location=location, tag=tag,
         pretrained=trained.pretrained if trained is not None else state_dict is not None, head=head,
         num_classes=model.num_classes, note=note, trained=trained if head == "pretrained" else None,
     )  # fmt: skip
     return model
+
+
+def trained_cfg(trained: TrainedWith) -> dict[str, Any]:
+    """The pretrained-cfg entries (timm's names) of the preprocessing ``trained`` records."""
+    size = trained.img_size
+    return {**LOADER_PREPROCESSING, "input_size": (3, size, size), "mean": trained.mean, "std": trained.std,
+            "num_classes": len(trained.class_names) or None, "fixed_input_size": False}  # fmt: skip
 
 
 def trained_with(model: nn.Module, img_size: int, class_names: Sequence[str], task: str = "single-label"

@@ -15,7 +15,8 @@ def _value(value: Any) -> str:
 
 
 def _front_matter(record: dict[str, Any]) -> str:
-    tags = ["image-classification", "timm", "tresnet", "tresnet-nb", f"dataset:{record['dataset']}"]
+    family = ["tresnet"] if str(record["arch"]).startswith("tresnet") else []
+    tags = ["image-classification", "timm", *family, "tresnet-nb", f"dataset:{record['dataset']}"]
     return "---\nlibrary_name: timm\npipeline_tag: image-classification\ntags:\n" + "".join(
         f"- {t}\n" for t in tags
     ) + "---\n"  # fmt: skip
@@ -71,11 +72,24 @@ def model_card(cfg: RunConfig, record: dict[str, Any], config: dict[str, Any], t
     )
     names = config["label_names"]
     shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
+    arch = config["architecture"]
+    what = (
+        "A TResNet image classifier (Ridnik et al., *TResNet: High Performance GPU-Dedicated Architecture*, WACV "
+        "2021; timm's implementation)"
+        if arch.startswith("tresnet")
+        else f"A `{arch}` image classifier (timm's implementation)"
+    )
+    start = "fine-tuned" if record["pretrained"] else "trained from random initialisation"
+    raw = all(m == 0 for m in pre["mean"]) and all(s == 1 for s in pre["std"])
+    pixels = (
+        f"RGB pixels in [0, 1] (mean {pre['mean']}, std {pre['std']}: {arch} takes raw pixels)"
+        if raw
+        else f"RGB pixels in [0, 1] normalised with mean {pre['mean']} and std {pre['std']}"
+    )
     return f"""{_front_matter(record)}
-# {cfg.arch} fine-tuned on {record["dataset"]} ({record["notebook"]})
+# {cfg.arch} {start} on {record["dataset"]} ({record["notebook"]})
 {warning}
-A TResNet image classifier (Ridnik et al., *TResNet: High Performance GPU-Dedicated Architecture*, WACV 2021; timm's
-implementation) trained with [tresnet-nb](https://github.com/tresnet-nb/tresnet-nb). Its score on the dataset's
+{what} trained with [tresnet-nb](https://github.com/tresnet-nb/tresnet-nb). Its score on the dataset's
 evaluation split is **{record["metric_name"]} = {_value(record["metric_value"])}** ({record.get("n_eval", "?")} images).
 
 ## Scores
@@ -91,20 +105,31 @@ evaluation split is **{record["metric_name"]} = {_value(record["metric_value"])}
 
 ## Preprocessing
 
-RGB pixels in [0, 1] (mean {pre["mean"]}, std {pre["std"]}: TResNet takes raw pixels), the whole image resized to
-{pre["input_size"][1]} x {pre["input_size"][2]} with {pre["interpolation"]} interpolation and no crop (timm's
-`crop_mode="{pre["crop_mode"]}"`, `crop_pct={pre["crop_pct"]}`), as in training. `timm.data.resolve_data_config(model=model)`
-and `timm.data.create_transform(**config)` rebuild it from `config.json`.
+{pixels}, the whole image resized to {pre["input_size"][1]} x {pre["input_size"][2]} with {pre["interpolation"]}
+interpolation and no crop (timm's `crop_mode="{pre["crop_mode"]}"`, `crop_pct={pre["crop_pct"]}`), as in training.
+`timm.data.resolve_data_config(model=model)` and `timm.data.create_transform(**config)` rebuild it from `config.json`.
 
 ## How to load it
+
+With timm alone:
 
 ```python
 import timm
 
 model = timm.create_model("local-dir:PATH/TO/THIS/FOLDER", pretrained=True).eval()  # or "hf-hub:USER/REPO"
 transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))
-# or: import tresnet_nb as tnb; model = tnb.load_model("{cfg.arch}", "PATH/TO/THIS/FOLDER/model.safetensors")
 ```
+
+With tresnet-nb (class names, preprocessing and calibration included):
+
+```python
+import tresnet_nb as tnb
+
+run = tnb.load_run("PATH/TO/THIS/FOLDER")  # or "hf-hub:USER/REPO"
+predictions = run.predict(["image.jpg"])  # file, label, probability, then the top 5
+```
+
+or from the command line: `python -m tresnet_nb predict --model PATH/TO/THIS/FOLDER IMAGES_OR_FOLDERS --csv out.csv`.
 
 ## Intended use and limitations
 

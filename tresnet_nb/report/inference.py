@@ -2,9 +2,10 @@
 names, image size, preprocessing and calibration temperature, and its predictions for image files (``tnb.load_run``,
 ``python -m tresnet_nb predict --run RUN_DIR IMAGES...``).
 
-Images are decoded and resized as the image-file loaders resize them for validation
-(:func:`tresnet_nb.data.highres.decode_resized`: the whole image squished to the run's size, bilinear), then scaled to
-[0, 1] and normalised with the run's mean and std; ``transform`` is the same preprocessing through timm's
+Image files are decoded and resized as the image-file loaders resize them for validation
+(:func:`tresnet_nb.data.highres.decode_resized`: the whole image squished to the run's size, bilinear), arrays as the
+in-memory loaders resize them (:func:`tresnet_nb.data.arrays.to_tensor_images`), then scaled to [0, 1] and normalised
+with the run's mean and std; ``transform`` is the same preprocessing through timm's
 ``create_transform`` (what the model card gives), for anyone holding a PIL image.
 """
 
@@ -23,6 +24,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from ..data.arrays import to_tensor_images
 from ..data.folder import IMAGE_SUFFIXES
 from ..data.highres import RESAMPLE, decode_resized
 from ..model.load import TEMPERATURE_ATTR, data_config, load_model, weights_info
@@ -70,9 +72,9 @@ class RunModel:
         return timm.data.create_transform(**data_config(self.model), is_training=False)
 
     def batch(self, images: Sequence[Path | str | Image.Image | np.ndarray]) -> torch.Tensor:
-        """``images`` (paths, PIL images or HxWx3 / HxW uint8 arrays) as one normalised float batch."""
-        arrays = [np.asarray(_resized(image, self.img_size), dtype=np.float32) for image in images]
-        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).div_(255)
+        """``images`` (paths, PIL images or HxWx3 / HxW uint8 arrays) as one normalised float batch: files and PIL
+        images resized as the image-file loaders resize, arrays as the in-memory loaders do."""
+        x = torch.stack([_resized(image, self.img_size) for image in images]).float().div_(255)
         mean = torch.tensor(self.trained.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.trained.std).view(1, 3, 1, 1)
         return (x - mean) / std
@@ -126,12 +128,17 @@ def _name(image: object, i: int) -> str:
     return str(image) if isinstance(image, (str, Path)) else f"image {i}"
 
 
-def _resized(image: Path | str | Image.Image | np.ndarray, size: int) -> Image.Image:
-    if isinstance(image, (str, Path)):
-        return decode_resized(Path(image), size)
+def _resized(image: Path | str | Image.Image | np.ndarray, size: int) -> torch.Tensor:
+    """One image as a uint8 3 x size x size tensor."""
     if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    return image.convert("RGB").resize((size, size), RESAMPLE, reducing_gap=None)
+        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+            raise ValueError(f"An image array must be uint8 HxW or HxWx3, not {image.dtype} {image.shape}")
+        return to_tensor_images(image[None], size)[0]
+    if isinstance(image, (str, Path)):
+        img = decode_resized(Path(image), size)
+    else:
+        img = image.convert("RGB").resize((size, size), RESAMPLE, reducing_gap=None)
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)
 
 
 def image_files(inputs: Sequence[str | Path]) -> list[Path]:
@@ -172,12 +179,13 @@ def _published(folder: Path) -> TrainedWith:
     """How the model in a published ``folder`` was trained, from its config.json (timm's hub layout)."""
     config = json.loads((folder / "config.json").read_text())
     pre = config.get("pretrained_cfg") or {}
+    ours = config.get("tresnet_nb") or {}
     try:
         return TrainedWith.from_dict({
             "arch": config["architecture"], "tag": pre.get("tag"), "img_size": pre["input_size"][-1],
-            "class_names": config["label_names"], "task": config.get("task", "single-label"), "mean": pre["mean"],
-            "std": pre["std"], "interpolation": pre["interpolation"], "pretrained": config.get("pretrained", True),
-            "weights": config.get("weights", "unknown"), "temperature": config.get("temperature"),
+            "class_names": config["label_names"], "task": ours.get("task", "single-label"), "mean": pre["mean"],
+            "std": pre["std"], "interpolation": pre["interpolation"], "pretrained": ours.get("pretrained", True),
+            "weights": ours.get("weights", "unknown"), "temperature": None,
         }, source=str(folder / "config.json"))  # fmt: skip
     except (KeyError, IndexError) as err:
         raise RunOpenError(f"{folder / 'config.json'} lacks {err}; publish the run again") from None

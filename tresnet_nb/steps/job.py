@@ -93,7 +93,7 @@ def train_job(cfg: RunConfig, sync_bn: bool = False) -> dict[str, Any]:
                          sync_bn=sync_bn)  # fmt: skip
     if info.is_main:
         save_weights(learn.model, cfg.out / "model.safetensors", cfg.img_size, data.class_names, data.task)
-        write_metrics(record, cfg.out / "metrics.json")
+        write_metrics(record, cfg.out / "metrics.json", evaluation)
         tracker.finish(record)
         print(summary_line(record), flush=True)
         print(tracker.where(), flush=True)

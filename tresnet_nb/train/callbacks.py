@@ -99,6 +99,22 @@ class EpochLog(Callback):
         print(f"{ECHO_PREFIX}{self.label} epoch {self.epoch + 1}/{self.n_epoch}: {shown} ({elapsed:.0f}s)", flush=True)
 
 
+class NoDecayOnVectors(Callback):
+    """No weight decay on any parameter of at most one dimension: fastai's ``wd_bn_bias=False`` exempts norm layers'
+    weights and biases, but not layer-scale vectors (ConvNeXt's ``gamma``) or other per-channel scales; timm's rule
+    (``param_groups_weight_decay``: ``ndim <= 1``) covers them all. Applied before every fit (lr_find included),
+    since fastai marks the flags anew whenever it creates the optimizer."""
+
+    order = -10  # before the optimizer's first step, before anything else of the fit
+
+    def before_fit(self) -> None:
+        if self.learn.opt is None:
+            self.learn.create_opt()
+        for p in self.learn.model.parameters():
+            if p.ndim <= 1:
+                self.learn.opt.state[p]["do_wd"] = False
+
+
 def precision_callbacks(precision: str, device: torch.device) -> list[Callback]:
     """Callbacks for ``precision`` (after :func:`resolve_precision`) on ``device``."""
     if precision == "bf16":

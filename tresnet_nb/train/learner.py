@@ -29,7 +29,7 @@ from ..data.augment import check_augment
 from ..evaluation.metrics import mean_average_precision, mean_column_auc
 from ..model.load import TEMPERATURE_ATTR
 from ..runtime import ECHO_ENV
-from .callbacks import EMA, EpochLog, precision_callbacks, resolve_precision
+from .callbacks import EMA, EpochLog, NoDecayOnVectors, precision_callbacks, resolve_precision
 from .losses import AsymmetricLoss
 from .mix import FlipInputs, MixupCutmix
 from .optim import ForeachAdam
@@ -208,7 +208,7 @@ def build_learner(
             raise TypeError(f"{type(model).__name__} has no set_grad_checkpointing; use a timm model")
         model.set_grad_checkpointing(True)
     opt = partial(ForeachAdam, sqr_mom=rec.sqr_mom, eps=rec.eps, wd=rec.weight_decay, decouple_wd=rec.decoupled_wd)
-    cbs: list[Callback] = precision_callbacks(precision, dls.device)
+    cbs: list[Callback] = [*precision_callbacks(precision, dls.device), NoDecayOnVectors()]
     if rec.ema_decay:
         cbs.append(EMA(rec.ema_decay))
     if mixup or cutmix:
@@ -224,6 +224,8 @@ def build_learner(
         model.compile(**({} if compile is True else {"backend": compile}))  # in place: state_dict keys unchanged
     learn = Learner(dls, model, loss_func=loss, opt_func=opt, metrics=metrics, splitter=head_splitter,
                     wd=rec.weight_decay, cbs=cbs, path=cfg.out)  # fmt: skip
+    if pretrained:  # as fastai's vision_learner: the head alone trains until fit unfreezes (lr_find included)
+        learn.freeze()
     learn.precision, learn.recipe_name, learn.task = precision, name, task
     learn.options = {"augment": policy, "flip": flip, "erasing": erase, "mixup": mixup, "cutmix": cutmix, "clip_grad": clip_grad,
                      "accumulate": accumulate, "grad_checkpointing": grad_checkpointing, "task": task,
