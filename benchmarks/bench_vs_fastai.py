@@ -1,10 +1,13 @@
-"""Accuracy and training speed of tresnet_m trained three ways on the same items, side by side in one run: the
-library's notebook path with its defaults ("ours"), plain fastai as a user writes it, and timm's train.py recipe
-that the official TResNet README recommends (Alibaba-MIIL/TResNet, "TResNet Training").
+"""Accuracy and training speed of one architecture (``--arch``, default tresnet_m) trained three ways on the same
+items, side by side in one run: the library's notebook path with its defaults ("ours"), plain fastai as a user writes
+it, and timm's train.py: from random initialisation the recipe the official TResNet README recommends
+(Alibaba-MIIL/TResNet, "TResNet Training"), with ``--weights`` what a timm user fine-tuning runs (TIMM_FINETUNE).
 
 Every method gets the same images, image size, epochs (passes over the training split), batch size, seeds and
 torch threads, and starts from random initialisation (or, with ``--weights PATH``, from that checkpoint: ours with
-its pretrained defaults, fastai with ``fine_tune``, timm with train.py's ``--pretrained-path``).
+its pretrained defaults, fastai with ``fine_tune``, timm with train.py's ``--pretrained --pretrained-path``). A file in
+another layout (official MIIL, EfficientNet-PyTorch) is converted once to a timm-layout file by ``tnb.load_model``,
+which fastai and timm then read (neither converts those layouts itself).
 
 - ours: what notebooks/00_quickstart.ipynb (arrays) and 08_your_own_data.ipynb (DATASET="folder") do:
   ``RunConfig.from_params`` (PRESET "cpu", PRECISION "auto": bf16 + channels_last on a CPU, fp16 on CUDA),
@@ -29,8 +32,8 @@ on the main draw.
 
 Training img/s counts the training phases only (batch fetching inside; validation, set-up and checkpoints outside;
 the device synchronised at each end), the median over seeds; wall is one whole run (data set-up to evaluation).
-Usage: python benchmarks/bench_vs_fastai.py [--datasets fashion_mnist digits] [--items N] [--size 64] [--epochs N]
-       [--batch-size 32] [--seeds 0 1 2] [--weights PATH] [--holdout] [--only ours,fastai,timm] [--json PATH]
+Usage: python benchmarks/bench_vs_fastai.py [--arch A] [--datasets fashion_mnist digits] [--items N] [--size 64]
+       [--epochs N] [--batch-size 32] [--seeds 0 1 2] [--weights PATH] [--holdout] [--only ours,fastai,timm] [--json P]
 """
 
 from __future__ import annotations
@@ -56,7 +59,6 @@ from timing import TrainTimer, sync  # benchmarks/timing.py
 import tresnet_nb as tnb
 from tresnet_nb.data.arrays import stratified_head
 
-ARCH = "tresnet_m"
 METHODS = ("ours", "fastai", "timm")
 # per dataset: the training cap (None: all items) and epochs when --items / --epochs are not given
 DATASET_DEFAULTS: dict[str, dict[str, int | None]] = {
@@ -75,6 +77,16 @@ TIMM_RECIPE = {
     "aa": "rand-m9-mstd0.5-inc1", "reprob": 0.4, "remode": "pixel", "mixup": 0.2,  # README
     "smoothing": 0.1, "hflip": 0.5, "color_jitter": 0.4, "scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3),
     "train_interpolation": "random", "workers": 4,  # train.py defaults
+}  # fmt: skip
+# train.py's own defaults, which a timm user fine-tuning with --pretrained runs (timm train.py: --opt sgd, --lr-base 0.1
+# per 256 samples scaled linearly, --momentum 0.9, --weight-decay 2e-5, --sched cosine, --warmup-epochs 5 of the default
+# 300 (scaled here to the same fraction of the run's steps), --warmup-lr 1e-5, --smoothing 0.1, --hflip 0.5, --scale
+# 0.08 1, --color-jitter 0.4; no RandAugment, random erasing, MixUp or EMA unless asked for)
+TIMM_FINETUNE = {
+    "opt": "sgd", "momentum": 0.9, "weight_decay": 2e-5, "lr_base": 0.1, "lr_base_size": 256, "sched": "cosine",
+    "warmup_epochs": 5, "epochs": 300, "warmup_lr": 1e-5, "min_lr": 0.0, "smoothing": 0.1, "hflip": 0.5,
+    "color_jitter": 0.4, "scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3), "aa": None, "reprob": 0.0, "remode": "pixel",
+    "mixup": 0.0, "train_interpolation": "random", "workers": 4,
 }  # fmt: skip
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "vs_fastai.json"
 
@@ -211,7 +223,7 @@ def run_ours(draw: Draw, args: argparse.Namespace, seed: int, epochs: int, out: 
     """The notebook path with the library's defaults: quickstart (arrays) or own-data notebook (DATASET "folder")."""
     dataset = "fashion_mnist" if draw.in_memory else "folder"
     cfg = tnb.RunConfig.from_params(
-        "bench_vs_fastai", preset="cpu", arch=ARCH, weights=args.weights or "none", dataset=dataset,
+        "bench_vs_fastai", preset="cpu", arch=args.arch, weights=args.weights or "none", dataset=dataset,
         data_root=None if draw.in_memory else str(draw.root), img_size=args.size, batch_size=args.batch_size,
         epochs=epochs, max_items=args.items_for[draw.name] if draw.in_memory else None, seed=seed,
         output_dir=str(out), **args.ours_params,
@@ -256,8 +268,8 @@ def run_fastai(draw: Draw, args: argparse.Namespace, seed: int, epochs: int, out
     workers = {} if args.workers is None else {"num_workers": args.workers}
     dls = ImageDataLoaders.from_folder(draw.root, train="train", valid="valid", item_tfms=Resize(args.size),
                                        bs=args.batch_size, seed=seed, device=tnb.device(), **workers)  # fmt: skip
-    weights = {"pretrained_cfg_overlay": {"file": args.weights}} if args.weights else {}
-    learn = vision_learner(dls, ARCH, pretrained=bool(args.weights), metrics=accuracy, path=out, **weights)
+    weights = {"pretrained_cfg_overlay": {"file": args.timm_weights}} if args.weights else {}
+    learn = vision_learner(dls, args.arch, pretrained=bool(args.weights), metrics=accuracy, path=out, **weights)
     if dls.device.type == "cuda":  # a fastai user's mixed precision on CUDA (on a CPU it would warn, train fp32)
         learn.to_fp16()
     timer = TrainPhases()
@@ -269,13 +281,18 @@ def run_fastai(draw: Draw, args: argparse.Namespace, seed: int, epochs: int, out
     return accuracy_, timer.ips, {"lr": 2e-3 if args.weights else defaults.lr, "precision": precision}
 
 
-def timm_settings(n_classes: int, passes: int, steps_per_epoch: int, batch: int) -> dict:
+def timm_settings(n_classes: int, passes: int, steps_per_epoch: int, batch: int, finetune: bool = False) -> dict:
     """The README's recipe scaled to this run: the lr linearly to the batch (train.py's --lr-base rule for SGD:
     0.6 / 1520 a sample), the warm-up (5 of 300 epochs) and the EMA horizon 1 / (1 - decay) (5,000 of the README's
     252,600 steps) to the same fractions of this run's steps, the schedule stepped per update (train.py's
-    --sched-on-updates; per epoch the warm-up would round away)."""
+    --sched-on-updates; per epoch the warm-up would round away). ``finetune``: train.py's defaults (TIMM_FINETUNE),
+    the lr scaled by --lr-base's rule, the warm-up to the same fraction of the run, no EMA."""
     r = TIMM_RECIPE
     total = passes * steps_per_epoch
+    if finetune:
+        f = TIMM_FINETUNE
+        return {"lr": f["lr_base"] * batch / f["lr_base_size"], "ema_decay": None, "n_classes": n_classes,
+                "warmup_steps": max(1.0, total * f["warmup_epochs"] / f["epochs"]), "total_steps": total}  # fmt: skip
     readme_steps = r["epochs"] * (r["imagenet_train"] // r["global_batch"])
     decay = max(0.0, 1 - (1 - r["ema_decay"]) * readme_steps / total)  # 0 (a copy) for runs of a few steps
     warmup_steps = max(1.0, total * r["warmup_epochs"] / r["epochs"])
@@ -299,14 +316,16 @@ def timm_loaders(root: Path, model: torch.nn.Module, args: argparse.Namespace, n
 
     for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):  # looked up when the ops are built
         auto_augment.NAME_TO_OP[name] = posterize_zero_bits_black
-    r, device = TIMM_RECIPE, tnb.device()
+    r, device = (TIMM_FINETUNE if args.weights else TIMM_RECIPE), tnb.device()
     cfg = resolve_data_config({"img_size": args.size}, model=model)  # mean 0, std 1, bilinear, crop_pct 0.875
     workers = r["workers"] if args.workers is None else args.workers
     common = dict(mean=cfg["mean"], std=cfg["std"], device=device, use_prefetcher=True, num_workers=workers)
     train_ds = create_dataset("", root=str(root), split="train", is_training=True, batch_size=args.batch_size,
                               seed=seed, input_img_mode="RGB")  # fmt: skip
     eval_ds = create_dataset("", root=str(root), split="validation", is_training=False, input_img_mode="RGB")
-    mixup = FastCollateMixup(mixup_alpha=r["mixup"], label_smoothing=r["smoothing"], num_classes=n_classes)
+    # train.py: FastCollateMixup when mixup is on, else label smoothing in the loss (LabelSmoothingCrossEntropy)
+    mixup = FastCollateMixup(mixup_alpha=r["mixup"], label_smoothing=r["smoothing"], num_classes=n_classes) \
+        if r["mixup"] else None  # fmt: skip
     train = create_loader(
         train_ds, input_size=cfg["input_size"], batch_size=args.batch_size, is_training=True, re_prob=r["reprob"],
         re_mode=r["remode"], scale=r["scale"], ratio=r["ratio"], hflip=r["hflip"], color_jitter=r["color_jitter"],
@@ -329,31 +348,35 @@ def timm_top1(model: torch.nn.Module, loader, autocast: Callable) -> float:
 
 
 def run_timm(draw: Draw, args: argparse.Namespace, seed: int, epochs: int, out: Path) -> tuple[float, float, dict]:
-    """timm's train.py recipe from the TResNet README, scaled to this run (timm_settings); EMA accuracy."""
+    """timm's train.py: from random initialisation the TResNet README's recipe scaled to this run (timm_settings),
+    EMA accuracy; with --weights train.py's own defaults from the pretrained file (TIMM_FINETUNE), the live model."""
     import timm
-    from timm.loss import SoftTargetCrossEntropy
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
     from timm.utils import ModelEmaV3, NativeScaler, random_seed
 
-    r, device = TIMM_RECIPE, tnb.device()
+    r, device = (TIMM_FINETUNE if args.weights else TIMM_RECIPE), tnb.device()
     if device.type == "cuda":  # as train.py does on CUDA (own_backend_flags restores them afterwards)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.benchmark = True
     random_seed(seed, 0)
-    overlay = {"pretrained_cfg_overlay": {"file": args.weights, "num_classes": -1}} if args.weights else {}
-    model = timm.create_model(ARCH, pretrained=bool(args.weights), num_classes=draw.n_classes, **overlay).to(device)
+    overlay = {"pretrained_cfg_overlay": {"file": args.timm_weights, "num_classes": -1}} if args.weights else {}
+    model = timm.create_model(args.arch, pretrained=bool(args.weights), num_classes=draw.n_classes, **overlay)
+    model = model.to(device)
     train, valid = timm_loaders(draw.root, model, args, draw.n_classes, seed)
     passes = epochs + 1 if args.weights else epochs  # fine_tune's frozen epoch: the same passes as the others
-    s = timm_settings(draw.n_classes, passes, len(train), args.batch_size)
+    s = timm_settings(draw.n_classes, passes, len(train), args.batch_size, finetune=bool(args.weights))
     opt = create_optimizer_v2(model, opt=r["opt"], lr=s["lr"], weight_decay=r["weight_decay"], momentum=r["momentum"])
     sched, _ = create_scheduler_v2(
         opt, sched=r["sched"], num_epochs=passes, warmup_epochs=s["warmup_steps"] / len(train),
         warmup_lr=r["warmup_lr"], min_lr=r["min_lr"], step_on_epochs=False, updates_per_epoch=len(train),
     )  # fmt: skip
-    ema = ModelEmaV3(model, decay=s["ema_decay"])
+    ema = ModelEmaV3(model, decay=s["ema_decay"]) if s["ema_decay"] is not None else None
     amp = device.type == "cuda"  # --amp: float16 autocast with the loss scaler on CUDA; fp32 on a CPU
     autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if amp else nullcontext
-    scaler, loss_fn = (NativeScaler(device="cuda") if amp else None), SoftTargetCrossEntropy().to(device)
+    soft = r["mixup"] > 0  # mixed targets: soft cross-entropy (smoothing inside the mixup); else smoothing here
+    loss_fn = SoftTargetCrossEntropy() if soft else LabelSmoothingCrossEntropy(smoothing=r["smoothing"])
+    scaler, loss_fn = (NativeScaler(device="cuda") if amp else None), loss_fn.to(device)
     seconds, images, updates = 0.0, 0, 0
     for epoch in range(passes):
         model.train()
@@ -369,13 +392,15 @@ def run_timm(draw: Draw, args: argparse.Namespace, seed: int, epochs: int, out: 
                 opt.step()
             opt.zero_grad()
             updates += 1
-            ema.update(model, step=updates)
+            if ema is not None:
+                ema.update(model, step=updates)
             sched.step_update(num_updates=updates)
             images += len(x)
         sync(device)
         seconds += time.perf_counter() - start
         sched.step(epoch + 1)
-        live, averaged = timm_top1(model, valid, autocast), timm_top1(ema.module, valid, autocast)  # every epoch
+        live = timm_top1(model, valid, autocast)  # train.py validates every epoch
+        averaged = timm_top1(ema.module, valid, autocast) if ema is not None else live
     extra = {"live_accuracy": live, "lr": s["lr"], "ema_decay": s["ema_decay"], "warmup_steps": s["warmup_steps"]}
     return averaged, images / max(seconds, 1e-9), {**extra, "precision": "fp16 amp" if amp else "fp32"}
 
@@ -442,6 +467,7 @@ def goals_line(name: str, sums: dict[str, dict[str, float]]) -> str:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="tresnet_m", help="a timm architecture, the same for every method")
     p.add_argument("--datasets", nargs="+", default=list(DATASET_DEFAULTS), choices=list(DATASET_DEFAULTS))
     p.add_argument(
         "--items",
@@ -480,7 +506,7 @@ def parse_args() -> argparse.Namespace:
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown or not args.methods:
         p.error(f"--only {args.only!r}: choose a comma-separated subset of {','.join(METHODS)}")
-    if "timm" in args.methods and args.batch_size % 2:
+    if "timm" in args.methods and args.batch_size % 2 and not args.weights:
         p.error(f"--batch-size {args.batch_size}: timm's Mixup needs an even batch; use {args.batch_size + 1}")
     args.items_for = {d: args.items if args.items is not None else DATASET_DEFAULTS[d]["items"] for d in args.datasets}
     return args
@@ -498,6 +524,15 @@ def keyword_values(p: argparse.ArgumentParser, flag: str, given: list[str], exam
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def timm_layout_weights(args: argparse.Namespace, work: Path) -> str:
+    """``args.weights`` as a timm-layout safetensors file for ``args.arch`` (converted by tnb.load_model, every tensor
+    checked; the file's own head kept), which fastai's and timm's pretrained_cfg_overlay file loading reads."""
+    from tresnet_nb.model.weights import write_weights
+
+    model = tnb.load_model(args.arch, args.weights)
+    return str(write_weights(model, work / f"{args.arch}-timm-layout.safetensors"))
 
 
 def run_dataset(draw: Draw, args: argparse.Namespace, work: Path) -> dict[str, list[Run]]:
@@ -531,12 +566,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench_vs_fastai-"))
     os.environ["TRESNET_NB_CACHE"] = str(work / "cache")  # the library's resize-once cache: fresh for this run
+    args.timm_weights = timm_layout_weights(args, work) if args.weights else None
     r = TIMM_RECIPE
-    print(f"timm column: train.py with the TResNet README's options ({r['opt']} momentum {r['momentum']}, wd "
-          f"{r['weight_decay']}, lr {r['lr']} at batch {r['global_batch']} scaled linearly, {r['sched']} with "
-          f"warm-up {r['warmup_epochs']}/{r['epochs']} of the steps, EMA horizon scaled from decay {r['ema_decay']} "
-          f"over {r['epochs']} ImageNet epochs, {r['aa']}, reprob {r['reprob']} {r['remode']}, mixup {r['mixup']}, "
-          f"smoothing {r['smoothing']}, AMP on CUDA only; the schedule per update); accuracy of the EMA model")  # fmt: skip
+    if args.weights:
+        f = TIMM_FINETUNE
+        print(f"timm column: train.py's defaults from --pretrained ({f['opt']} momentum {f['momentum']}, wd "
+              f"{f['weight_decay']}, lr {f['lr_base']} per {f['lr_base_size']} samples, {f['sched']} with warm-up "
+              f"{f['warmup_epochs']}/{f['epochs']} of the steps, smoothing {f['smoothing']}, random-resized crop "
+              f"and flip, no RandAugment, erasing, MixUp or EMA)")  # fmt: skip
+    else:
+        print(f"timm column: train.py with the TResNet README's options ({r['opt']} momentum {r['momentum']}, wd "
+              f"{r['weight_decay']}, lr {r['lr']} at batch {r['global_batch']} scaled linearly, {r['sched']} with "
+              f"warm-up {r['warmup_epochs']}/{r['epochs']} of the steps, EMA horizon scaled from decay "
+              f"{r['ema_decay']} over {r['epochs']} ImageNet epochs, {r['aa']}, reprob {r['reprob']} {r['remode']}, "
+              f"mixup {r['mixup']}, smoothing {r['smoothing']}, AMP on CUDA only; the schedule per update); "
+              "accuracy of the EMA model")  # fmt: skip
     results = {}
     try:
         for name in args.datasets:

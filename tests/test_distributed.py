@@ -285,7 +285,7 @@ def test_train_command_under_torchrun_writes_one_metrics_file(tmp_path):
     proc = _run(_torchrun(*args), timeout=240)
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pth", "metrics.json", "model.safetensors",
-                                                      "run_config.json", "tensorboard"]  # fmt: skip
+                                                      "predictions.npz", "run_config.json", "tensorboard"]  # fmt: skip
     assert len(list((out / "tensorboard").iterdir())) == 1  # one event file: rank 0 alone tracks
     assert not list(tmp_path.rglob("*.tmp*"))
     record = json.loads((out / "metrics.json").read_text())

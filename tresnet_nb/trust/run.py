@@ -4,7 +4,6 @@ with the notebook's own parameters when no RUN_DIR is given."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from torch import nn
 from ..config import RunConfig
 from ..data import get_dataset
 from ..evaluation.scores import Evaluation
-from ..model.load import load_model
+from ..report.inference import load_run
 from ..report.publish import missing_run_files
 from ..runtime import device as default_device
 from ..steps.data import Data, open_data
@@ -42,9 +41,16 @@ class AnalysedRun:
     data: Data
     model: nn.Module
     learn: Learner
-    evaluation: Evaluation
     options: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each analysis step, for metrics.json
+    _evaluation: Evaluation | None = None
+
+    @property
+    def evaluation(self) -> Evaluation:
+        """The run's predictions on its evaluation split, scored: computed when a step first asks for them."""
+        if self._evaluation is None:
+            self._evaluation = evaluate(self.learn, self.data)
+        return self._evaluation
 
     @property
     def multi_label(self) -> bool:
@@ -74,16 +80,22 @@ def check_run_dir(run_dir: Path | str) -> Path:
 
 
 def open_run(run_dir: Path | str, out: Path | str, device: torch.device | None = None) -> AnalysedRun:
-    """Open the finished run in ``run_dir`` as it was trained, its analysis writing to ``out``."""
+    """Open the finished run in ``run_dir`` as it was trained (its model as :func:`tresnet_nb.load_run` opens it,
+    with its data and training options), its analysis writing to ``out``; the evaluation split is scored when a
+    step first needs it."""
     run_dir = check_run_dir(run_dir)
     cfg = RunConfig.load(run_dir / "run_config.json").with_changes(output_dir=str(out))
-    record = json.loads((run_dir / "metrics.json").read_text())
     ds = get_dataset(cfg.dataset).read(cfg.data_root)
-    model = load_model(cfg.arch, run_dir / "model.safetensors", num_classes=len(ds.class_names))
-    data = open_data(cfg, model, device or default_device(), ds)
+    opened = load_run(run_dir)
+    if opened.class_names != tuple(ds.class_names):
+        raise ValueError(
+            f"The run in {str(run_dir)!r} was trained on the classes {list(opened.class_names)[:10]}, but its dataset "
+            f"now reads {list(ds.class_names)[:10]}; point DATA_ROOT at the data it was trained on"
+        )
+    data = open_data(cfg, opened.model, device or default_device(), ds)
     options = learner_options(cfg.extra)
-    learn = build_learner(cfg, data.dls, model, task=data.task, **options)
-    return AnalysedRun(run_dir, cfg, record, data, model, learn, evaluate(learn, data), options)
+    learn = build_learner(cfg, data.dls, opened.model, task=data.task, **options)
+    return AnalysedRun(run_dir, cfg, opened.record or {}, data, opened.model, learn, options)
 
 
 def run_to_analyse(cfg: RunConfig, run_dir: Path | str | None) -> Path:
