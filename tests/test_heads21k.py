@@ -337,9 +337,11 @@ def test_predictions_are_readable_and_say_the_weights_are_random(model21k):
 def test_predict_command(tmp_path, closed_hub, capsys):
     image = tmp_path / "dog.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(image)
-    with pytest.warns(UserWarning, match="RANDOM initialisation"):
-        code = main(["predict", str(image), "--arch", "tresnet_m.miil_in21k", "--top", "3", "--hierarchy",
-                     "--img-size", str(SIZE)])  # fmt: skip
+    # a tag named and not to be had offline is an error, not random predictions
+    assert main(["predict", str(image), "--arch", "tresnet_m.miil_in21k", "--top", "3"]) == 2
+    assert "tresnet_m.miil_in21k" in capsys.readouterr().err
+    code = main(["predict", str(image), "--arch", "tresnet_m.miil_in21k", "--weights", "none", "--top", "3",
+                 "--hierarchy", "--img-size", str(SIZE)])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
     lines = out.splitlines()

@@ -70,8 +70,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "weights_info",
     ),
     ".model.weights": (
-        "UnsafeCheckpointError",
         "TrainedWith",
+        "UnsafeCheckpointError",
         "read_state_dict",
         "to_miil_layout",
         "write_miil_checkpoint",
