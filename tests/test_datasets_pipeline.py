@@ -278,3 +278,21 @@ def test_stratified_holdout_draws_what_the_per_class_scan_drew():
     for fraction, seed in ((0.1, 0), (0.25, 7)):
         for got, want in zip(stratified_holdout(labels, fraction, seed), scanned(labels, fraction, seed), strict=True):
             assert np.array_equal(got, want)
+
+
+def test_the_cache_keeps_jpeg_for_scaled_down_training_images_only(tmp_path):
+    # JPEG copies only where decoding them pays (a large photo scaled down for training); an image scaled up, and
+    # every evaluation copy, are stored losslessly, so that they decode to exactly what decode_resized gives
+    rng = np.random.default_rng(0)
+    big, small = tmp_path / "big.png", tmp_path / "small.png"
+    Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(big)
+    Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(small)
+    split = Split(ids=("big", "small"), labels=np.array([0, 1]), paths=(big, small))
+    train = cache_split(split, 64, tmp_path / "cache")
+    valid = cache_split(split, 64, tmp_path / "cache", lossless=True)
+    formats = [[Image.open(p).format for p in s.paths] for s in (train, valid)]
+    assert formats == [["JPEG", "PNG"], ["PNG", "PNG"]]
+    for cached, source in zip(valid.paths, split.paths, strict=True):
+        assert np.array_equal(np.asarray(Image.open(cached).convert("RGB")), np.asarray(decode_resized(source, 64)))
+    assert np.array_equal(np.asarray(Image.open(train.paths[1]).convert("RGB")),
+                          np.asarray(decode_resized(small, 64)))  # fmt: skip

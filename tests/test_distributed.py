@@ -319,7 +319,7 @@ def test_train_command_under_torchrun_on_an_image_file_dataset(tmp_path, monkeyp
     monkeypatch.setenv("TRESNET_NB_CACHE", str(tmp_path / "cache"))
     assert record["metric_value"] == pytest.approx(_metric_of_saved_model(out), abs=1e-9)
     assert record["world_size"] == 2 and record["n_eval"] == len(get_dataset("plant_pathology").read(root)["valid"])
-    assert list((tmp_path / "cache").rglob("*.jpg"))  # rank 0 cached the resized images, in the test's folder
+    assert list((tmp_path / "cache").rglob("*.img"))  # rank 0 cached the resized images, in the test's folder
     assert not _processes_mentioning(str(tmp_path)), "processes of the job outlived it"
 
 
