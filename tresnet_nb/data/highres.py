@@ -32,7 +32,7 @@ from .verify import PROGRESS_FROM, bad_images, screen_images
 
 CACHE_QUALITY = 93  # JPEG quality of cached images: visually lossless at these sizes, about 40 KB at 448 px
 # Cached copies are JPEG only where that pays: training images scaled down from larger ones (decoding a cached 448 px
-# JPEG is about 5x faster than a PNG). Evaluation splits, and images scaled up (small sources such as 28 px
+# JPEG is about 5x faster than a PNG). Evaluation splits, and images not scaled down (small sources such as 28 px
 # Fashion-MNIST or 8 px digits, whose decoding costs little anyway), are cached losslessly as PNG: through JPEG a
 # 2-epoch EfficientNet-Lite0 changed its top-1 on 35% of 200 Fashion-MNIST validation photos, and training on JPEG
 # copies of the 64 px digits while validating on the images themselves cost it 0.575 against 0.706 accuracy
@@ -88,7 +88,7 @@ def _cache_one(job: tuple[Path, Path, int, tuple[int, int, int, int] | None]) ->
         return f"{source}: {type(err).__name__}: {err}"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    if target.suffix == LOSSLESS_SUFFIX or min(width, height) < size:
+    if target.suffix == LOSSLESS_SUFFIX or min(width, height) <= size:  # not scaled down: PNG
         img.save(tmp, "PNG", compress_level=1)
     else:
         img.save(tmp, "JPEG", quality=CACHE_QUALITY)
@@ -102,8 +102,8 @@ def cache_split(
 ) -> Split:  # fmt: skip
     """``split`` with every image resized once to ``size`` px into ``cache_dir`` (reused across runs; safe to
     interrupt), cropped to its boxes when ``crop``; stored as PNG when ``lossless`` (evaluation splits, so that the
-    metric is that of the images as decoded, not of a recompressed copy) or scaled up, else as JPEG. Raises naming
-    every image that could not be decoded."""
+    metric is that of the images as decoded, not of a recompressed copy) or not scaled down, else as JPEG. Raises
+    naming every image that could not be decoded."""
     if split.paths is None:
         return split
     jobs = _cache_jobs(split, size, cache_dir, crop, lossless)
