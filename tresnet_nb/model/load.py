@@ -12,7 +12,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -200,17 +200,24 @@ def load_model(
         source_text = f"weights {location!r}"
         model, head = _build(full_name, to_timm_layout(name, full_name, state_dict), num_classes, source_text,
                              timm_kwargs)  # fmt: skip
-    if trained is not None and head == "pretrained":
-        if trained.temperature is not None:
-            setattr(model, TEMPERATURE_ATTR, trained.temperature)
-        # timm's own tools (resolve_data_config, create_transform) then rebuild the transform it was trained with
-        model.pretrained_cfg = {**model.pretrained_cfg, **trained_cfg(trained)}
     model.weights_info = WeightsInfo(
         arch=name, requested=requested, source=source, location=location, tag=tag,
         pretrained=trained.pretrained if trained is not None else state_dict is not None, head=head,
-        num_classes=model.num_classes, note=note, trained=trained if head == "pretrained" else None,
+        num_classes=model.num_classes, note=note,
     )  # fmt: skip
+    if trained is not None and head == "pretrained":
+        adopt_trained(model, trained)
     return model
+
+
+def adopt_trained(model: nn.Module, trained: TrainedWith) -> None:
+    """Give ``model`` (from :func:`load_model`) what ``trained`` says of its training: ``weights_info.trained``, the
+    pretrained cfg that :func:`data_config` and timm's own tools (``resolve_data_config``, ``create_transform``)
+    read, so they rebuild the transform it was trained with, and its calibration temperature, if any."""
+    if trained.temperature is not None:
+        setattr(model, TEMPERATURE_ATTR, trained.temperature)
+    model.pretrained_cfg = {**model.pretrained_cfg, **trained_cfg(trained)}
+    model.weights_info = replace(weights_info(model), trained=trained)
 
 
 def trained_cfg(trained: TrainedWith) -> dict[str, Any]:
@@ -263,11 +270,8 @@ def data_config(model: nn.Module, img_size: int | None = None) -> dict[str, Any]
     """Preprocessing of ``model``: input size and mean/std from its timm pretrained cfg (for a model loaded from a
     file this library wrote: as trained), resizing as the loaders do (:data:`LOADER_PREPROCESSING`: a bilinear
     squish, no crop), at ``img_size`` if given."""
-    cfg = {**timm.data.resolve_model_data_config(model), **LOADER_PREPROCESSING}
+    cfg = {**timm.data.resolve_model_data_config(model), **LOADER_PREPROCESSING}  # as trained: adopt_trained
     info = getattr(model, "weights_info", None)
-    trained = info.trained if isinstance(info, WeightsInfo) else None
-    if trained is not None:
-        cfg.update(mean=trained.mean, std=trained.std, input_size=(3, trained.img_size, trained.img_size))
     if img_size is not None:
         size = check_img_size(img_size, info.arch if isinstance(info, WeightsInfo) else None)
         cfg["input_size"] = (3, size, size)

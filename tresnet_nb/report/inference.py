@@ -27,8 +27,8 @@ from torch import nn
 from ..data.arrays import to_tensor_images
 from ..data.folder import IMAGE_SUFFIXES
 from ..data.highres import RESAMPLE, decode_resized
-from ..model.load import TEMPERATURE_ATTR, data_config, load_model, weights_info
-from ..model.weights import TrainedWith
+from ..model.load import TEMPERATURE_ATTR, adopt_trained, data_config, load_model, trained_with_from_run_dir
+from ..model.weights import TrainedWith, read_trained_with
 from .publish import HUB_PREFIX, temperature
 
 LOCAL_PREFIX = "local-dir:"
@@ -215,15 +215,10 @@ def load_run(source: Path | str, device: torch.device | str | None = None) -> Ru
             f"{text!r} holds no model.safetensors: give the OUTPUT_DIR of a finished run, a folder written by "
             f"`python -m tresnet_nb publish`, or that file itself"
         )
-    from ..model.weights import read_trained_with
-
     run_dir = weights.parent
-    trained = read_trained_with(weights)
+    trained = read_trained_with(weights) or trained_with_from_run_dir(weights)
     if trained is None and (run_dir / "config.json").is_file():
         trained = _published(run_dir)
-    if trained is None and (run_dir / "run_config.json").is_file():
-        arch = json.loads((run_dir / "run_config.json").read_text())["arch"]
-        trained = weights_info(load_model(arch, weights)).trained  # the run folder's files describe it
     if trained is None:
         raise RunOpenError(
             f"{str(weights)!r} does not say how it was trained (no metadata, no run_config.json or config.json "
@@ -232,19 +227,16 @@ def load_run(source: Path | str, device: torch.device | str | None = None) -> Ru
     if not trained.class_names and (run_dir / "run_config.json").is_file():
         trained = replace(trained, class_names=_class_names_from_dataset(run_dir))
     model = load_model(trained.arch + (f".{trained.tag}" if trained.tag else ""), weights)
-    info = weights_info(model)
-    model.weights_info = replace(info, trained=replace(trained, source=(info.trained or trained).source))
+    adopt_trained(model, trained)  # also for a published folder whose file carries no metadata
     record = None
     if (run_dir / "metrics.json").is_file():
         record = json.loads((run_dir / "metrics.json").read_text())
-        t = temperature(run_dir, record)
+        t = temperature(run_dir, record)  # notebook 09's calibration.json, when it was written here
         if t is not None:
             setattr(model, TEMPERATURE_ATTR, t)
-    elif trained.temperature is not None:
-        setattr(model, TEMPERATURE_ATTR, trained.temperature)
     if len(trained.class_names) != model.num_classes:
         raise RunOpenError(f"{text!r}: {len(trained.class_names)} class names for {model.num_classes} outputs")
-    return RunModel(model.to(device or "cpu").eval(), model.weights_info.trained, text, record)
+    return RunModel(model.to(device or "cpu").eval(), trained, text, record)
 
 
 def predict_run_command(args: Any) -> int:
