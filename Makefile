@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --quiet --no-compile -r requirements.txt
+	$(PY) -m pip install --quiet --quiet --no-compile --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -114,11 +114,22 @@ def main() -> int:
         root = work / "data"
         planted = write_folder(root, args)
         n_flipped, n_copies = len(planted["flipped"]), len(planted["near"]) + len(planted["exact"])
-        print(f"folder: {args.train} train + {n_copies} planted copies, {args.valid} valid; {n_flipped} labels "
-              f"flipped; {args.epochs} epochs at 64 px from random init, {args.folds}-fold cross-fit")  # fmt: skip
+        print(
+            f"folder: {args.train} train + {n_copies} planted copies, {args.valid} valid; {n_flipped} labels "
+            f"flipped; {args.epochs} epochs at 64 px from random init, {args.folds}-fold cross-fit"
+        )
         start = time.perf_counter()
-        params = {"DATASET": "folder", "DATA_ROOT": str(root), "WEIGHTS": "none", "IMG_SIZE": 64, "BATCH_SIZE": 32,
-                  "EPOCHS": args.epochs, "SEED": args.seed, "FOLDS": args.folds, "N_SHOW": 18}  # fmt: skip
+        params = {
+            "DATASET": "folder",
+            "DATA_ROOT": str(root),
+            "WEIGHTS": "none",
+            "IMG_SIZE": 64,
+            "BATCH_SIZE": 32,
+            "EPOCHS": args.epochs,
+            "SEED": args.seed,
+            "FOLDS": args.folds,
+            "N_SHOW": 18,
+        }
         (outcome,) = run_notebooks([ROOT / "notebooks" / f"{STEM}.ipynb"], work / "runs", "cpu", params)
         wall = time.perf_counter() - start
         if outcome.status != "ok":
@@ -146,12 +157,17 @@ def main() -> int:
             f"{right} with the right kind ({right / n_copies:.0%}; goal >= 90%): "
             f"{'met' if right >= 0.9 * n_copies else 'MISSED'}"
         )
-        halves = "; ".join(f"T={h['temperature']:.3f} fitted on {h['n_fit']}, NLL on the other {h['n_eval']} "
-                           f"{h['nll_before']:.4f} -> {h['nll_after']:.4f}" for h in cal["halves"])  # fmt: skip
-        print(f"calibration: kept T={cal['temperature']:.3f} (fitted on all {cal['n_eval']}); cross-fitted over the "
-              f"{cal['n_eval']} items: NLL {cal['nll_before']:.4f} -> {cal['nll_after']:.4f} "
-              f"({'lower: met' if cal['nll_after'] < cal['nll_before'] else 'MISSED'}), ECE {cal['ece_before']:.4f} -> "
-              f"{cal['ece_after']:.4f}; halves: {halves}")  # fmt: skip
+        halves = "; ".join(
+            f"T={h['temperature']:.3f} fitted on {h['n_fit']}, NLL on the other {h['n_eval']} "
+            f"{h['nll_before']:.4f} -> {h['nll_after']:.4f}"
+            for h in cal["halves"]
+        )
+        print(
+            f"calibration: kept T={cal['temperature']:.3f} (fitted on all {cal['n_eval']}); cross-fitted over the "
+            f"{cal['n_eval']} items: NLL {cal['nll_before']:.4f} -> {cal['nll_after']:.4f} "
+            f"({'lower: met' if cal['nll_after'] < cal['nll_before'] else 'MISSED'}), ECE {cal['ece_before']:.4f} -> "
+            f"{cal['ece_after']:.4f}; halves: {halves}"
+        )
         print(f"wall: {wall:.0f} s for the notebook (training, {args.folds}-fold cross-fit, features, Grad-CAM)")
         for line in record.get("step_seconds", {}).items():
             print(f"  {line[0]}: {line[1]:.0f} s")

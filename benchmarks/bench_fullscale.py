@@ -70,25 +70,44 @@ def write_dataset(root: Path, scale: float, distinct: int, seed: int = 0) -> dic
     labels = np.repeat(category_ids, counts)
     image_ids = rng.choice(3 * (n_train + n_test), size=n_train + n_test, replace=False)
     train_ids, test_ids = image_ids[:n_train], image_ids[n_train:]
-    info = {"year": 2020, "version": "full-size benchmark", "description": "tresnet_nb bench_fullscale",
-            "contributor": "", "url": "", "date_created": "2020-01-01 00:00:00"}  # fmt: skip
+    info = {
+        "year": 2020,
+        "version": "full-size benchmark",
+        "description": "tresnet_nb bench_fullscale",
+        "contributor": "",
+        "url": "",
+        "date_created": "2020-01-01 00:00:00",
+    }
     licenses = [{"id": 0, "name": "benchmark", "url": ""}]
     train_names = [
         f"images/{c // 100:03d}/{c % 100:02d}/{i}.jpg" for c, i in zip(labels.tolist(), train_ids.tolist(), strict=True)
     ]
     test_names = [f"images/{i // 10_000:03d}/{i}.jpg" for i in test_ids.tolist()]
     train_meta = {
-        "annotations": [{"id": i, "image_id": i, "category_id": c, "region_id": i % 7}
-                        for i, c in zip(train_ids.tolist(), labels.tolist(), strict=True)],
-        "categories": [{"id": c, "name": f"Species {c}", "family": f"Family {c % 300}", "genus": f"Genus {c % 4000}"}
-                       for c in category_ids.tolist()],
-        "images": [{"id": i, "file_name": n, "height": 96, "width": 64, "license": 0}
-                   for i, n in zip(train_ids.tolist(), train_names, strict=True)],
-        "info": info, "licenses": licenses, "regions": [{"id": r, "name": f"region {r}"} for r in range(7)],
-    }  # fmt: skip
-    test_meta = {"images": [{"id": i, "file_name": n, "height": 96, "width": 64, "license": 0}
-                            for i, n in zip(test_ids.tolist(), test_names, strict=True)],
-                 "info": info, "licenses": licenses}  # fmt: skip
+        "annotations": [
+            {"id": i, "image_id": i, "category_id": c, "region_id": i % 7}
+            for i, c in zip(train_ids.tolist(), labels.tolist(), strict=True)
+        ],
+        "categories": [
+            {"id": c, "name": f"Species {c}", "family": f"Family {c % 300}", "genus": f"Genus {c % 4000}"}
+            for c in category_ids.tolist()
+        ],
+        "images": [
+            {"id": i, "file_name": n, "height": 96, "width": 64, "license": 0}
+            for i, n in zip(train_ids.tolist(), train_names, strict=True)
+        ],
+        "info": info,
+        "licenses": licenses,
+        "regions": [{"id": r, "name": f"region {r}"} for r in range(7)],
+    }
+    test_meta = {
+        "images": [
+            {"id": i, "file_name": n, "height": 96, "width": 64, "license": 0}
+            for i, n in zip(test_ids.tolist(), test_names, strict=True)
+        ],
+        "info": info,
+        "licenses": licenses,
+    }
     for split, meta in (("train", train_meta), ("test", test_meta)):
         (base / split).mkdir(parents=True, exist_ok=True)
         with open(base / split / "metadata.json", "w", encoding="utf-8") as f:
@@ -102,11 +121,18 @@ def write_dataset(root: Path, scale: float, distinct: int, seed: int = 0) -> dic
         for k, name in enumerate(names):
             os.link(sources[k % distinct], folder / name)
             links += 1
-    return {"train": n_train, "test": n_test, "categories": n_classes, "largest class": int(counts.max()),
-            "median class": float(np.median(counts)), "smallest class": int(counts.min()),
-            "links per file": math.ceil(links / distinct), "metadata MB": round(sum(
-                (base / s / "metadata.json").stat().st_size for s in ("train", "test")) / 1e6, 1),
-            "write metadata s": round(meta_s, 1), "write s": round(time.perf_counter() - start, 1)}  # fmt: skip
+    return {
+        "train": n_train,
+        "test": n_test,
+        "categories": n_classes,
+        "largest class": int(counts.max()),
+        "median class": float(np.median(counts)),
+        "smallest class": int(counts.min()),
+        "links per file": math.ceil(links / distinct),
+        "metadata MB": round(sum((base / s / "metadata.json").stat().st_size for s in ("train", "test")) / 1e6, 1),
+        "write metadata s": round(meta_s, 1),
+        "write s": round(time.perf_counter() - start, 1),
+    }
 
 
 # ---------------------------------------------------------------------------------------- steps (child processes)
@@ -126,8 +152,11 @@ def step(name: str, root: Path, size: int) -> dict[str, object]:
         ds = get_dataset("herbarium2020").read(root, check_files=False)
         t0 = time.perf_counter()
         order = balanced_indices(ds["train"].labels, seed=0)()
-        out = {"draws": len(order), "classes drawn": int(len(np.unique(ds["train"].labels[order]))),
-               "order s": round(time.perf_counter() - t0, 2)}  # fmt: skip
+        out = {
+            "draws": len(order),
+            "classes drawn": int(len(np.unique(ds["train"].labels[order]))),
+            "order s": round(time.perf_counter() - t0, 2),
+        }
     elif name in ("verify1", "verify2"):
         cmd = [sys.executable, "-m", "tresnet_nb", "data", "verify", "herbarium2020", "--root", str(root)]
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -162,8 +191,23 @@ def run_child(name: str, root: Path, size: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "step.json"
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, __file__, "--child", name, "--root", str(root), "--size", str(size),
-                               "--result", str(result)], capture_output=True, text=True, env=env)  # fmt: skip
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                name,
+                "--root",
+                str(root),
+                "--size",
+                str(size),
+                "--result",
+                str(result),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             raise SystemExit(f"step {name} failed:\n{done.stderr[-3000:]}")

@@ -25,8 +25,10 @@ MIB = 2**20
 
 
 def describe(saved: SavedBytes) -> str:
-    return (f"{saved.total_bytes / MIB:8.1f} MiB ({saved.per_image_bytes / MIB:6.2f} MiB/image, {saved.n_tensors} "
-            f"tensors; saved parameters {saved.parameter_bytes / MIB:.1f} MiB)")  # fmt: skip
+    return (
+        f"{saved.total_bytes / MIB:8.1f} MiB ({saved.per_image_bytes / MIB:6.2f} MiB/image, {saved.n_tensors} "
+        f"tensors; saved parameters {saved.parameter_bytes / MIB:.1f} MiB)"
+    )
 
 
 def main() -> None:
@@ -43,8 +45,10 @@ def main() -> None:
     model = tnb.load_model(args.arch, "none", num_classes=10).to(dev, memory_format=memory_format).train()
     x = torch.rand(args.batch_size, 3, args.img_size, args.img_size, device=dev).contiguous(memory_format=memory_format)
     y = torch.randint(0, 10, (args.batch_size,), device=dev)
-    print(f"{args.arch} @ {args.img_size}px, batch {args.batch_size}, fp32, "
-          f"{'contiguous' if args.contiguous else 'channels_last'}, {torch.get_num_threads()} threads, device {dev}")  # fmt: skip
+    print(
+        f"{args.arch} @ {args.img_size}px, batch {args.batch_size}, fp32, "
+        f"{'contiguous' if args.contiguous else 'channels_last'}, {torch.get_num_threads()} threads, device {dev}"
+    )
 
     def loss_fn(out: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(out, y)
@@ -63,8 +67,10 @@ def main() -> None:
                 times[enable].append(step_seconds(model, opt, x, y))
     for enable, name in ((False, "plain"), (True, "checkpointed")):
         t = times[enable][1:]
-        print(f"step time, {name + ':':13s} {statistics.median(t):6.2f} s (median of {len(t)}, range "
-              f"{min(t):.2f}-{max(t):.2f}; {args.batch_size / statistics.median(t):.1f} img/s)")  # fmt: skip
+        print(
+            f"step time, {name + ':':13s} {statistics.median(t):6.2f} s (median of {len(t)}, range "
+            f"{min(t):.2f}-{max(t):.2f}; {args.batch_size / statistics.median(t):.1f} img/s)"
+        )
     print(ratio_line("checkpointed / plain: saved bytes", checkpointed.total_bytes, plain.total_bytes, "B"))
     step = {enable: statistics.median(t[1:]) for enable, t in times.items()}
     print(ratio_line("checkpointed / plain: step time", step[True], step[False], "s"))

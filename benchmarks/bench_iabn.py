@@ -48,8 +48,10 @@ MIB = 2**20
 
 
 def describe(saved: SavedBytes) -> str:
-    return (f"{saved.total_bytes / MIB:8.1f} MiB ({saved.per_image_bytes / MIB:6.2f} MiB/image, {saved.n_tensors} "
-            f"tensors; saved parameters {saved.parameter_bytes / MIB:.1f} MiB)")  # fmt: skip
+    return (
+        f"{saved.total_bytes / MIB:8.1f} MiB ({saved.per_image_bytes / MIB:6.2f} MiB/image, {saved.n_tensors} "
+        f"tensors; saved parameters {saved.parameter_bytes / MIB:.1f} MiB)"
+    )
 
 
 def max_batch(model: nn.Module, args: argparse.Namespace, device: torch.device) -> tuple[int, float]:
@@ -78,10 +80,12 @@ def main() -> None:
     info = iabn.iabn_info
     x = torch.rand(args.batch_size, 3, args.img_size, args.img_size, device=dev).contiguous(memory_format=memory_format)
     y = torch.randint(0, NUM_CLASSES, (args.batch_size,), device=dev)
-    print(f"{args.arch} @ {args.img_size}px, batch {args.batch_size}, fp32, "
-          f"{'contiguous' if args.contiguous else 'channels_last'}, {torch.get_num_threads()} threads, device {dev}; "
-          f"InPlace-ABN backend {info.backend!r}: {len(info.converted)} of "
-          f"{len(info.converted) + len(info.skipped)} BatchNorm+activation pairs converted")  # fmt: skip
+    print(
+        f"{args.arch} @ {args.img_size}px, batch {args.batch_size}, fp32, "
+        f"{'contiguous' if args.contiguous else 'channels_last'}, {torch.get_num_threads()} threads, device {dev}; "
+        f"InPlace-ABN backend {info.backend!r}: {len(info.converted)} of "
+        f"{len(info.converted) + len(info.skipped)} BatchNorm+activation pairs converted"
+    )
 
     def loss_fn(out: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(out, y)
@@ -103,28 +107,40 @@ def main() -> None:
             times[name].append(step_seconds(models[name], opts[name], x, y))
     for name in ("bn", "iabn"):
         t = times[name][1:]
-        print(f"step time, {name + ':':5s} {statistics.median(t):6.2f} s (median of {len(t)}, range "
-              f"{min(t):.2f}-{max(t):.2f}; {args.batch_size / statistics.median(t):.1f} img/s)")  # fmt: skip
+        print(
+            f"step time, {name + ':':5s} {statistics.median(t):6.2f} s (median of {len(t)}, range "
+            f"{min(t):.2f}-{max(t):.2f}; {args.batch_size / statistics.median(t):.1f} img/s)"
+        )
     print(ratio_line("iabn / bn: saved bytes", saved["InPlace-ABN"].total_bytes, saved["BN"].total_bytes, "B"))
     step = {name: statistics.median(t[1:]) for name, t in times.items()}
     print(ratio_line("iabn / bn: step time", step["iabn"], step["bn"], "s"))
     print(ratio_line("checkpointed / bn: saved bytes", saved["checkpointed"].total_bytes, saved["BN"].total_bytes, "B"))
 
     del opts, times
-    print(f"max train batch in {args.budget_gib:g} GiB at {args.img_size}px, bf16 activations (upper estimate, see "
-          f"the docstring's formula); paper: V100, TResNet table 1")  # fmt: skip
-    rows = [(f"{args.arch} BN", plain, None), (f"{args.arch} InPlace-ABN", iabn, args.arch),
-            (f"{args.baseline} BN", baseline, args.baseline)]  # fmt: skip
+    print(
+        f"max train batch in {args.budget_gib:g} GiB at {args.img_size}px, bf16 activations (upper estimate, see "
+        f"the docstring's formula); paper: V100, TResNet table 1"
+    )
+    rows = [
+        (f"{args.arch} BN", plain, None),
+        (f"{args.arch} InPlace-ABN", iabn, args.arch),
+        (f"{args.baseline} BN", baseline, args.baseline),
+    ]
     estimates = {}
     for label, model, paper_arch in rows:
         batch, per_image = max_batch(model, args, dev)
         estimates[label] = batch
         paper = PAPER_V100.get(paper_arch or "")
-        print(f"  {label:22s} {batch:6d}  ({per_image / MIB:.2f} MiB/image)"
-              + (f"  paper {paper.max_batch}" if paper else ""))  # fmt: skip
+        print(
+            f"  {label:22s} {batch:6d}  ({per_image / MIB:.2f} MiB/image)"
+            + (f"  paper {paper.max_batch}" if paper else "")
+        )
     paper_arch, paper_base = PAPER_V100.get(args.arch), PAPER_V100.get(args.baseline)
-    paper_note = (f"paper x{paper_arch.max_batch / paper_base.max_batch:.2f} ({paper_arch.max_batch} / "
-             f"{paper_base.max_batch})" if paper_arch and paper_base else "")  # fmt: skip
+    paper_note = (
+        f"paper x{paper_arch.max_batch / paper_base.max_batch:.2f} ({paper_arch.max_batch} / {paper_base.max_batch})"
+        if paper_arch and paper_base
+        else ""
+    )
     label = f"{args.arch} InPlace-ABN / {args.baseline} BN: max batch"
     ours, theirs = estimates[f"{args.arch} InPlace-ABN"], estimates[f"{args.baseline} BN"]
     print(ratio_line(label, ours, theirs, "images", paper_note))

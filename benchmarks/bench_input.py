@@ -99,17 +99,22 @@ def stage_rates(items: FileItems, batch: int, repeats: int) -> dict[str, float]:
             rates[f"{policy} after"] = per_image_rate(lambda new=new: [new(img) for img in uint8], batch, repeats)
     if torch.cuda.is_available():
         pinned = collated.pin_memory()
-        rates["transfer"] = per_image_rate(lambda: pinned.to("cuda", non_blocking=True) and torch.cuda.synchronize(),
-                                           batch, repeats)  # fmt: skip
+        rates["transfer"] = per_image_rate(
+            lambda: pinned.to("cuda", non_blocking=True) and torch.cuda.synchronize(), batch, repeats
+        )
     return rates
 
 
 def loader_rate(items: FileItems, workers: int, batch: int, batches: int) -> float:
     """Images per second a torch DataLoader over ``items`` (its ImagePolicy in the workers) delivers with
     ``workers`` persistent workers, collated and erased, over ``batches`` batches after the workers started."""
-    loader = torch.utils.data.DataLoader(items, batch_size=batch, num_workers=workers, persistent_workers=True,
-                                         sampler=torch.utils.data.RandomSampler(items, replacement=True,
-                                                                                num_samples=batch * (batches + 2)))  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        items,
+        batch_size=batch,
+        num_workers=workers,
+        persistent_workers=True,
+        sampler=torch.utils.data.RandomSampler(items, replacement=True, num_samples=batch * (batches + 2)),
+    )
     it = iter(loader)
     next(it)  # the workers are up and the first batch is out
     next(it)
@@ -129,8 +134,10 @@ def main() -> None:
     p.add_argument("--loader-batches", type=int, default=12, help="timed batches per loader row")
     args = p.parse_args()
     torch.set_num_threads(1)  # one thread per core, as in each loader worker
-    print(f"per core: one thread; batch {args.batch_size}; {args.images} photos 2048x1365, cached per size; erasing "
-          f"p={ERASING}; {'CUDA' if torch.cuda.is_available() else 'no GPU: transfer not measured'}")  # fmt: skip
+    print(
+        f"per core: one thread; batch {args.batch_size}; {args.images} photos 2048x1365, cached per size; erasing "
+        f"p={ERASING}; {'CUDA' if torch.cuda.is_available() else 'no GPU: transfer not measured'}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "photos").mkdir()
         photos = write_photos(Path(tmp) / "photos", args.images)
@@ -164,8 +171,10 @@ def main() -> None:
         print(ratio_line("2 workers / 1 worker", two, one, "img/s"))
         start = time.perf_counter()
         next(iter(torch.utils.data.DataLoader(items, batch_size=args.batch_size, num_workers=2)))
-        print(f"a loader's start (2 workers up, first batch out): {time.perf_counter() - start:.2f} s; fastai's "
-              "DataLoader pays it at every epoch (its workers are not persistent)")  # fmt: skip
+        print(
+            f"a loader's start (2 workers up, first batch out): {time.perf_counter() - start:.2f} s; fastai's "
+            "DataLoader pays it at every epoch (its workers are not persistent)"
+        )
 
 
 if __name__ == "__main__":

@@ -82,9 +82,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     cfg = tnb.RunConfig.from_params(
-        "bench", preset="smoke", arch=args.arch, precision="fp32", img_size=args.img_size, seed=SEED,
-        batch_size=args.batch_size, max_items=args.items, output_dir="/tmp/tresnet-nb-bench",
-    )  # fmt: skip
+        "bench",
+        preset="smoke",
+        arch=args.arch,
+        precision="fp32",
+        img_size=args.img_size,
+        seed=SEED,
+        batch_size=args.batch_size,
+        max_items=args.items,
+        output_dir="/tmp/tresnet-nb-bench",
+    )
     dev = tnb.device()
     ours_model = fresh_model(cfg.arch)
     data_cfg = tnb.data_config(ours_model, cfg.img_size)
@@ -96,8 +103,10 @@ def main() -> None:
     channels_last = any(isinstance(cb, tnb.ChannelsLast) for cb in learn.cbs)
     bare = BareLoop(fresh_model(cfg.arch), dls.train, data_cfg, channels_last, dev)
     n_images = len(dls.train) * dls.train.bs
-    print(f"{cfg.arch} @ {cfg.img_size}px, batch {dls.train.bs}, {n_images} images/epoch, precision {learn.precision}, "
-          f"{'channels_last' if channels_last else 'contiguous'}, {torch.get_num_threads()} threads, device {dev}")  # fmt: skip
+    print(
+        f"{cfg.arch} @ {cfg.img_size}px, batch {dls.train.bs}, {n_images} images/epoch, precision {learn.plan.precision}, "
+        f"{'channels_last' if channels_last else 'contiguous'}, {torch.get_num_threads()} threads, device {dev}"
+    )
     ours, theirs = [], []
     for round_ in range(args.repeats + 1):  # round 0 warms up both sides
         for side in ("ours", "bare") if round_ % 2 == 0 else ("bare", "ours"):
@@ -110,8 +119,10 @@ def main() -> None:
     ours, theirs = ours[1:], theirs[1:]
     ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
     for name, rates in (("ours (fastai Learner.fit)", ours), ("bare (PyTorch loop)      ", theirs)):
-        print(f"{name} {statistics.median(rates):7.1f} img/s (median of {len(rates)}, "
-              f"range {min(rates):.1f}-{max(rates):.1f})")  # fmt: skip
+        print(
+            f"{name} {statistics.median(rates):7.1f} img/s (median of {len(rates)}, "
+            f"range {min(rates):.1f}-{max(rates):.1f})"
+        )
     note = f"paired rounds x{min(ratios):.3f}-{max(ratios):.3f}; goal >= 0.95"
     print(ratio_line("ours / bare", statistics.median(ours), statistics.median(theirs), "img/s", note))
 

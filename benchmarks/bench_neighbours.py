@@ -144,10 +144,14 @@ def main() -> None:
     for row in rows:
         print("| " + " | ".join(str(row.get(k, "")) for k in keys) + " |")
     last, first = rows[-1], rows[0]
-    print(f"\ngoal: {last['items']:,} items within {GOAL_SECONDS:.0f} s: "
-          f"{'met' if last['ann s'] <= GOAL_SECONDS else 'NOT met'} ({last['ann s']} s)")  # fmt: skip
-    print(f"goal: recall@1 >= {GOAL_RECALL} at {first['items']:,} items: "
-          f"{'met' if first['recall@1'] >= GOAL_RECALL else 'NOT met'} ({first['recall@1']})")  # fmt: skip
+    print(
+        f"\ngoal: {last['items']:,} items within {GOAL_SECONDS:.0f} s: "
+        f"{'met' if last['ann s'] <= GOAL_SECONDS else 'NOT met'} ({last['ann s']} s)"
+    )
+    print(
+        f"goal: recall@1 >= {GOAL_RECALL} at {first['items']:,} items: "
+        f"{'met' if first['recall@1'] >= GOAL_RECALL else 'NOT met'} ({first['recall@1']})"
+    )
 
 
 if __name__ == "__main__":

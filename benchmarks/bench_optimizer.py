@@ -28,8 +28,12 @@ from torch import nn
 from tresnet_nb.train.optim import ForeachAdam
 
 LR, MOM, SQR_MOM, EPS, WD = 1e-3, 0.9, 0.99, 1e-5, 0.01  # the library's (fastai's) Adam defaults
-RATIOS = (("ForeachAdam", "torch fused"), ("ForeachAdam", "torch foreach"), ("ForeachAdam foreach", "torch foreach"),
-          ("OptimWrapper", "torch foreach"))  # (numerator, denominator) of the step-time ratios printed  # fmt: skip
+RATIOS = (
+    ("ForeachAdam", "torch fused"),
+    ("ForeachAdam", "torch foreach"),
+    ("ForeachAdam foreach", "torch foreach"),
+    ("OptimWrapper", "torch foreach"),
+)  # (numerator, denominator) of the step-time ratios printed
 
 
 def parameter_groups(model: nn.Module) -> list[list[nn.Parameter]]:
@@ -98,8 +102,10 @@ def main() -> None:
     device = next(model.parameters()).device
     n_tensors = sum(1 for _ in model.parameters())
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{args.arch}: {n_tensors} parameter tensors, {n_params / 1e6:.1f}M parameters, fp32, "
-          f"{torch.get_num_threads()} threads, device {device}, torch {torch.__version__}")  # fmt: skip
+    print(
+        f"{args.arch}: {n_tensors} parameter tensors, {n_params / 1e6:.1f}M parameters, fp32, "
+        f"{torch.get_num_threads()} threads, device {device}, torch {torch.__version__}"
+    )
     names = ("ForeachAdam", "ForeachAdam foreach", "torch fused", "torch foreach", "OptimWrapper")
     modes = {"adamw": (True,), "adam": (False,), "both": (True, False)}[args.wd_mode]
     for decouple_wd in modes:
@@ -115,8 +121,10 @@ def main() -> None:
         med = {name: statistics.median(s) for name, s in seconds.items()}
         for name in names:
             s = seconds[name]
-            print(f"{label}, {name + ':':21s} {med[name] * 1e3:7.2f} ms/step (median of {len(s)}, "
-                  f"range {min(s) * 1e3:.2f}-{max(s) * 1e3:.2f})")  # fmt: skip
+            print(
+                f"{label}, {name + ':':21s} {med[name] * 1e3:7.2f} ms/step (median of {len(s)}, "
+                f"range {min(s) * 1e3:.2f}-{max(s) * 1e3:.2f})"
+            )
         for ours, theirs in RATIOS:
             print(ratio_line(f"{label}: {ours} / {theirs}", med[ours] * 1e3, med[theirs] * 1e3, "ms/step"))
         del opts

@@ -25,9 +25,16 @@ SETTINGS = (("fp32", False), ("fp32", True), ("bf16", True))  # (precision, chan
 
 def learner(precision: str, channels_last: bool, args: argparse.Namespace):
     cfg = tnb.RunConfig.from_params(
-        "bench", preset="smoke", arch=args.arch, precision=precision, img_size=args.img_size, seed=0,
-        batch_size=args.batch_size, max_items=args.items, output_dir="/tmp/tresnet-nb-bench",
-    )  # fmt: skip
+        "bench",
+        preset="smoke",
+        arch=args.arch,
+        precision=precision,
+        img_size=args.img_size,
+        seed=0,
+        batch_size=args.batch_size,
+        max_items=args.items,
+        output_dir="/tmp/tresnet-nb-bench",
+    )
     tnb.seed_everything(cfg.seed)
     model = tnb.load_model(cfg.arch, "none", num_classes=10)
     splits = tnb.load_splits(cfg.dataset, None, cfg.max_items)
@@ -49,8 +56,10 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    print(f"{args.arch} @ {args.img_size}px, batch {args.batch_size}, {args.items} train items, "
-          f"{torch.get_num_threads()} threads, device {tnb.device()}")  # fmt: skip
+    print(
+        f"{args.arch} @ {args.img_size}px, batch {args.batch_size}, {args.items} train items, "
+        f"{torch.get_num_threads()} threads, device {tnb.device()}"
+    )
     runs = {s: learner(*s, args) for s in SETTINGS}
     train = {s: [] for s in SETTINGS}
     infer = {s: [] for s in SETTINGS}
@@ -69,8 +78,10 @@ def main() -> None:
     med = {s: (statistics.median(train[s]), statistics.median(infer[s])) for s in SETTINGS}
     for (precision, cl), (tr, inf) in med.items():
         name = f"{precision} {'channels_last' if cl else 'NCHW'}"
-        print(f"{name:19s} train {tr:7.1f} img/s (range {min(train[precision, cl]):.1f}-{max(train[precision, cl]):.1f})"
-              f"  infer {inf:7.1f} img/s")  # fmt: skip
+        print(
+            f"{name:19s} train {tr:7.1f} img/s (range {min(train[precision, cl]):.1f}-{max(train[precision, cl]):.1f})"
+            f"  infer {inf:7.1f} img/s"
+        )
     bf16, fp32_cl, fp32 = med["bf16", True], med["fp32", True], med["fp32", False]
     for name, base in (("fp32 NCHW", fp32), ("fp32+channels_last", fp32_cl)):
         goal = "goal >= 1.4" if name == "fp32 NCHW" else ""

@@ -82,9 +82,11 @@ def main() -> None:
     x = torch.rand(args.batch_size, 3, args.img_size, args.img_size, device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    print(f"{args.arch} at {args.img_size} px, batch {args.batch_size}, {args.precision}"
-          f"{', channels_last' if channels_last else ''}, {device.type}, {torch.get_num_threads()} threads; "
-          f"{args.rounds} alternating rounds of {args.steps} steps")  # fmt: skip
+    print(
+        f"{args.arch} at {args.img_size} px, batch {args.batch_size}, {args.precision}"
+        f"{', channels_last' if channels_last else ''}, {device.type}, {torch.get_num_threads()} threads; "
+        f"{args.rounds} alternating rounds of {args.steps} steps"
+    )
     reference = ReferenceLoop(model, x, args.precision)
     modes = ("infer", "train") if args.mode == "both" else (args.mode,)
     for mode in modes:

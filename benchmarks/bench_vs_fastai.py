@@ -28,11 +28,12 @@ the same arrays written once as PNG files (28 px, grey) in ``root/{train,valid}/
 digits is scikit-learn's ``load_digits`` (1,797 8x8 images, 17 grey levels 0-16), upscaled bilinearly to 64 px PNGs,
 split 1,437 / 360 stratified, and read by ours as DATASET "folder". ``--holdout`` draws items the main draw does not
 hold (fashion: the embedded items ``load_splits`` leaves out; digits: another split seed), to confirm defaults tuned
-on the main draw.
+on the main draw. digits_redrawn renders the same digits another way (nearest-neighbour blocks at 96 px, other split
+seeds), which no default was chosen on.
 
 Training img/s counts the training phases only (batch fetching inside; validation, set-up and checkpoints outside;
 the device synchronised at each end), the median over seeds; wall is one whole run (data set-up to evaluation).
-Usage: python benchmarks/bench_vs_fastai.py [--arch A] [--datasets fashion_mnist digits] [--items N] [--size 64]
+Usage: python benchmarks/bench_vs_fastai.py [--arch A] [--datasets fashion_mnist digits digits_redrawn] [--items N] [--size 64]
        [--epochs N] [--batch-size 32] [--seeds 0 1 2] [--weights PATH] [--holdout] [--only ours,fastai,timm] [--json P]
 """
 
@@ -64,30 +65,66 @@ METHODS = ("ours", "fastai", "timm")
 DATASET_DEFAULTS: dict[str, dict[str, int | None]] = {
     "fashion_mnist": {"items": 3000, "epochs": 2},
     "digits": {"items": None, "epochs": 3},
+    "digits_redrawn": {"items": None, "epochs": 3},
 }
 DIGITS_VALID, DIGITS_PX = 360, 64  # load_digits: 1,797 items -> 1,437 train / 360 valid, upscaled to 64 px
 SPLIT_SEED, HOLDOUT_SPLIT_SEED = 0, 1  # digits' train/valid split: the main draw, and --holdout's
+# digits_redrawn: the same digits rendered another way, for defaults tuned on the main draw: nearest-neighbour blocks
+# at 96 px (each pipeline resizes them to --size its own way), split with other seeds
+REDRAWN_PX, REDRAWN_SPLIT_SEED, REDRAWN_HOLDOUT_SPLIT_SEED = 96, 2, 3
 # The README's timm command (Alibaba-MIIL/TResNet) and train.py's defaults, which this run scales (see timm_settings)
 TIMM_RECIPE = {
-    "opt": "sgd", "momentum": 0.9, "weight_decay": 2e-5,  # train.py defaults (the 2020 train.py had weight decay 1e-4)
-    "lr": 0.6, "global_batch": 8 * 190, "epochs": 300,  # README: --lr=0.6, -b=190 on 8 GPUs, --epochs=300
+    "opt": "sgd",
+    "momentum": 0.9,
+    "weight_decay": 2e-5,  # train.py defaults (the 2020 train.py had weight decay 1e-4)
+    "lr": 0.6,
+    "global_batch": 8 * 190,
+    "epochs": 300,  # README: --lr=0.6, -b=190 on 8 GPUs, --epochs=300
     "imagenet_train": 1_281_167,  # ImageNet-1k training images: 842 steps an epoch at the README's global batch
-    "sched": "cosine", "warmup_epochs": 5, "warmup_lr": 1e-5, "min_lr": 0.0,  # train.py defaults
+    "sched": "cosine",
+    "warmup_epochs": 5,
+    "warmup_lr": 1e-5,
+    "min_lr": 0.0,  # train.py defaults
     "ema_decay": 0.9998,  # train.py's --model-ema-decay default (the README sets --model-ema only)
-    "aa": "rand-m9-mstd0.5-inc1", "reprob": 0.4, "remode": "pixel", "mixup": 0.2,  # README
-    "smoothing": 0.1, "hflip": 0.5, "color_jitter": 0.4, "scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3),
-    "train_interpolation": "random", "workers": 4,  # train.py defaults
-}  # fmt: skip
+    "aa": "rand-m9-mstd0.5-inc1",
+    "reprob": 0.4,
+    "remode": "pixel",
+    "mixup": 0.2,  # README
+    "smoothing": 0.1,
+    "hflip": 0.5,
+    "color_jitter": 0.4,
+    "scale": (0.08, 1.0),
+    "ratio": (3 / 4, 4 / 3),
+    "train_interpolation": "random",
+    "workers": 4,  # train.py defaults
+}
 # train.py's own defaults, which a timm user fine-tuning with --pretrained runs (timm train.py: --opt sgd, --lr-base 0.1
 # per 256 samples scaled linearly, --momentum 0.9, --weight-decay 2e-5, --sched cosine, --warmup-epochs 5 of the default
 # 300 (scaled here to the same fraction of the run's steps), --warmup-lr 1e-5, --smoothing 0.1, --hflip 0.5, --scale
 # 0.08 1, --color-jitter 0.4; no RandAugment, random erasing, MixUp or EMA unless asked for)
 TIMM_FINETUNE = {
-    "opt": "sgd", "momentum": 0.9, "weight_decay": 2e-5, "lr_base": 0.1, "lr_base_size": 256, "sched": "cosine",
-    "warmup_epochs": 5, "epochs": 300, "warmup_lr": 1e-5, "min_lr": 0.0, "smoothing": 0.1, "hflip": 0.5,
-    "color_jitter": 0.4, "scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3), "aa": None, "reprob": 0.0, "remode": "pixel",
-    "mixup": 0.0, "train_interpolation": "random", "workers": 4,
-}  # fmt: skip
+    "opt": "sgd",
+    "momentum": 0.9,
+    "weight_decay": 2e-5,
+    "lr_base": 0.1,
+    "lr_base_size": 256,
+    "sched": "cosine",
+    "warmup_epochs": 5,
+    "epochs": 300,
+    "warmup_lr": 1e-5,
+    "min_lr": 0.0,
+    "smoothing": 0.1,
+    "hflip": 0.5,
+    "color_jitter": 0.4,
+    "scale": (0.08, 1.0),
+    "ratio": (3 / 4, 4 / 3),
+    "aa": None,
+    "reprob": 0.0,
+    "remode": "pixel",
+    "mixup": 0.0,
+    "train_interpolation": "random",
+    "workers": 4,
+}
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "vs_fastai.json"
 
 
@@ -144,25 +181,30 @@ def fashion_draw(items: int | None, holdout: bool) -> Draw:
     return Draw("fashion_mnist", splits, True, "holdout: embedded items load_splits leaves out (test items first)")
 
 
-def digits_draw(items: int | None, holdout: bool) -> Draw:
+def digits_draw(items: int | None, holdout: bool, redrawn: bool = False) -> Draw:
     """scikit-learn's digits upscaled bilinearly to 64 px (0-16 grey levels mapped to 0-255), split 1,437 / 360
     stratified with a fixed seed (another one for ``holdout``), the training split capped at ``items`` and the
-    validation split as load_splits caps it (max(classes, items // 2))."""
+    validation split as load_splits caps it (max(classes, items // 2)). ``redrawn``: nearest-neighbour blocks at
+    96 px instead, and other split seeds."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     grey = np.round(digits.images * (255 / 16)).astype(np.uint8)
-    images = np.stack([np.asarray(Image.fromarray(g).resize((DIGITS_PX,) * 2, Image.BILINEAR)) for g in grey])
+    px, resample = (REDRAWN_PX, Image.NEAREST) if redrawn else (DIGITS_PX, Image.BILINEAR)
+    images = np.stack([np.asarray(Image.fromarray(g).resize((px,) * 2, resample)) for g in grey])
     labels = digits.target.astype(np.int64)
-    seed = HOLDOUT_SPLIT_SEED if holdout else SPLIT_SEED
+    seeds = (REDRAWN_SPLIT_SEED, REDRAWN_HOLDOUT_SPLIT_SEED) if redrawn else (SPLIT_SEED, HOLDOUT_SPLIT_SEED)
+    seed = seeds[holdout]
     tx, vx, ty, vy = train_test_split(images, labels, test_size=DIGITS_VALID, stratify=labels, random_state=seed)
     n = 10
     keep_t = stratified_head(ty, items, n)
     keep_v = stratified_head(vy, None if items is None else max(n, items // 2), n)
     names = tuple(str(c) for c in range(n))
-    note = f"sklearn load_digits, bilinear to {DIGITS_PX} px, stratified split seed {seed}"
-    return Draw("digits", tnb.ArraySplits(tx[keep_t], ty[keep_t], vx[keep_v], vy[keep_v], names), False, note)
+    how = "nearest-neighbour" if redrawn else "bilinear"
+    note = f"sklearn load_digits, {how} to {px} px, stratified split seed {seed}"
+    name = "digits_redrawn" if redrawn else "digits"
+    return Draw(name, tnb.ArraySplits(tx[keep_t], ty[keep_t], vx[keep_v], vy[keep_v], names), False, note)
 
 
 def class_folder(index: int, name: str) -> str:
@@ -223,34 +265,44 @@ def run_ours(draw: Draw, args: argparse.Namespace, seed: int, epochs: int, out: 
     """The notebook path with the library's defaults: quickstart (arrays) or own-data notebook (DATASET "folder")."""
     dataset = "fashion_mnist" if draw.in_memory else "folder"
     cfg = tnb.RunConfig.from_params(
-        "bench_vs_fastai", preset="cpu", arch=args.arch, weights=args.weights or "none", dataset=dataset,
-        data_root=None if draw.in_memory else str(draw.root), img_size=args.size, batch_size=args.batch_size,
-        epochs=epochs, max_items=args.items_for[draw.name] if draw.in_memory else None, seed=seed,
-        output_dir=str(out), **args.ours_params,
-    )  # fmt: skip
+        "bench_vs_fastai",
+        preset="cpu",
+        arch=args.arch,
+        weights=args.weights or "none",
+        dataset=dataset,
+        data_root=None if draw.in_memory else str(draw.root),
+        img_size=args.size,
+        batch_size=args.batch_size,
+        epochs=epochs,
+        max_items=args.items_for[draw.name] if draw.in_memory else None,
+        seed=seed,
+        output_dir=str(out),
+        **args.ours_params,
+        **args.ours_options,
+    )
     cfg.save()
     tnb.seed_everything(cfg.seed)
     device = tnb.device()
     if draw.in_memory:  # 00_quickstart: load_splits (the draw holds its result) and array_dls
         model = tnb.load_model(cfg.arch, cfg.weights, num_classes=draw.n_classes, **args.ours_models)
         dls = tnb.array_dls(draw.splits, cfg.img_size, cfg.batch_size, tnb.data_config(model, cfg.img_size), device)
-        learn = tnb.build_learner(cfg, dls, model, **args.ours_options)
+        learn = tnb.build_learner(cfg, dls, model)
         data = None
     else:  # 08_your_own_data: read the folder, open_data (the resize-once cache), build_learner with the data's task
         ds = tnb.get_dataset(cfg.dataset).read(cfg.data_root)
         model = tnb.load_model(cfg.arch, cfg.weights, num_classes=len(ds.class_names), **args.ours_models)
         data = tnb.open_data(cfg, model, device, ds)
-        learn = tnb.build_learner(cfg, data.dls, model, task=data.task, **args.ours_options)
+        learn = tnb.build_learner(cfg, data.dls, model, task=data.task)
     timer = TrainPhases()
     learn.add_cb(timer)
     with learn.no_bar(), learn.no_logging():
-        result = tnb.fit(learn, cfg, tnb.weights_info(model).pretrained, dls_for=None if data is None else data.dls_for)
+        result = tnb.fit(learn, cfg, dls_for=None if data is None else data.dls_for)
         if data is None:
             evaluation = tnb.score(*tnb.predict(learn), draw.splits.class_names)
         else:
             evaluation = tnb.evaluate(learn, data)
     extra = {"fit_img_s": result.images_per_second, "lr": result.lr}  # fit's own rate counts validation too
-    return evaluation.metric_value, timer.ips, {**extra, "recipe": result.recipe, "precision": learn.precision}
+    return evaluation.metric_value, timer.ips, {**extra, "recipe": result.recipe, "precision": learn.plan.precision}
 
 
 def run_fastai(draw: Draw, args: argparse.Namespace, seed: int, epochs: int, out: Path) -> tuple[float, float, dict]:
@@ -266,8 +318,16 @@ def run_fastai(draw: Draw, args: argparse.Namespace, seed: int, epochs: int, out
 
     set_seed(seed)
     workers = {} if args.workers is None else {"num_workers": args.workers}
-    dls = ImageDataLoaders.from_folder(draw.root, train="train", valid="valid", item_tfms=Resize(args.size),
-                                       bs=args.batch_size, seed=seed, device=tnb.device(), **workers)  # fmt: skip
+    dls = ImageDataLoaders.from_folder(
+        draw.root,
+        train="train",
+        valid="valid",
+        item_tfms=Resize(args.size),
+        bs=args.batch_size,
+        seed=seed,
+        device=tnb.device(),
+        **workers,
+    )
     weights = {"pretrained_cfg_overlay": {"file": args.timm_weights}} if args.weights else {}
     learn = vision_learner(dls, args.arch, pretrained=bool(args.weights), metrics=accuracy, path=out, **weights)
     if dls.device.type == "cuda":  # a fastai user's mixed precision on CUDA (on a CPU it would warn, train fp32)
@@ -291,13 +351,23 @@ def timm_settings(n_classes: int, passes: int, steps_per_epoch: int, batch: int,
     total = passes * steps_per_epoch
     if finetune:
         f = TIMM_FINETUNE
-        return {"lr": f["lr_base"] * batch / f["lr_base_size"], "ema_decay": None, "n_classes": n_classes,
-                "warmup_steps": max(1.0, total * f["warmup_epochs"] / f["epochs"]), "total_steps": total}  # fmt: skip
+        return {
+            "lr": f["lr_base"] * batch / f["lr_base_size"],
+            "ema_decay": None,
+            "n_classes": n_classes,
+            "warmup_steps": max(1.0, total * f["warmup_epochs"] / f["epochs"]),
+            "total_steps": total,
+        }
     readme_steps = r["epochs"] * (r["imagenet_train"] // r["global_batch"])
     decay = max(0.0, 1 - (1 - r["ema_decay"]) * readme_steps / total)  # 0 (a copy) for runs of a few steps
     warmup_steps = max(1.0, total * r["warmup_epochs"] / r["epochs"])
-    return {"lr": r["lr"] * batch / r["global_batch"], "ema_decay": decay, "warmup_steps": warmup_steps,
-            "total_steps": total, "n_classes": n_classes}  # fmt: skip
+    return {
+        "lr": r["lr"] * batch / r["global_batch"],
+        "ema_decay": decay,
+        "warmup_steps": warmup_steps,
+        "total_steps": total,
+        "n_classes": n_classes,
+    }
 
 
 def posterize_zero_bits_black(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
@@ -320,19 +390,41 @@ def timm_loaders(root: Path, model: torch.nn.Module, args: argparse.Namespace, n
     cfg = resolve_data_config({"img_size": args.size}, model=model)  # mean 0, std 1, bilinear, crop_pct 0.875
     workers = r["workers"] if args.workers is None else args.workers
     common = dict(mean=cfg["mean"], std=cfg["std"], device=device, use_prefetcher=True, num_workers=workers)
-    train_ds = create_dataset("", root=str(root), split="train", is_training=True, batch_size=args.batch_size,
-                              seed=seed, input_img_mode="RGB")  # fmt: skip
+    train_ds = create_dataset(
+        "", root=str(root), split="train", is_training=True, batch_size=args.batch_size, seed=seed, input_img_mode="RGB"
+    )
     eval_ds = create_dataset("", root=str(root), split="validation", is_training=False, input_img_mode="RGB")
     # train.py: FastCollateMixup when mixup is on, else label smoothing in the loss (LabelSmoothingCrossEntropy)
-    mixup = FastCollateMixup(mixup_alpha=r["mixup"], label_smoothing=r["smoothing"], num_classes=n_classes) \
-        if r["mixup"] else None  # fmt: skip
+    mixup = (
+        FastCollateMixup(mixup_alpha=r["mixup"], label_smoothing=r["smoothing"], num_classes=n_classes)
+        if r["mixup"]
+        else None
+    )
     train = create_loader(
-        train_ds, input_size=cfg["input_size"], batch_size=args.batch_size, is_training=True, re_prob=r["reprob"],
-        re_mode=r["remode"], scale=r["scale"], ratio=r["ratio"], hflip=r["hflip"], color_jitter=r["color_jitter"],
-        auto_augment=r["aa"], interpolation=r["train_interpolation"], collate_fn=mixup, **common,
-    )  # fmt: skip
-    valid = create_loader(eval_ds, input_size=cfg["input_size"], batch_size=args.batch_size, is_training=False,
-                          interpolation=cfg["interpolation"], crop_pct=cfg["crop_pct"], **common)  # fmt: skip
+        train_ds,
+        input_size=cfg["input_size"],
+        batch_size=args.batch_size,
+        is_training=True,
+        re_prob=r["reprob"],
+        re_mode=r["remode"],
+        scale=r["scale"],
+        ratio=r["ratio"],
+        hflip=r["hflip"],
+        color_jitter=r["color_jitter"],
+        auto_augment=r["aa"],
+        interpolation=r["train_interpolation"],
+        collate_fn=mixup,
+        **common,
+    )
+    valid = create_loader(
+        eval_ds,
+        input_size=cfg["input_size"],
+        batch_size=args.batch_size,
+        is_training=False,
+        interpolation=cfg["interpolation"],
+        crop_pct=cfg["crop_pct"],
+        **common,
+    )
     return train, valid
 
 
@@ -368,9 +460,15 @@ def run_timm(draw: Draw, args: argparse.Namespace, seed: int, epochs: int, out: 
     s = timm_settings(draw.n_classes, passes, len(train), args.batch_size, finetune=bool(args.weights))
     opt = create_optimizer_v2(model, opt=r["opt"], lr=s["lr"], weight_decay=r["weight_decay"], momentum=r["momentum"])
     sched, _ = create_scheduler_v2(
-        opt, sched=r["sched"], num_epochs=passes, warmup_epochs=s["warmup_steps"] / len(train),
-        warmup_lr=r["warmup_lr"], min_lr=r["min_lr"], step_on_epochs=False, updates_per_epoch=len(train),
-    )  # fmt: skip
+        opt,
+        sched=r["sched"],
+        num_epochs=passes,
+        warmup_epochs=s["warmup_steps"] / len(train),
+        warmup_lr=r["warmup_lr"],
+        min_lr=r["min_lr"],
+        step_on_epochs=False,
+        updates_per_epoch=len(train),
+    )
     ema = ModelEmaV3(model, decay=s["ema_decay"]) if s["ema_decay"] is not None else None
     amp = device.type == "cuda"  # --amp: float16 autocast with the loss scaler on CUDA; fp32 on a CPU
     autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if amp else nullcontext
@@ -413,9 +511,13 @@ RUNNERS = {"ours": run_ours, "fastai": run_fastai, "timm": run_timm}
 
 def summary(runs: list[Run]) -> dict[str, float]:
     accs = [r.accuracy for r in runs]
-    return {"mean": statistics.fmean(accs), "min": min(accs), "max": max(accs),
-            "train_ips": statistics.median(r.train_ips for r in runs),
-            "wall_s": statistics.median(r.wall_s for r in runs)}  # fmt: skip
+    return {
+        "mean": statistics.fmean(accs),
+        "min": min(accs),
+        "max": max(accs),
+        "train_ips": statistics.median(r.train_ips for r in runs),
+        "wall_s": statistics.median(r.wall_s for r in runs),
+    }
 
 
 def print_table(name: str, by_method: dict[str, list[Run]], seeds: list[int]) -> None:
@@ -424,12 +526,17 @@ def print_table(name: str, by_method: dict[str, list[Run]], seeds: list[int]) ->
     for method, runs in by_method.items():
         s = summary(runs)
         accs = " ".join(f"{r.accuracy:8.4f}" for r in runs)
-        notes = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in runs[0].extra.items()
-                          if k != "live_accuracy")  # fmt: skip
+        notes = ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in runs[0].extra.items()
+            if k != "live_accuracy"
+        )
         if "live_accuracy" in runs[0].extra:
             notes += ", live model " + " ".join(f"{r.extra['live_accuracy']:.4f}" for r in runs)
-        print(f"{method:<7} {accs} {s['mean']:.4f} {s['min']:.4f}..{s['max']:.4f} "
-              f"{s['train_ips']:12.1f} {s['wall_s']:11.1f}  {notes}")  # fmt: skip
+        print(
+            f"{method:<7} {accs} {s['mean']:.4f} {s['min']:.4f}..{s['max']:.4f} "
+            f"{s['train_ips']:12.1f} {s['wall_s']:11.1f}  {notes}"
+        )
 
 
 def print_ratios(name: str, by_method: dict[str, list[Run]]) -> None:
@@ -453,11 +560,11 @@ def goals_line(name: str, sums: dict[str, dict[str, float]]) -> str:
     checks = {
         f"mean {ours['mean']:.4f} >= {best} {sums[best]['mean']:.4f}": ours["mean"] >= sums[best]["mean"],
         f"worst seed {ours['min']:.4f} >= {best} {sums[best]['min']:.4f}": ours["min"] >= sums[best]["min"],
-        f"train img/s {ours['train_ips']:.1f} >= 1.2 times fastai {sums['fastai']['train_ips']:.1f}":
-            ours["train_ips"] >= 1.2 * sums["fastai"]["train_ips"],
-        f"train img/s {ours['train_ips']:.1f} >= timm {sums['timm']['train_ips']:.1f}":
-            ours["train_ips"] >= sums["timm"]["train_ips"],
-    }  # fmt: skip
+        f"train img/s {ours['train_ips']:.1f} >= 1.2 times fastai {sums['fastai']['train_ips']:.1f}": ours["train_ips"]
+        >= 1.2 * sums["fastai"]["train_ips"],
+        f"train img/s {ours['train_ips']:.1f} >= timm {sums['timm']['train_ips']:.1f}": ours["train_ips"]
+        >= sums["timm"]["train_ips"],
+    }
     verdict = "MET" if all(checks.values()) else "NOT MET"
     return f"goals {name} (issue 18) {verdict}; " + "; ".join(f"{k} {'yes' if v else 'no'}" for k, v in checks.items())
 
@@ -490,18 +597,35 @@ def parse_args() -> argparse.Namespace:
         help="loader workers of fastai and timm (default: their own: fastai's defaults.cpus, train.py's 4)",
     )
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
-    p.add_argument("--ours-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a build_learner keyword for ours, e.g. augment=flip, to measure a default against another")  # fmt: skip
-    p.add_argument("--ours-param", action="append", default=[], metavar="KEY=VALUE",
-                   help="a notebook parameter (RunConfig field) for ours, e.g. lr=0.002")  # fmt: skip
-    p.add_argument("--ours-model", action="append", default=[], metavar="KEY=VALUE",
-                   help="a timm.create_model keyword for ours, e.g. global_pool=catavgmax or drop_rate=0.25")  # fmt: skip
+    p.add_argument(
+        "--ours-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training option (TrainOptions field) for ours, e.g. augment=flip, to measure a default against another",
+    )
+    p.add_argument(
+        "--ours-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a notebook parameter (RunConfig field) for ours, e.g. lr=0.002",
+    )
+    p.add_argument(
+        "--ours-model",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a timm.create_model keyword for ours, e.g. global_pool=catavgmax or drop_rate=0.25",
+    )
     args = p.parse_args()
     for flag, example in (("ours_option", "augment=flip"), ("ours_param", "lr=0.002"), ("ours_model", "drop_rate=0.2")):
         setattr(args, f"{flag}s", keyword_values(p, flag, getattr(args, flag), example))
     if set(args.ours_params) & {"arch", "weights", "dataset", "data_root", "output_dir", "seed"}:
-        p.error(f"--ours-param {sorted(args.ours_params)}: ARCH, WEIGHTS, DATASET, DATA_ROOT, OUTPUT_DIR and SEED "
-                "are the benchmark's to set (use --weights, --seeds)")  # fmt: skip
+        p.error(
+            f"--ours-param {sorted(args.ours_params)}: ARCH, WEIGHTS, DATASET, DATA_ROOT, OUTPUT_DIR and SEED "
+            "are the benchmark's to set (use --weights, --seeds)"
+        )
     args.methods = [m.strip() for m in args.only.split(",") if m.strip()]
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown or not args.methods:
@@ -538,12 +662,21 @@ def timm_layout_weights(args: argparse.Namespace, work: Path) -> str:
 def run_dataset(draw: Draw, args: argparse.Namespace, work: Path) -> dict[str, list[Run]]:
     epochs = args.epochs or int(DATASET_DEFAULTS[draw.name]["epochs"])
     s = draw.splits
-    print(f"\n== {draw.name}: {len(s.train_y)} train / {len(s.valid_y)} valid, {draw.note}; {args.size} px, "
-          f"{epochs} epochs{' (+1 frozen: fine_tune)' if args.weights else ''}, batch {args.batch_size}, seeds "
-          f"{args.seeds}, {torch.get_num_threads()} threads, device {tnb.device()}, "
-          f"{'weights ' + args.weights if args.weights else 'random init'}"
-          + "".join(f"; ours with {name} {value}" for name, value in (("options", args.ours_options),
-                    ("parameters", args.ours_params), ("timm keywords", args.ours_models)) if value))  # fmt: skip
+    print(
+        f"\n== {draw.name}: {len(s.train_y)} train / {len(s.valid_y)} valid, {draw.note}; {args.size} px, "
+        f"{epochs} epochs{' (+1 frozen: fine_tune)' if args.weights else ''}, batch {args.batch_size}, seeds "
+        f"{args.seeds}, {torch.get_num_threads()} threads, device {tnb.device()}, "
+        f"{'weights ' + args.weights if args.weights else 'random init'}"
+        + "".join(
+            f"; ours with {name} {value}"
+            for name, value in (
+                ("options", args.ours_options),
+                ("parameters", args.ours_params),
+                ("timm keywords", args.ours_models),
+            )
+            if value
+        )
+    )
     by_method: dict[str, list[Run]] = {m: [] for m in args.methods}
     for k, seed in enumerate(args.seeds):
         order = args.methods[k % len(args.methods) :] + args.methods[: k % len(args.methods)]  # rotate who goes first
@@ -570,21 +703,28 @@ def main() -> None:
     r = TIMM_RECIPE
     if args.weights:
         f = TIMM_FINETUNE
-        print(f"timm column: train.py's defaults from --pretrained ({f['opt']} momentum {f['momentum']}, wd "
-              f"{f['weight_decay']}, lr {f['lr_base']} per {f['lr_base_size']} samples, {f['sched']} with warm-up "
-              f"{f['warmup_epochs']}/{f['epochs']} of the steps, smoothing {f['smoothing']}, random-resized crop "
-              f"and flip, no RandAugment, erasing, MixUp or EMA)")  # fmt: skip
+        print(
+            f"timm column: train.py's defaults from --pretrained ({f['opt']} momentum {f['momentum']}, wd "
+            f"{f['weight_decay']}, lr {f['lr_base']} per {f['lr_base_size']} samples, {f['sched']} with warm-up "
+            f"{f['warmup_epochs']}/{f['epochs']} of the steps, smoothing {f['smoothing']}, random-resized crop "
+            f"and flip, no RandAugment, erasing, MixUp or EMA)"
+        )
     else:
-        print(f"timm column: train.py with the TResNet README's options ({r['opt']} momentum {r['momentum']}, wd "
-              f"{r['weight_decay']}, lr {r['lr']} at batch {r['global_batch']} scaled linearly, {r['sched']} with "
-              f"warm-up {r['warmup_epochs']}/{r['epochs']} of the steps, EMA horizon scaled from decay "
-              f"{r['ema_decay']} over {r['epochs']} ImageNet epochs, {r['aa']}, reprob {r['reprob']} {r['remode']}, "
-              f"mixup {r['mixup']}, smoothing {r['smoothing']}, AMP on CUDA only; the schedule per update); "
-              "accuracy of the EMA model")  # fmt: skip
+        print(
+            f"timm column: train.py with the TResNet README's options ({r['opt']} momentum {r['momentum']}, wd "
+            f"{r['weight_decay']}, lr {r['lr']} at batch {r['global_batch']} scaled linearly, {r['sched']} with "
+            f"warm-up {r['warmup_epochs']}/{r['epochs']} of the steps, EMA horizon scaled from decay "
+            f"{r['ema_decay']} over {r['epochs']} ImageNet epochs, {r['aa']}, reprob {r['reprob']} {r['remode']}, "
+            f"mixup {r['mixup']}, smoothing {r['smoothing']}, AMP on CUDA only; the schedule per update); "
+            "accuracy of the EMA model"
+        )
     results = {}
     try:
         for name in args.datasets:
-            draw = (fashion_draw if name == "fashion_mnist" else digits_draw)(args.items_for[name], args.holdout)
+            if name == "fashion_mnist":
+                draw = fashion_draw(args.items_for[name], args.holdout)
+            else:
+                draw = digits_draw(args.items_for[name], args.holdout, redrawn=name == "digits_redrawn")
             write_tree(draw, work / name)
             by_method = run_dataset(draw, args, work)
             results[name] = {m: {"runs": [asdict(r) for r in runs], **summary(runs)} for m, runs in by_method.items()}

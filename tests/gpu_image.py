@@ -66,8 +66,11 @@ def bundle_closure() -> set[str]:
 def lacking_modules() -> list[str]:
     """Top-level modules of this venv that such a machine would not have."""
     allowed = {norm(d) for d in GPU_IMAGE} | bundle_closure() | {"tresnet-nb"}
-    return sorted(mod for mod, dists in md.packages_distributions().items()
-                  if mod.isidentifier() and not any(norm(d) in allowed for d in dists))  # fmt: skip
+    return sorted(
+        mod
+        for mod, dists in md.packages_distributions().items()
+        if mod.isidentifier() and not any(norm(d) in allowed for d in dists)
+    )
 
 
 def write_sitecustomize(folder: Path) -> Path:

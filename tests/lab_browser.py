@@ -26,8 +26,15 @@ from typing import Any
 import psutil
 
 # Debian's chromium works with these flags in a container run as root, without a GPU or the network.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # JupyterLab settings for a test browser: every cell in the DOM (no windowing), no news or update toasts.
 LAB_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
@@ -42,8 +49,10 @@ def missing_requirements() -> str | None:
     """Why the browser test cannot run here (and how to fix it), or None when Chromium, Playwright and JupyterLab
     are all there."""
     if shutil.which("chromium") is None:
-        return ("Chromium not found: install Debian's chromium (as root: apt-get update && apt-get install -y "
-                "chromium; .ci/run does this in CI)")  # fmt: skip
+        return (
+            "Chromium not found: install Debian's chromium (as root: apt-get update && apt-get install -y "
+            "chromium; .ci/run does this in CI)"
+        )
     import importlib.util
 
     absent = [m for m in ("playwright", "jupyterlab") if importlib.util.find_spec(m) is None]
@@ -62,9 +71,14 @@ def free_port() -> int:
 def lab_environment(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The server's environment (kernels inherit it): private Jupyter folders under ``home``, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "TRESNET_NB_ECHO"))}
-    folders = {"JUPYTER_CONFIG_DIR": "config", "JUPYTER_DATA_DIR": "data", "JUPYTER_RUNTIME_DIR": "runtime",
-               "JUPYTERLAB_SETTINGS_DIR": "settings", "JUPYTERLAB_WORKSPACES_DIR": "workspaces",
-               "IPYTHONDIR": "ipython"}  # fmt: skip
+    folders = {
+        "JUPYTER_CONFIG_DIR": "config",
+        "JUPYTER_DATA_DIR": "data",
+        "JUPYTER_RUNTIME_DIR": "runtime",
+        "JUPYTERLAB_SETTINGS_DIR": "settings",
+        "JUPYTERLAB_WORKSPACES_DIR": "workspaces",
+        "IPYTHONDIR": "ipython",
+    }
     for name, sub in folders.items():
         (home / sub).mkdir(parents=True, exist_ok=True)
         env[name] = str(home / sub)
@@ -93,8 +107,9 @@ class LabServer:
 
     def api(self, method: str, path: str, timeout: float = 10) -> Any:
         """Call the server's REST API with the token; the decoded JSON answer (None when empty)."""
-        request = urllib.request.Request(f"{self.url}{path}", method=method,
-                                         headers={"Authorization": f"token {self.token}"})  # fmt: skip
+        request = urllib.request.Request(
+            f"{self.url}{path}", method=method, headers={"Authorization": f"token {self.token}"}
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read()
         return json.loads(body) if body else None
@@ -168,14 +183,33 @@ def start_lab(root: Path, home: Path, env: dict[str, str], timeout: float = 120)
     logging to ``home/server.log``; return once its API answers."""
     port, token = free_port(), secrets.token_hex(24)
     log = home / "server.log"
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-           "--ServerApp.terminals_enabled=False", "--LabApp.expose_app_in_browser=True",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url=None",
-           "--LabApp.extension_manager=readonly", "--allow-root"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.terminals_enabled=False",
+        "--LabApp.expose_app_in_browser=True",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.news_url=None",
+        "--LabApp.extension_manager=readonly",
+        "--allow-root",
+    ]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     server = LabServer(proc, port, token, root, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -187,8 +221,9 @@ def start_lab(root: Path, home: Path, env: dict[str, str], timeout: float = 120)
         except (OSError, urllib.error.URLError):
             time.sleep(0.5)
     left = server.stop()
-    raise RuntimeError(f"JupyterLab did not answer within {timeout:.0f}s (left: {left}); its log:\n"
-                       f"{log.read_text()[-3000:]}")  # fmt: skip
+    raise RuntimeError(
+        f"JupyterLab did not answer within {timeout:.0f}s (left: {left}); its log:\n{log.read_text()[-3000:]}"
+    )
 
 
 # Run in the page: the notebook panel open on `path`, found through the app JupyterLab exposes for tests.
@@ -313,8 +348,10 @@ def open_notebook(page: Any, server: LabServer, path: str, timeout: float = 120)
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.started", timeout=timeout * 1000)
     page.wait_for_function(
         f"(path) => {{ const p = ({FIND_PANEL})(path); return p && p.sessionContext.kernelDisplayStatus === 'idle'; }}",
-        arg=path, timeout=timeout * 1000, polling=500,
-    )  # fmt: skip
+        arg=path,
+        timeout=timeout * 1000,
+        polling=500,
+    )
 
 
 def run_all(page: Any, path: str, timeout: float, progress_shot: Path | None = None) -> PageReport:
@@ -352,8 +389,10 @@ def run_all(page: Any, path: str, timeout: float, progress_shot: Path | None = N
         else:
             done_since = None
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{path}: the run did not end within {timeout:.0f}s: kernel {report.status}, "
-                               f"prompts {report.prompts}, errors so far {report.errors}")  # fmt: skip
+            raise TimeoutError(
+                f"{path}: the run did not end within {timeout:.0f}s: kernel {report.status}, "
+                f"prompts {report.prompts}, errors so far {report.errors}"
+            )
         time.sleep(1)
 
 

@@ -65,9 +65,14 @@ def ratio_line():
 
 @pytest.mark.parametrize(
     ("numerator", "denominator", "unit", "note"),
-    [(630.1234, 33.69712, "img/s", ""), (121_000_123, 508_600_456, "B", ""), (1.27e-7, 3.3e-3, "s", "goal >= 0.95"),
-     (981_234.5, 0.000123, "ms/step", "paired rounds x0.97-0.99; goal >= 0.95"), (512, 288, "images", "paper x1.78")],
-)  # fmt: skip
+    [
+        (630.1234, 33.69712, "img/s", ""),
+        (121_000_123, 508_600_456, "B", ""),
+        (1.27e-7, 3.3e-3, "s", "goal >= 0.95"),
+        (981_234.5, 0.000123, "ms/step", "paired rounds x0.97-0.99; goal >= 0.95"),
+        (512, 288, "images", "paper x1.78"),
+    ],
+)
 def test_ratio_line_passes_the_check_with_its_label(ratio_line, numerator, denominator, unit, note):
     line = ratio_line("ours / theirs: train", numerator, denominator, unit, note)
     assert checked_label(line) == "ours / theirs: train", line
@@ -102,64 +107,99 @@ def test_ratio_check_accepts_the_rounding_it_allows_and_ratio_line_prints_nan_fo
         checked_label(line)
 
 
+DIGITS_SMOKE = ("--datasets", "digits", "--items", "64", "--epochs", "1", "--seeds", "0", "--size", "32",
+                "--batch-size", "16", "--json", os.devnull)  # fmt: skip
+VS_PEERS = tuple(f"ours / {peer}: digits {what}" for peer in ("fastai", "timm") for what in ("accuracy", "train img/s"))
+# each benchmark at tiny sizes, and the ratios it must print
+SMOKE = [
+    ("bench_precision.py", ("--img-size", "32", "--items", "16", "--repeats", "1"),
+     ("bf16+channels_last / fp32 NCHW: train", "bf16+channels_last / fp32 NCHW: infer",
+      "bf16+channels_last / fp32+channels_last: train", "bf16+channels_last / fp32+channels_last: infer")),
+    ("bench_highres.py", ("--images", "6", "--size", "224"), ("cached / naive",)),
+    ("bench_input.py", ("--sizes", "64", "--images", "3", "--batch-size", "8", "--repeats", "1", "--loader-batches", "2"),
+     ("64 px flip+erasing: after / before per core", "64 px autoaugment+erasing: after / before per core",
+      "64 px randaugment+erasing: after / before per core", "2 workers / 1 worker")),
+    ("bench_loop_overhead.py", ("--items", "16", "--batch-size", "8", "--repeats", "1"), ("ours / bare",)),
+    ("bench_grad_checkpointing.py", ("--img-size", "64", "--batch-size", "2", "--steps", "1"),
+     ("checkpointed / plain: saved bytes", "checkpointed / plain: step time")),
+    ("bench_iabn.py", ("--img-size", "64", "--batch-size", "2", "--steps", "1"),
+     ("iabn / bn: saved bytes", "iabn / bn: step time", "checkpointed / bn: saved bytes",
+      "tresnet_m InPlace-ABN / resnet50 BN: max batch")),
+    ("bench_probe.py", ("--img-size", "32", "--batch-size", "2", "--rounds", "1", "--steps", "1", "--warmup", "1"),
+     ("probe / reference: infer", "probe / reference: train", "reference inference_mode / no_grad")),
+    ("bench_optimizer.py", ("--steps", "1", "--warmup", "1", "--wd-mode", "adamw"),
+     tuple(f"AdamW (decoupled wd): {pair}" for pair in ("ForeachAdam / torch fused", "ForeachAdam / torch foreach",
+                                                      "ForeachAdam foreach / torch foreach",
+                                                      "OptimWrapper / torch foreach"))),
+    ("bench_neighbours.py", ("--crossover", "300", "--dim", "64"), ("exact / ann: 300 items",)),
+    ("bench_vs_fastai.py", DIGITS_SMOKE, VS_PEERS),
+    # the pretrained comparison: real weights in EfficientNet-PyTorch's layout, converted once for fastai and timm
+    ("bench_vs_fastai.py", ("--arch", "tf_efficientnet_lite0", "--weights", LITE0, *DIGITS_SMOKE), VS_PEERS),
+]  # fmt: skip
+# the tuning flags of bench_vs_fastai: a notebook parameter and a timm keyword for ours (the results go to JSON), and
+# the flag it refuses
+TUNED = ("--datasets", "digits", "--items", "32", "--epochs", "1", "--seeds", "0", "--size", "32", "--batch-size", "16",
+         "--only", "ours", "--ours-param", "lr=0.002", "--ours-model", "drop_rate=0.1")  # fmt: skip
+REFUSED = ("--ours-param", "seed=3")
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory) -> list[dict]:
+    """Every smoke run above, then the tuned and the refused bench_vs_fastai runs, in one interpreter
+    (tests/run_scripts.py: each script as __main__, its exit status and output apart), so that torch, fastai and timm
+    are imported once rather than once a script."""
+    out = tmp_path_factory.mktemp("benchmarks")
+    jobs = [[f"benchmarks/{script}", list(args)] for script, args, _ in SMOKE]
+    jobs += [["benchmarks/bench_vs_fastai.py", [*TUNED, "--json", str(out / "tuned.json")]],
+             ["benchmarks/bench_vs_fastai.py", list(REFUSED)]]  # fmt: skip
+    result = run("tests/run_scripts.py", str(out / "runs"), json.dumps(jobs))
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [json.loads((out / "runs" / f"{i}.json").read_text()) for i in range(len(jobs))]
+    for r in runs:
+        r["json"] = out / "tuned.json"
+    return runs
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("script", "args", "labels"),
-    [
-        ("bench_precision.py", ("--img-size", "32", "--items", "16", "--repeats", "1"),
-         ("bf16+channels_last / fp32 NCHW: train", "bf16+channels_last / fp32 NCHW: infer",
-          "bf16+channels_last / fp32+channels_last: train", "bf16+channels_last / fp32+channels_last: infer")),
-        ("bench_highres.py", ("--images", "6", "--size", "224"), ("cached / naive",)),
-        ("bench_input.py", ("--sizes", "64", "--images", "3", "--batch-size", "8", "--repeats", "1",
-                            "--loader-batches", "2"),
-         ("64 px flip+erasing: after / before per core", "64 px autoaugment+erasing: after / before per core",
-          "64 px randaugment+erasing: after / before per core", "2 workers / 1 worker")),
-        ("bench_loop_overhead.py", ("--items", "16", "--batch-size", "8", "--repeats", "1"), ("ours / bare",)),
-        ("bench_grad_checkpointing.py", ("--img-size", "64", "--batch-size", "2", "--steps", "1"),
-         ("checkpointed / plain: saved bytes", "checkpointed / plain: step time")),
-        ("bench_iabn.py", ("--img-size", "64", "--batch-size", "2", "--steps", "1"),
-         ("iabn / bn: saved bytes", "iabn / bn: step time", "checkpointed / bn: saved bytes",
-          "tresnet_m InPlace-ABN / resnet50 BN: max batch")),
-        ("bench_probe.py", ("--img-size", "32", "--batch-size", "2", "--rounds", "1", "--steps", "1", "--warmup", "1"),
-         ("probe / reference: infer", "probe / reference: train", "reference inference_mode / no_grad")),
-        ("bench_optimizer.py", ("--steps", "1", "--warmup", "1", "--wd-mode", "adamw"),
-         tuple(f"AdamW (decoupled wd): {pair}" for pair in ("ForeachAdam / torch fused", "ForeachAdam / torch foreach",
-                                                            "ForeachAdam foreach / torch foreach",
-                                                            "OptimWrapper / torch foreach"))),
-        ("bench_neighbours.py", ("--crossover", "300", "--dim", "64"), ("exact / ann: 300 items",)),
-        ("bench_vs_fastai.py", ("--datasets", "digits", "--items", "64", "--epochs", "1", "--seeds", "0", "--size", "32",
-                                "--batch-size", "16", "--json", os.devnull),
-         tuple(f"ours / {peer}: digits {what}" for peer in ("fastai", "timm") for what in ("accuracy", "train img/s"))),
-        # the pretrained comparison: real weights in EfficientNet-PyTorch's layout, converted once for fastai and timm
-        ("bench_vs_fastai.py", ("--arch", "tf_efficientnet_lite0", "--weights", LITE0, "--datasets", "digits",
-                                "--items", "64", "--epochs", "1", "--seeds", "0", "--size", "32", "--batch-size", "16",
-                                "--json", os.devnull),
-         tuple(f"ours / {peer}: digits {what}" for peer in ("fastai", "timm") for what in ("accuracy", "train img/s"))),
-    ],
-)  # fmt: skip
-def test_benchmark_runs_and_prints_its_ratios(script, args, labels):
-    result = run(f"benchmarks/{script}", *args)
-    assert result.returncode == 0, result.stderr[-2000:]
-    printed = [checked_label(line) for line in result.stdout.splitlines() if RATIO_MARK.search(line)]
-    assert sorted(printed) == sorted(labels), result.stdout
+@pytest.mark.parametrize("index", range(len(SMOKE)), ids=[f"{s}-{i}" for i, (s, _, _) in enumerate(SMOKE)])
+def test_benchmark_runs_and_prints_its_ratios(smoke_runs, index):
+    result, labels = smoke_runs[index], SMOKE[index][2]
+    assert result["rc"] == 0, result["stderr"][-2000:]
+    printed = [checked_label(line) for line in result["stdout"].splitlines() if RATIO_MARK.search(line)]
+    assert sorted(printed) == sorted(labels), result["stdout"]
 
 
-def test_bench_vs_fastai_runs_ours_with_a_parameter_and_a_timm_keyword_it_names(tmp_path):
+@pytest.mark.slow
+def test_bench_vs_fastai_runs_ours_with_a_parameter_and_a_timm_keyword_it_names(smoke_runs):
     # what a tuning run measures must be what the table says: the parameter reaches fit (its lr is reported back)
     # and the timm keyword the model (the header names both)
-    out = tmp_path / "r.json"
-    result = run("benchmarks/bench_vs_fastai.py", "--datasets", "digits", "--items", "32", "--epochs", "1", "--seeds",
-                 "0", "--size", "32", "--batch-size", "16", "--only", "ours", "--ours-param", "lr=0.002",
-                 "--ours-model", "drop_rate=0.1", "--json", str(out))  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "ours with parameters {'lr': 0.002}; ours with timm keywords {'drop_rate': 0.1}" in result.stdout
-    run_ = json.loads(out.read_text())["results"]["digits"]["ours"]["runs"][0]
+    result = smoke_runs[len(SMOKE)]
+    assert result["rc"] == 0, result["stderr"][-2000:]
+    assert "ours with parameters {'lr': 0.002}; ours with timm keywords {'drop_rate': 0.1}" in result["stdout"]
+    run_ = json.loads(result["json"].read_text())["results"]["digits"]["ours"]["runs"][0]
     assert run_["extra"]["lr"] == 0.002
 
 
-def test_bench_vs_fastai_leaves_the_seed_and_data_to_itself():
-    result = run("benchmarks/bench_vs_fastai.py", "--ours-param", "seed=3")
-    assert result.returncode == 2 and "--ours-param ['seed']" in result.stderr and "--seeds" in result.stderr
+@pytest.mark.slow
+def test_bench_vs_fastai_leaves_the_seed_and_data_to_itself(smoke_runs):
+    result = smoke_runs[len(SMOKE) + 1]
+    assert result["rc"] == 2 and "--ours-param ['seed']" in result["stderr"] and "--seeds" in result["stderr"]
+
+
+def test_the_script_runner_keeps_each_script_apart(tmp_path):
+    """tests/run_scripts.py: exit status, output and a crash stay with their script; argv, the environment and the
+    working directory are put back for the next."""
+    a, b, c = tmp_path / "a.py", tmp_path / "b.py", tmp_path / "c.py"
+    a.write_text("import os, sys\nos.environ['LEAK'] = '1'\nos.chdir('/')\nprint('a', sys.argv[1:])\nsys.exit(3)\n")
+    b.write_text("raise RuntimeError('boom')\n")
+    c.write_text("import os, sys\nprint('c', sys.argv[1:], os.environ.get('LEAK'), os.getcwd() != '/')\n")
+    jobs = [[str(a), ["x"]], [str(b), []], [str(c), ["y", "z"]]]
+    result = run("tests/run_scripts.py", str(tmp_path / "out"), json.dumps(jobs))
+    assert result.returncode == 0, result.stderr
+    ra, rb, rc = (json.loads((tmp_path / "out" / f"{i}.json").read_text()) for i in range(3))
+    assert (ra["rc"], ra["stdout"]) == (3, "a ['x']\n")
+    assert rb["rc"] == 1 and "RuntimeError: boom" in rb["stderr"]
+    assert (rc["rc"], rc["stdout"]) == (0, "c ['y', 'z'] None True\n")
 
 
 def load_benchmark(name: str):

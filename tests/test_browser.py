@@ -62,8 +62,13 @@ def prepare(name: str, lab: Path, out: Path, **params) -> str:
     """Copy notebooks/``name`` into the server's root with papermill's parameters injected (not executed)."""
     import papermill
 
-    papermill.execute_notebook(str(ROOT / "notebooks" / name), str(lab / name), prepare_only=True, progress_bar=False,
-                               parameters={"PRESET": "smoke", "OUTPUT_DIR": str(out / Path(name).stem), **params})  # fmt: skip
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / name),
+        str(lab / name),
+        prepare_only=True,
+        progress_bar=False,
+        parameters={"PRESET": "smoke", "OUTPUT_DIR": str(out / Path(name).stem), **params},
+    )
     return name
 
 
@@ -88,17 +93,21 @@ def lab(tmp_path_factory):
     for folder in (root, home, hub):
         folder.mkdir()
     # the kernels inherit the server's environment: a closed Hugging Face hub, as conftest.closed_hub makes in-process
-    env = lab_environment(home, {"HF_HUB_CACHE": str(hub), "HF_ENDPOINT": "http://127.0.0.1:9",
-                                 "TRESNET_NB_CACHE": str(base / "cache")})  # fmt: skip
+    env = lab_environment(
+        home, {"HF_HUB_CACHE": str(hub), "HF_ENDPOINT": "http://127.0.0.1:9", "TRESNET_NB_CACHE": str(base / "cache")}
+    )
     env.pop("HF_HUB_OFFLINE", None)
     server = start_lab(root, home, env)
     playwright = context = None
     try:
         playwright = sync_playwright().start()
         context = playwright.chromium.launch_persistent_context(
-            tempfile.mkdtemp(dir=home, prefix="chromium-profile-"), executable_path=shutil.which("chromium"),
-            headless=True, args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 900},
-        )  # fmt: skip
+            tempfile.mkdtemp(dir=home, prefix="chromium-profile-"),
+            executable_path=shutil.which("chromium"),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 900},
+        )
         yield Lab(server, context, base)
     finally:
         started = {p.pid for p in psutil.Process().children(recursive=True)} - before

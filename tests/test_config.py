@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tresnet_nb.config import DEFAULTS, PRESETS, RunConfig, config_key, default_output_dir
 from tresnet_nb.data import DatasetError
+from tresnet_nb.options import TrainOptions
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -84,7 +87,16 @@ def test_bad_values_are_refused_with_the_value_and_the_choices(params, message):
 
 
 def test_json_round_trip(tmp_path):
-    cfg = RunConfig.from_params("nb", preset="cpu", lr=3e-4, output_dir=str(tmp_path), extra={"note": "x"})
+    cfg = RunConfig.from_params(
+        "nb",
+        preset="cpu",
+        lr=3e-4,
+        output_dir=str(tmp_path),
+        notebook_params={"note": "x"},
+        recipe="miil",
+        progressive="32:1:8,64:2:4",
+        tta=True,
+    )
     path = cfg.save()
     assert path == tmp_path / "run_config.json"
     assert RunConfig.load(path) == cfg
@@ -107,3 +119,32 @@ def test_the_paper_preset_takes_the_datasets_paper_architecture_and_size():
     assert (mine.arch, mine.img_size) == ("tresnet_m", 448)  # what the call sets wins
     assert RunConfig.from_params("n", preset="cpu", dataset="stanford_cars").img_size == PRESETS["cpu"]["img_size"]
     assert RunConfig.from_params("n", preset="paper", dataset="fashion_mnist").img_size == 224
+
+
+def test_from_notebook_reads_the_parameters_and_options_it_knows_and_leaves_the_rest():
+    namespace = {"PRESET": "smoke", "ARCH": None, "EPOCHS": 2, "TRACKING": "runs/mlflow", "OUTPUT_DIR": "/tmp/x",
+                 "RECIPE": "miil", "TTA": True, "PROGRESSIVE": "32:1:8", "INTERACTIVE": None, "In": [], "RUN_DIR": "r",
+                 "TOP_K": 5}  # fmt: skip
+    cfg = RunConfig.from_notebook("nb", namespace)
+    assert (cfg.preset, cfg.arch, cfg.epochs, cfg.tracking) == ("smoke", "tresnet_m", 2, "runs/mlflow")
+    assert (cfg.options.recipe, cfg.options.tta, cfg.options.progressive[0].size) == ("miil", True, 32)
+    assert cfg.notebook_params == {}
+    own = RunConfig.from_notebook("nb", namespace, own=("TOP_K",))
+    assert own.notebook_params == {"top_k": 5} and own.key != cfg.key  # the notebook's own parameter keys the run
+    with pytest.raises(ValueError, match=r"\['SENSES'\] are not defined"):
+        RunConfig.from_notebook("nb", namespace, own=("SENSES",))
+
+
+def test_training_options_are_checked_on_creation_and_travel_with_the_config():
+    with pytest.raises(ValueError, match="MIXUP must be a Beta alpha"):
+        RunConfig.from_params("nb", preset="smoke", output_dir="/tmp/x", mixup=-1)
+    with pytest.raises(ValueError, match="Unknown recipe 'adam'"):
+        RunConfig.from_params("nb", preset="smoke", output_dir="/tmp/x", RECIPE="adam")
+    with pytest.raises(ValueError, match="GRAD_CHECKPOINTING and COMPILE cannot be combined"):
+        TrainOptions(grad_checkpointing=True, compile=True)
+    with pytest.raises(ValueError, match="either as options= or as parameters"):
+        RunConfig.from_params("nb", options=TrainOptions(), tta=True)
+    cfg = RunConfig.from_params("nb", preset="smoke", output_dir="/tmp/x")
+    changed = cfg.with_changes(tta=True, epochs=3)
+    assert changed.options == replace(cfg.options, tta=True) and changed.epochs == 3 and cfg.options.tta is False
+    assert changed.key != cfg.key  # an option is part of the configuration

@@ -10,7 +10,7 @@ import pytest
 import torch
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
-from test_resume import CHECKPOINT, Interrupt, InterruptAt, make_learner
+from helpers import CHECKPOINT, Interrupt, InterruptAt, make_learner
 
 from tresnet_nb import fit
 from tresnet_nb.train.callbacks import EMA, ChannelsLast
@@ -54,13 +54,13 @@ def test_a_resumed_run_steps_on_cuda_with_its_state_there(tmp_path, precision):
     # the checkpoint is mapped to the CPU, the model is on the GPU; fused Adam refused to mix the two
     cfg, learn = cuda_learner(tmp_path, "miil", 2, [InterruptAt(1, 1)], precision)
     with pytest.raises(Interrupt):
-        fit(learn, cfg, pretrained=False)  # epoch 1 trained and checkpointed, then stopped
+        fit(learn, cfg)  # epoch 1 trained and checkpointed, then stopped
     saved = torch.load(tmp_path / CHECKPOINT, map_location="cpu", weights_only=True)
     assert saved["epoch"] == 0 and saved["ema"] is not None
     before = max(int(s.get("step", 0)) for s in saved["opt"]["state"])
     probe = StepProbe()
     cfg, learn = cuda_learner(tmp_path, "miil", 2, [probe], precision)
-    result = fit(learn, cfg, pretrained=False)
+    result = fit(learn, cfg)
     assert result.resumed_from is not None and len(result.history["epochs"]) == 2
     assert probe.misplaced == [] and probe.devices == {"cuda"}
     assert probe.steps and max(probe.steps) > before  # the optimizer stepped after the restore
@@ -99,11 +99,11 @@ def test_fp16_trains_with_a_finite_loss_and_resumes_the_loss_scale(tmp_path):
     broken, resumed = ScaleProbe(), ScaleProbe()
     cfg, learn = fp16_learner(tmp_path, 3, [broken, InterruptAt(1, 2)], init_scale=2.0**16)
     with pytest.raises(Interrupt):
-        fit(learn, cfg, pretrained=False)  # 2 epochs of 2 steps: the scale ends at 2**12 or more
+        fit(learn, cfg)  # 2 epochs of 2 steps: the scale ends at 2**12 or more
     saved = torch.load(tmp_path / CHECKPOINT, map_location="cpu", weights_only=True)["scaler"]
     assert broken.starts[0] == 2.0**16 and saved["scale"] == broken.ends[1] >= 2.0**12
     cfg, learn = fp16_learner(tmp_path, 3, [resumed], init_scale=2.0**10)  # a fresh scaler would start at 2**10
-    result = fit(learn, cfg, pretrained=False)
+    result = fit(learn, cfg)
     assert resumed.starts == [saved["scale"]]  # the third epoch starts on the checkpoint's scale
     assert broken.finite and resumed.finite and all(broken.finite + resumed.finite)
     assert all(math.isfinite(v) for row in result.history["epochs"] for v in row if v is not None)
@@ -135,10 +135,10 @@ def assert_close_in_fp16(a: torch.Tensor, b: torch.Tensor) -> None:
 def test_channels_last_fp16_keeps_the_layout_and_matches_a_contiguous_run(tmp_path):
     last, contiguous = LayoutProbe(), LayoutProbe()
     cfg, learn, _ = make_learner(tmp_path / "cl", "scratch", 1, cbs=[last], device="cuda", precision="fp16")
-    fit(learn, cfg, pretrained=False)
+    fit(learn, cfg)
     cfg2, plain, _ = make_learner(tmp_path / "c", "scratch", 1, cbs=[contiguous], device="cuda", precision="fp16")
     plain.remove_cb(ChannelsLast)
-    fit(plain, cfg2, pretrained=False)
+    fit(plain, cfg2)
     assert last.layouts and all(last.layouts)  # channels_last throughout training
     assert contiguous.layouts and not any(contiguous.layouts)  # the reference really is contiguous
     assert_close_in_fp16(last.first, contiguous.first)  # same weights and batch, the other layout

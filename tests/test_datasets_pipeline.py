@@ -214,15 +214,19 @@ def test_file_dls_balanced_loader_draws_every_class(tmp_path):
     assert 0.25 < ys.float().mean() < 0.75  # class 1 is 1 of 12 items but about half of the draws
 
 
-@pytest.mark.parametrize(("cpus", "local", "device", "workers", "pinned"), [
-    (16, "1", "cuda", 15, True),  # a GPU box: every core of this process's share but one feeds the GPU
-    (16, "4", "cuda", 3, True),  # four ranks on the machine share its cores
-    (2, "1", "cuda", 1, True),
-    (16, "1", "cpu", 2, False),  # on a CPU the training threads need the cores
-    (1, "1", "cpu", 1, False),
-])  # fmt: skip
-def test_loaders_take_workers_from_the_cpus_this_process_may_use(tmp_path, monkeypatch, cpus, local, device, workers,
-                                                                 pinned):  # fmt: skip
+@pytest.mark.parametrize(
+    ("cpus", "local", "device", "workers", "pinned"),
+    [
+        (16, "1", "cuda", 15, True),  # a GPU box: every core of this process's share but one feeds the GPU
+        (16, "4", "cuda", 3, True),  # four ranks on the machine share its cores
+        (2, "1", "cuda", 1, True),
+        (16, "1", "cpu", 2, False),  # on a CPU the training threads need the cores
+        (1, "1", "cpu", 1, False),
+    ],
+)
+def test_loaders_take_workers_from_the_cpus_this_process_may_use(
+    tmp_path, monkeypatch, cpus, local, device, workers, pinned
+):
     import torch
 
     from tresnet_nb import runtime
@@ -294,5 +298,4 @@ def test_the_cache_keeps_jpeg_for_scaled_down_training_images_only(tmp_path):
     assert formats == [["JPEG", "PNG"], ["PNG", "PNG"]]
     for cached, source in zip(valid.paths, split.paths, strict=True):
         assert np.array_equal(np.asarray(Image.open(cached).convert("RGB")), np.asarray(decode_resized(source, 64)))
-    assert np.array_equal(np.asarray(Image.open(train.paths[1]).convert("RGB")),
-                          np.asarray(decode_resized(small, 64)))  # fmt: skip
+    assert np.array_equal(np.asarray(Image.open(train.paths[1]).convert("RGB")), np.asarray(decode_resized(small, 64)))

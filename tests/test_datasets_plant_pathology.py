@@ -181,16 +181,26 @@ def test_default_config_trains_single_label_with_cross_entropy_and_reports_roc_a
     spec = get_dataset("plant_pathology")
     assert (spec.task, spec.metric) == ("single-label", "mean_roc_auc")
     ds = spec.read(spec.write_fixture(tmp_path / "pp"))
-    cfg = RunConfig.from_params("pp", preset="smoke", dataset="plant_pathology", precision="fp32",
-                                output_dir=str(tmp_path / "run"))  # fmt: skip
+    cfg = RunConfig.from_params(
+        "pp", preset="smoke", dataset="plant_pathology", precision="fp32", output_dir=str(tmp_path / "run")
+    )
     seed_everything(cfg.seed)
     model = load_model(cfg.arch, cfg.weights, num_classes=len(ds.class_names))
-    dls = prepare_file_dls(ds, spec.eval_split, 64, 8, data_config(model, 64), torch.device("cpu"), tmp_path / "run",
-                           max_items=cfg.max_items, cache_dir=tmp_path / "c")  # fmt: skip
+    dls = prepare_file_dls(
+        ds,
+        spec.eval_split,
+        64,
+        8,
+        data_config(model, 64),
+        torch.device("cpu"),
+        tmp_path / "run",
+        max_items=cfg.max_items,
+        cache_dir=tmp_path / "c",
+    )
     learn = build_learner(cfg, dls, model, task=ds.task)
     assert isinstance(learn.loss_func, CrossEntropyLossFlat)
     learn.remove_cb(ProgressCallback)
-    result = fit(learn, cfg, pretrained=False)
+    result = fit(learn, cfg)
     assert result.history["metric_names"] == ["train_loss", "valid_loss", "accuracy", "roc_auc"]
     probs, targets = predict(learn)
     assert probs.shape == (len(ds["valid"]), 4) and torch.allclose(probs.sum(1), torch.ones(len(probs)))  # softmax

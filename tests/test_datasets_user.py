@@ -140,16 +140,26 @@ def test_multi_label_csv_trains_and_evaluates_with_bce(tmp_path):
     spec = get_dataset("csv")
     ds = spec.read(root)
     assert ds.task == "multi-label"
-    cfg = RunConfig.from_params("ml", preset="smoke", dataset="csv", data_root=str(root), precision="fp32",
-                                output_dir=str(tmp_path / "run"))  # fmt: skip
+    cfg = RunConfig.from_params(
+        "ml", preset="smoke", dataset="csv", data_root=str(root), precision="fp32", output_dir=str(tmp_path / "run")
+    )
     seed_everything(cfg.seed)
     model = load_model(cfg.arch, cfg.weights, num_classes=len(ds.class_names))
-    dls = prepare_file_dls(ds, spec.eval_split, 64, 8, data_config(model, 64), torch.device("cpu"), tmp_path / "run",
-                           max_items=cfg.max_items, cache_dir=tmp_path / "c")  # fmt: skip
+    dls = prepare_file_dls(
+        ds,
+        spec.eval_split,
+        64,
+        8,
+        data_config(model, 64),
+        torch.device("cpu"),
+        tmp_path / "run",
+        max_items=cfg.max_items,
+        cache_dir=tmp_path / "c",
+    )
     learn = build_learner(cfg, dls, model, task=ds.task)  # the default multi-label loss
     assert isinstance(learn.loss_func, BCEWithLogitsLossFlat)
     learn.remove_cb(ProgressCallback)
-    result = fit(learn, cfg, pretrained=False)
+    result = fit(learn, cfg)
     assert result.history["metric_names"] == ["train_loss", "valid_loss", "roc_auc", "mAP"]
     probs, targets = predict(learn)
     assert probs.shape == targets.shape == (len(ds["valid"]), 3) and 0 <= probs.min() and probs.max() <= 1
@@ -193,12 +203,21 @@ def test_byte_order_mark_from_spreadsheets_is_ignored(tmp_path):
         ("file,label\nimages/cat_0.jpg,cat\n", r"columns \['file', 'label'\] but no 'path' column"),
         ("path,label\nimages/cat_0.jpg,cat\nimages/nope.jpg,dog\n", "line 3: image 'images/nope.jpg' not found"),
         ("path,label\nimages/cat_0.jpg,cat\nimages/cat_1.jpg,\n", "line 3: path 'images/cat_1.jpg' has an empty label"),
-        ("path,cat,dog\nimages/cat_0.jpg,1,0\nimages/cat_1.jpg,1,yes\n", "line 3: path 'images/cat_1.jpg' has 'yes' in column 'dog'"),
-        ("path,label\nimages/cat_0.jpg,cat\nimages/cat_0.jpg,dog\n", "path 'images/cat_0.jpg' occurs on line 2 and again on line 3"),
-        ("path,label,split\nimages/cat_0.jpg,cat,training\n", r"line 2: split 'training' is not one of \['train', 'valid', 'test'\]"),
+        (
+            "path,cat,dog\nimages/cat_0.jpg,1,0\nimages/cat_1.jpg,1,yes\n",
+            "line 3: path 'images/cat_1.jpg' has 'yes' in column 'dog'",
+        ),
+        (
+            "path,label\nimages/cat_0.jpg,cat\nimages/cat_0.jpg,dog\n",
+            "path 'images/cat_0.jpg' occurs on line 2 and again on line 3",
+        ),
+        (
+            "path,label,split\nimages/cat_0.jpg,cat,training\n",
+            r"line 2: split 'training' is not one of \['train', 'valid', 'test'\]",
+        ),
         ("path,label\nimages/cat_0.jpg,cat,extra\n", "line 2 has 3 fields but the header path,label has 2"),
     ],
-)  # fmt: skip
+)
 def test_bad_csv_is_named(tmp_path, text, message):
     root = table.write_fixture(tmp_path / "t")
     write_csv(root, text)

@@ -26,9 +26,17 @@ EXTRAS = {
 }
 NOT_INSTALLED_HERE = {"inplace_abn": "inplace-abn"}  # builds only with a CUDA toolchain
 # modules imported only inside the feature an extra names (lazily, in a function), and that extra
-OPTIONAL = {"inplace_abn": "iabn", "ipywidgets": "widgets", "onnx": "export", "onnxruntime": "export",
-            "mlflow": "tracking", "optuna": "sweep", "cleanlab": "trust", "faiss": "trust",
-            "pytorch_grad_cam": "trust"}  # fmt: skip
+OPTIONAL = {
+    "inplace_abn": "iabn",
+    "ipywidgets": "widgets",
+    "onnx": "export",
+    "onnxruntime": "export",
+    "mlflow": "tracking",
+    "optuna": "sweep",
+    "cleanlab": "trust",
+    "faiss": "trust",
+    "pytorch_grad_cam": "trust",
+}
 
 
 def _distribution(module: str) -> str:
@@ -112,5 +120,6 @@ def test_this_environment_satisfies_the_declared_ranges():
 def test_the_hosted_check_installs_what_the_notebooks_install_cell_installs():
     spec = venvcheck.install_cell_spec("file:///checkout")
     assert spec == "tresnet-nb[export,trust] @ git+file:///checkout"
-    assert canonicalize_name(Requirement(spec).name) == canonicalize_name(tomllib.loads(
-        (ROOT / "pyproject.toml").read_text())["project"]["name"])  # fmt: skip
+    assert canonicalize_name(Requirement(spec).name) == canonicalize_name(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["name"]
+    )

@@ -31,8 +31,16 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
-              "TORCHELASTIC_RUN_ID")  # fmt: skip
+LAUNCH_ENV = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+)
 SEED, LR, BATCH, ITEMS, SIZE, FITS, WORLD, EMA_DECAY = 7, 1e-3, 8, 48, 32, 2, 2, 0.8
 # fp32 on CPU, one thread, the same kernels on the same shard shapes: here the two runs agree to the last bit (halving
 # a loss is exact in binary floating point). The tolerances leave room for another summation order (DDP's bucketed
@@ -50,8 +58,15 @@ def _env() -> dict[str, str]:
 
 def _run(args: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``args`` in a session of its own; on timeout end that session (the launcher and its workers), then fail."""
-    proc = subprocess.Popen(args, cwd=ROOT, env={**_env(), **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env={**_env(), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -89,8 +104,9 @@ def _loaders(splits, data_cfg: dict, bs: int):
     mean, std, cpu = tuple(data_cfg["mean"]), tuple(data_cfg["std"]), torch.device("cpu")
     train = TensorItems(to_tensor_images(splits.train_x, SIZE), splits.train_y)
     valid = TensorItems(to_tensor_images(splits.valid_x, SIZE), splits.valid_y)
-    train_dl = DataLoader(train, bs=bs, shuffle=True, drop_last=True, device=cpu,
-                          after_batch=Preprocess(mean, std, augment=False))  # fmt: skip
+    train_dl = DataLoader(
+        train, bs=bs, shuffle=True, drop_last=True, device=cpu, after_batch=Preprocess(mean, std, augment=False)
+    )
     valid_dl = DataLoader(valid, bs=16, device=cpu, after_batch=Preprocess(mean, std, augment=False))
     return DataLoaders(train_dl, valid_dl, device=cpu)
 
@@ -99,14 +115,22 @@ def _setup(output_dir: Path, initial: dict | None = None):
     """The test's config, a learner built by the library (fp32, no augmentation) and the data, as every run uses."""
     from tresnet_nb import RunConfig, build_learner, data_config, load_model, load_splits
 
-    cfg = RunConfig.from_params("ddp", preset="smoke", precision="fp32", img_size=SIZE, batch_size=BATCH,
-                                max_items=ITEMS, output_dir=str(output_dir))  # fmt: skip
+    cfg = RunConfig.from_params(
+        "ddp",
+        preset="smoke",
+        precision="fp32",
+        img_size=SIZE,
+        batch_size=BATCH,
+        max_items=ITEMS,
+        output_dir=str(output_dir),
+        augment="as_built",
+    )
     splits = load_splits("fashion_mnist", None, ITEMS)
     model = load_model("tresnet_m", "none", num_classes=len(splits.class_names))
     if initial is not None:
         model.load_state_dict(initial)
     dls = _loaders(splits, data_config(model, SIZE), BATCH)
-    return build_learner(cfg, dls, model, augment="as_built"), splits
+    return build_learner(cfg, dls, model), splits
 
 
 def ddp_worker(out: Path) -> None:
@@ -154,12 +178,23 @@ def ddp_worker(out: Path) -> None:
     ema.use_average()  # once, after the last fit, as train.fit.fit does at the end of a plan
     probs, targets = predict(learn)
     dl = learn.dls.train
-    torch.save({
-        "backend": dist.get_backend(), "initial": initial, "loader_rng": loader_rng, "values": values,
-        "final": {k: v.detach().clone() for k, v in learn.model.state_dict().items()}, "grads": probe.grads,
-        "models": probe.models, "batches": probe.batches, "steps": probe.steps, "probs": probs, "targets": targets,
-        "after": {"model": type(learn.model).__name__, "n": dl.n, "get_idxs_patched": "get_idxs" in dl.__dict__},
-    }, out / f"rank{info.rank}.pt")  # fmt: skip
+    torch.save(
+        {
+            "backend": dist.get_backend(),
+            "initial": initial,
+            "loader_rng": loader_rng,
+            "values": values,
+            "final": {k: v.detach().clone() for k, v in learn.model.state_dict().items()},
+            "grads": probe.grads,
+            "models": probe.models,
+            "batches": probe.batches,
+            "steps": probe.steps,
+            "probs": probs,
+            "targets": targets,
+            "after": {"model": type(learn.model).__name__, "n": dl.n, "get_idxs_patched": "get_idxs" in dl.__dict__},
+        },
+        out / f"rank{info.rank}.pt",
+    )
     cleanup()
 
 
@@ -201,9 +236,14 @@ def reference(initial: dict, loader_rng: tuple, out: Path) -> dict:
     with torch.no_grad():
         batches = [(model(x.contiguous(memory_format=torch.channels_last)), y) for x, y in learn.dls.valid]
     logits, targets = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
-    return {"final": model.state_dict(), "grads": first_grads, "steps": steps, "probs": logits.softmax(1),
-            "valid_loss": float(learn.loss_func(logits, targets)),
-            "accuracy": float((logits.argmax(1) == targets).float().mean())}  # fmt: skip
+    return {
+        "final": model.state_dict(),
+        "grads": first_grads,
+        "steps": steps,
+        "probs": logits.softmax(1),
+        "valid_loss": float(learn.loss_func(logits, targets)),
+        "accuracy": float((logits.argmax(1) == targets).float().mean()),
+    }
 
 
 @pytest.mark.slow
@@ -231,8 +271,11 @@ def test_ddp_matches_a_single_process_reference(tmp_path):
         assert torch.equal(r0["grads"][name], r1["grads"][name]), name
     assert r0["values"] == r1["values"]
     assert torch.equal(r0["probs"], r1["probs"]) and len(r0["targets"]) == ITEMS // 2  # the whole validation set
-    moved = [n for n in r0["final"] if r0["final"][n].is_floating_point() and
-             not torch.equal(r0["final"][n], r0["initial"][n])]  # fmt: skip
+    moved = [
+        n
+        for n in r0["final"]
+        if r0["final"][n].is_floating_point() and not torch.equal(r0["final"][n], r0["initial"][n])
+    ]
     assert moved, "training changed nothing"
 
     threads = torch.get_num_threads()
@@ -280,12 +323,31 @@ def _metric_of_saved_model(out: Path, tta: bool = False) -> float:
 @pytest.mark.slow
 def test_train_command_under_torchrun_writes_one_metrics_file(tmp_path):
     out = tmp_path / "ddp-run"
-    args = ["-m", "tresnet_nb", "train", "--preset", "smoke", "-p", "DATASET", "fashion_mnist", "-p", "MAX_ITEMS",
-            "64", "--out", str(out)]  # fmt: skip
+    args = [
+        "-m",
+        "tresnet_nb",
+        "train",
+        "--preset",
+        "smoke",
+        "-p",
+        "DATASET",
+        "fashion_mnist",
+        "-p",
+        "MAX_ITEMS",
+        "64",
+        "--out",
+        str(out),
+    ]
     proc = _run(_torchrun(*args), timeout=240)
     assert proc.returncode == 0, proc.stderr[-5000:]
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pth", "metrics.json", "model.safetensors",
-                                                      "predictions.npz", "run_config.json", "tensorboard"]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.pth",
+        "metrics.json",
+        "model.safetensors",
+        "predictions.npz",
+        "run_config.json",
+        "tensorboard",
+    ]
     assert len(list((out / "tensorboard").iterdir())) == 1  # one event file: rank 0 alone tracks
     assert not list(tmp_path.rglob("*.tmp*"))
     record = json.loads((out / "metrics.json").read_text())
@@ -310,8 +372,21 @@ def test_train_command_under_torchrun_on_an_image_file_dataset(tmp_path, monkeyp
 
     root = get_dataset("plant_pathology").write_fixture(tmp_path / "pp")
     out = tmp_path / "pp-run"
-    args = ["-m", "tresnet_nb", "train", "--preset", "smoke", "-p", "DATASET", "plant_pathology", "-p", "DATA_ROOT",
-            str(root), "--out", str(out)]  # fmt: skip
+    args = [
+        "-m",
+        "tresnet_nb",
+        "train",
+        "--preset",
+        "smoke",
+        "-p",
+        "DATASET",
+        "plant_pathology",
+        "-p",
+        "DATA_ROOT",
+        str(root),
+        "--out",
+        str(out),
+    ]
     proc = _run(_torchrun(*args), timeout=240, env={"TRESNET_NB_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-5000:]
     record = json.loads((out / "metrics.json").read_text())
@@ -326,16 +401,45 @@ def test_train_command_under_torchrun_on_an_image_file_dataset(tmp_path, monkeyp
 @pytest.mark.slow
 def test_train_command_alone(tmp_path):
     out = tmp_path / "alone"
-    proc = _run([sys.executable, "-m", "tresnet_nb", "train", "--preset", "smoke", "-p", "dataset", "fashion_mnist",
-                 "-p", "max_items", "32", "-p", "RECIPE", "miil", "-p", "MIXUP", "0.2", "-p", "PROGRESSIVE",
-                 "32:1:8,64:1:16", "-p", "TTA", "True", "--out", str(out)], timeout=180)  # fmt: skip
+    proc = _run(
+        [
+            sys.executable,
+            "-m",
+            "tresnet_nb",
+            "train",
+            "--preset",
+            "smoke",
+            "-p",
+            "dataset",
+            "fashion_mnist",
+            "-p",
+            "max_items",
+            "32",
+            "-p",
+            "RECIPE",
+            "miil",
+            "-p",
+            "MIXUP",
+            "0.2",
+            "-p",
+            "PROGRESSIVE",
+            "32:1:8,64:1:16",
+            "-p",
+            "TTA",
+            "True",
+            "--out",
+            str(out),
+        ],
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     record = json.loads((out / "metrics.json").read_text())
     assert record["world_size"] == 1 and record["global_batch_size"] == record["batch_size_per_process"] == 16
     assert record["n_eval"] == 16
     assert record["metric_value"] == pytest.approx(_metric_of_saved_model(out, tta=True), abs=1e-9)  # TTA as run
     assert record["recipe"] == "miil" and record["epochs"] == 2 and record["options"]["mixup"] == 0.2
-    assert json.loads((out / "run_config.json").read_text())["extra"]["progressive"] == "32:1:8,64:1:16"
+    phases = json.loads((out / "run_config.json").read_text())["options"]["progressive"]
+    assert phases == [{"size": 32, "epochs": 1, "batch_size": 8}, {"size": 64, "epochs": 1, "batch_size": 16}]
     assert (out / "model.safetensors").is_file() and proc.stdout.count("[tresnet-nb] train epoch 1/1") == 2
 
 
@@ -459,13 +563,16 @@ def prep_worker(out: Path) -> None:
     verify.image_problem = slow
     data_cfg = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
     info = init_distributed()  # after the imports, so that the ranks start the preparation together
-    cfg = RunConfig.from_params("prep", preset="smoke", dataset="folder", img_size=32, batch_size=4,
-                                output_dir=str(out / f"run{info.rank}"))  # fmt: skip
+    cfg = RunConfig.from_params(
+        "prep", preset="smoke", dataset="folder", img_size=32, batch_size=4, output_dir=str(out / f"run{info.rank}")
+    )
     start = time.perf_counter()
     data = Data(cfg, get_dataset("folder"), _file_dataset(out / "images"), data_cfg, info.device)
-    result = {"seconds": time.perf_counter() - start,
-              "train": [str(p) for p in data.dls.train.dataset.split.paths],
-              "valid": [str(p) for p in data.dls.valid.dataset.split.paths]}  # fmt: skip
+    result = {
+        "seconds": time.perf_counter() - start,
+        "train": [str(p) for p in data.dls.train.dataset.split.paths],
+        "valid": [str(p) for p in data.dls.valid.dataset.split.paths],
+    }
     try:
         Data(cfg, get_dataset("folder"), _file_dataset(out / "bad"), data_cfg, info.device)
         result["bad"] = "no error"
@@ -598,8 +705,13 @@ def test_nccl_alone_binds_the_device_and_trains_ddp(monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
-                        "LOCAL_RANK": "0"}.items():  # fmt: skip
+    for name, value in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+    }.items():
         monkeypatch.setenv(name, value)
     torch.cuda.set_device(0)
     dist.init_process_group(**process_group_kwargs("nccl", 0, timedelta(minutes=5)), rank=0, world_size=1)

@@ -40,15 +40,25 @@ def preprocess(dl) -> Preprocess:
     return step
 
 
-def make(tmp_path, max_items=32, batch_size=16, img_size=64, model=None, splits=None, dataset="fashion_mnist",
-         **options):  # fmt: skip
-    cfg = RunConfig.from_params("e", preset="smoke", precision="fp32", max_items=max_items, batch_size=batch_size,
-                                img_size=img_size, output_dir=str(tmp_path), dataset=dataset)  # fmt: skip
+def make(
+    tmp_path, max_items=32, batch_size=16, img_size=64, model=None, splits=None, dataset="fashion_mnist", **options
+):
+    cfg = RunConfig.from_params(
+        "e",
+        preset="smoke",
+        precision="fp32",
+        max_items=max_items,
+        batch_size=batch_size,
+        img_size=img_size,
+        output_dir=str(tmp_path),
+        dataset=dataset,
+        **options,
+    )
     seed_everything(cfg.seed)
     model = model if model is not None else load_model(cfg.arch, cfg.weights, num_classes=10)
     splits = splits if splits is not None else load_splits(cfg.dataset, None, cfg.max_items)
     dls = array_dls(splits, cfg.img_size, cfg.batch_size, data_config(model, cfg.img_size), CPU)
-    learn = build_learner(cfg, dls, model, **options)
+    learn = build_learner(cfg, dls, model)
     learn.remove_cb(ProgressCallback)
     return cfg, learn
 
@@ -87,20 +97,23 @@ def test_recipes_set_their_policy_on_the_training_loader_only(tmp_path):
     _, learn = make(tmp_path, recipe="scratch", augment="randaugment", erasing=0.25)
     train_pre = preprocess(learn.dls.train)
     assert (train_pre.aug.policy, train_pre.aug.erasing) == ("randaugment", 0.25)
-    assert learn.options["augment"] == "randaugment"
+    assert learn.plan.settings()["augment"] == "randaugment"
 
 
-@pytest.mark.parametrize(("dataset", "augment", "flips"), [
-    ("fashion_mnist", None, True),  # clothes keep their class in a mirror: the recipe's flips
-    ("folder", None, False),  # a user's own images may not (digits, letters): no flips by default
-    ("csv", None, False),
-    ("folder", "flip", True),  # a policy asked for by name flips
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("dataset", "augment", "flips"),
+    [
+        ("fashion_mnist", None, True),  # clothes keep their class in a mirror: the recipe's flips
+        ("folder", None, False),  # a user's own images may not (digits, letters): no flips by default
+        ("csv", None, False),
+        ("folder", "flip", True),  # a policy asked for by name flips
+    ],
+)
 def test_the_recipes_flip_only_datasets_whose_classes_survive_a_mirror(tmp_path, dataset, augment, flips):
     splits = load_splits("fashion_mnist", None, 32)  # the images do not matter; the dataset's entry does
     _, learn = make(tmp_path, model=Tiny(), splits=splits, dataset=dataset, recipe="fastai", augment=augment)
     aug = preprocess(learn.dls.train).aug
-    assert (aug.policy, aug.flip, learn.options["flip"]) == ("flip", flips, flips)
+    assert (aug.policy, aug.flip, learn.plan.settings()["flip"]) == ("flip", flips, flips)
     x = torch.rand(64, 3, 8, 8)
     torch.manual_seed(0)
     mirrored = [torch.equal(a, b.flip(2)) for a, b in zip(aug.images(x.clone()), x, strict=True)]
@@ -113,7 +126,7 @@ def test_the_scratch_recipe_augments_nothing_unless_asked(tmp_path, augment, pol
     splits = load_splits("fashion_mnist", None, 32)
     _, learn = make(tmp_path, model=Tiny(), splits=splits, dataset="fashion_mnist", recipe="scratch", augment=augment)
     aug = preprocess(learn.dls.train).aug
-    assert (aug.policy, aug.flip, learn.options["augment"], learn.options["flip"]) == (
+    assert (aug.policy, aug.flip, learn.plan.settings()["augment"], learn.plan.settings()["flip"]) == (
         policy,
         augment == "flip",
         policy,
@@ -180,8 +193,11 @@ def test_bad_augmentation_values_are_named(policy, erasing):
 def _mix_probe(learn):
     mix = next(cb for cb in learn.cbs if isinstance(cb, MixupCutmix))
     before = Record(19, "before_batch", lambda cb: (cb.xb[0].clone(), cb.yb[0].clone()))
-    after = Record(21, "before_batch", lambda cb: (cb.xb[0].clone(), cb.yb[0].clone(), float(mix.lam),
-                                                   mix.yb1[0].clone(), mix.shuffle.clone()))  # fmt: skip
+    after = Record(
+        21,
+        "before_batch",
+        lambda cb: (cb.xb[0].clone(), cb.yb[0].clone(), float(mix.lam), mix.yb1[0].clone(), mix.shuffle.clone()),
+    )
     before.run_valid = after.run_valid = False  # MixUp/CutMix leave validation batches alone
     learn.add_cbs([before, after])
     with learn.no_logging():
@@ -251,8 +267,15 @@ def test_accumulating_two_half_batches_equals_one_full_batch(tmp_path):
     grads = []
     for bs, accumulate in ((16, 1), (8, 2)):
         torch.manual_seed(0)
-        _, learn = make(tmp_path, batch_size=bs, img_size=32, model=Tiny(), splits=_tiny_splits(),
-                        augment="none", accumulate=accumulate)  # fmt: skip
+        _, learn = make(
+            tmp_path,
+            batch_size=bs,
+            img_size=32,
+            model=Tiny(),
+            splits=_tiny_splits(),
+            augment="none",
+            accumulate=accumulate,
+        )
         # the gradient the optimizer steps with (order 7: after AccumulateGradients lets the step happen)
         steps = Record(7, "before_step", lambda cb: [p.grad.clone() for p in cb.learn.model.parameters()])
         learn.add_cb(steps)
@@ -265,8 +288,16 @@ def test_accumulating_two_half_batches_equals_one_full_batch(tmp_path):
 
 
 def test_accumulation_steps_on_the_last_batch_of_an_epoch(tmp_path):
-    _, learn = make(tmp_path, max_items=48, batch_size=16, img_size=32, model=Tiny(), splits=_tiny_splits(48),
-                    augment="none", accumulate=2)  # fmt: skip
+    _, learn = make(
+        tmp_path,
+        max_items=48,
+        batch_size=16,
+        img_size=32,
+        model=Tiny(),
+        splits=_tiny_splits(48),
+        augment="none",
+        accumulate=2,
+    )
     steps = Record(50, "after_step", lambda cb: cb.iter)
     learn.add_cb(steps)
     with learn.no_logging():
@@ -278,8 +309,11 @@ def test_accumulation_steps_on_the_last_batch_of_an_epoch(tmp_path):
 
 def test_gradient_clipping_bounds_the_norm_the_optimizer_sees(tmp_path):
     def norm(cb):
-        return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in cb.learn.model.parameters()
-                                                          if p.grad is not None])))  # fmt: skip
+        return float(
+            torch.linalg.vector_norm(
+                torch.stack([p.grad.norm() for p in cb.learn.model.parameters() if p.grad is not None])
+            )
+        )
 
     seen = {}
     for clip in (None, 1e-3):
@@ -306,7 +340,7 @@ def test_gradient_checkpointing_and_compile_switches_train(tmp_path, switch):
     else:
         assert learn.model.grad_checkpointing
     assert not any(k.startswith("_orig_mod") for k in learn.model.state_dict())
-    result = fit(learn, cfg, pretrained=False)
+    result = fit(learn, cfg)
     assert len(result.history["epochs"]) == 1 and np.isfinite(result.history["train_losses"]).all()
 
 
@@ -334,12 +368,17 @@ def test_lr_find_leaves_weights_and_optimizer_as_they_were(tmp_path):
 
 def test_tta_averages_the_predictions_on_flipped_images(tmp_path):
     cfg, learn = make(tmp_path)
-    fit(learn, cfg, pretrained=False)
+    fit(learn, cfg)
     plain, targets = predict(learn)
     averaged, targets2 = predict(learn, tta=True)
     splits = load_splits(cfg.dataset, None, cfg.max_items)
-    flipped_splits = ArraySplits(splits.train_x, splits.train_y, np.ascontiguousarray(splits.valid_x[:, :, ::-1]),
-                                 splits.valid_y, splits.class_names)  # fmt: skip
+    flipped_splits = ArraySplits(
+        splits.train_x,
+        splits.train_y,
+        np.ascontiguousarray(splits.valid_x[:, :, ::-1]),
+        splits.valid_y,
+        splits.class_names,
+    )
     flipped_dls = array_dls(flipped_splits, cfg.img_size, cfg.batch_size, data_config(learn.model, cfg.img_size), CPU)
     on_flipped, _ = predict(learn, dl=flipped_dls.valid)
     assert torch.equal(targets, targets2)
@@ -359,15 +398,29 @@ def test_mean_average_precision_matches_scikit_learn():
 # ---- progressive resizing --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["32:1:8,64:2:16", "32:1:8 64:2:16", [[32, 1, 8], [64, 2, 16]],
-                                   [{"size": 32, "epochs": 1, "batch_size": 8}, (64, 2, 16)]])  # fmt: skip
+@pytest.mark.parametrize(
+    "value",
+    [
+        "32:1:8,64:2:16",
+        "32:1:8 64:2:16",
+        [[32, 1, 8], [64, 2, 16]],
+        [{"size": 32, "epochs": 1, "batch_size": 8}, (64, 2, 16)],
+    ],
+)
 def test_progressive_schedules_parse(value):
     assert parse_phases(value) == (Phase(32, 1, 8), Phase(64, 2, 16))
 
 
-@pytest.mark.parametrize(("value", "match"), [("224x3", "not understood"), ([[224, 3]], "needs one or more"),
-                                              ([[225, 1, 8]], "225"), ([[224, 0, 8]], "at least 1 epoch"),
-                                              ([[224, 1.5, 8]], "integers")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("224x3", "not understood"),
+        ([[224, 3]], "needs one or more"),
+        ([[225, 1, 8]], "225"),
+        ([[224, 0, 8]], "at least 1 epoch"),
+        ([[224, 1.5, 8]], "integers"),
+    ],
+)
 def test_bad_progressive_schedules_are_refused(value, match):
     with pytest.raises(ValueError, match=match):
         parse_phases(value)
@@ -377,7 +430,10 @@ def test_progressive_plan_scales_the_rate_with_the_batch_and_keeps_one_frozen_st
     phases = parse_phases("224:2:64,448:1:16")
     stages = plan(RECIPES["fastai"], 99, 2e-3, True, phases)
     assert [(s.frozen, s.epochs, s.size, s.batch_size) for s in stages] == [
-        (True, 1, 224, 64), (False, 2, 224, 64), (False, 1, 448, 16)]  # fmt: skip
+        (True, 1, 224, 64),
+        (False, 2, 224, 64),
+        (False, 1, 448, 16),
+    ]
     assert stages[1].lr == pytest.approx((1e-5, 1e-3)) and stages[2].lr == pytest.approx((2.5e-6, 2.5e-4))
     scratch = plan(RECIPES["scratch"], 99, None, False, phases)
     assert [s.lr for s in scratch] == pytest.approx([3e-3, 7.5e-4])
@@ -395,7 +451,7 @@ def test_progressive_fit_swaps_loaders_and_keeps_the_optimizer_state(tmp_path):
     sizes = Record(50, "before_batch", lambda cb: (cb.epoch, cb.training, tuple(cb.xb[0].shape)))
     steps = Record(50, "after_step", lambda cb: 1)
     learn.add_cbs([sizes, steps])
-    result = fit(learn, cfg, pretrained=False, phases="32:1:8,64:1:16", dls_for=dls_for)
+    result = fit(learn, cfg.with_changes(progressive="32:1:8,64:1:16"), dls_for=dls_for)
     assert built == [(32, 8), (64, 16)]
     assert preprocess(learn.dls.train).aug.policy == "autoaugment"  # the recipe's augmentation carried over
     train_shapes = {(epoch, shape) for epoch, training, shape in sizes.seen if training}
@@ -405,7 +461,7 @@ def test_progressive_fit_swaps_loaders_and_keeps_the_optimizer_state(tmp_path):
     assert len(steps.seen) == 6
     assert {int(s["step"]) for s in learn.opt.state.values() if "step" in s} == {6}
     with pytest.raises(ValueError, match="needs dls_for"):
-        fit(learn, cfg, pretrained=False, phases="32:1:8")
+        fit(learn, cfg.with_changes(progressive="32:1:8"))
 
 
 # ---- the miil recipe's parts -----------------------------------------------------------------------------------
@@ -417,7 +473,7 @@ def test_miil_recipe_optimizer_loss_and_schedule(tmp_path):
     assert learn.loss_func.func.label_smoothing == miil.label_smoothing == 0.1
     lrs = Record(50, "before_step", lambda cb: cb.opt.hypers[-1]["lr"])
     learn.add_cb(lrs)
-    fit(learn, cfg.with_changes(epochs=5), pretrained=False)
+    fit(learn, cfg.with_changes(epochs=5))
     # weight decay 1e-4 as L2 (not decoupled), on weights but not on biases (nor norm weights)
     hypers = learn.opt.hypers[-1]
     assert hypers["wd"] == pytest.approx(1e-4)
@@ -436,7 +492,7 @@ def test_ema_is_the_running_average_that_is_validated_and_kept(tmp_path):
     start = {k: v.clone() for k, v in learn.model.state_dict().items()}
     live = Record(54, "after_step", lambda cb: {k: v.clone() for k, v in cb.learn.model.state_dict().items()})
     learn.add_cb(live)
-    result = fit(learn, cfg.with_changes(epochs=2), pretrained=False)
+    result = fit(learn, cfg.with_changes(epochs=2))
     expected = start
     for weights in live.seen:
         expected = {k: expected[k] + (1 - decay) * (weights[k] - expected[k]) for k in expected}

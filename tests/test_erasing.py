@@ -43,8 +43,13 @@ def both() -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("what", ["area", "height", "width", "top", "left"])
 def test_batch_erasing_draws_torchvisions_rectangles(both, what):
     batched, per_image = both
-    pick = {"area": lambda b: b[:, 2] * b[:, 3], "height": lambda b: b[:, 2], "width": lambda b: b[:, 3],
-            "top": lambda b: b[:, 0], "left": lambda b: b[:, 1]}[what]  # fmt: skip
+    pick = {
+        "area": lambda b: b[:, 2] * b[:, 3],
+        "height": lambda b: b[:, 2],
+        "width": lambda b: b[:, 3],
+        "top": lambda b: b[:, 0],
+        "left": lambda b: b[:, 1],
+    }[what]
     assert ks_2samp(pick(batched), pick(per_image)).pvalue > 1e-3
 
 

@@ -36,8 +36,14 @@ def test_gpu_check_on_a_cpu_runs_every_section_as_a_bare_cuda_image_would(tmp_pa
         "TRESNET_NB_CACHE": str(tmp_path / "cache"),
     }
     out = tmp_path / "check"
-    done = subprocess.run([sys.executable, "-m", "tresnet_nb", "gpu-check", "--device", "cpu", "--quick", "--out",
-                           str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "tresnet_nb", "gpu-check", "--device", "cpu", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())
     assert list(report["sections"]) == list(SECTIONS)
@@ -89,9 +95,11 @@ def test_the_report_is_written_after_each_section_and_a_failure_does_not_stop_th
 
 def test_junit_outcomes_reads_each_kind(tmp_path):
     xml = tmp_path / "r.xml"
-    xml.write_text('<testsuites><testsuite><testcase classname="t" name="a"/><testcase classname="t" name="b">'
-                   '<failure/></testcase><testcase classname="t" name="c"><skipped/></testcase>'
-                   '<testcase classname="t" name="d"><error/></testcase></testsuite></testsuites>')  # fmt: skip
+    xml.write_text(
+        '<testsuites><testsuite><testcase classname="t" name="a"/><testcase classname="t" name="b">'
+        '<failure/></testcase><testcase classname="t" name="c"><skipped/></testcase>'
+        '<testcase classname="t" name="d"><error/></testcase></testsuite></testsuites>'
+    )
     assert gpucheck.junit_outcomes(xml) == {"t::a": "passed", "t::b": "failed", "t::c": "skipped", "t::d": "error"}
 
 

@@ -65,14 +65,32 @@ def test_label_sets_from_timm_and_by_head_size():
 
 # A small tree in the authors' format: class_tree_list[i] is i, then its ancestors (leaf first).
 TREE = {
-    "class_list": ["n00000010", "n00000020", "n00000030", "n00000040", "n00000050", "n00000060", "n00000070",
-                   "n00000080", "n00000090", "n00000100"],
-    "class_description": {"n00000010": "animal", "n00000020": "plant", "n00000030": "dog", "n00000040": "cat",
-                          "n00000050": "flower", "n00000060": "Samoyed", "n00000070": "pug", "n00000080": "rose",
-                          "n00000090": "white Samoyed", "n00000100": "black pug"},
-    "class_tree_list": [[0], [1], [2, 0], [3, 0], [4, 1], [5, 2, 0], [6, 2, 0], [7, 4, 1], [8, 5, 2, 0],
-                        [9, 6, 2, 0]],
-}  # fmt: skip
+    "class_list": [
+        "n00000010",
+        "n00000020",
+        "n00000030",
+        "n00000040",
+        "n00000050",
+        "n00000060",
+        "n00000070",
+        "n00000080",
+        "n00000090",
+        "n00000100",
+    ],
+    "class_description": {
+        "n00000010": "animal",
+        "n00000020": "plant",
+        "n00000030": "dog",
+        "n00000040": "cat",
+        "n00000050": "flower",
+        "n00000060": "Samoyed",
+        "n00000070": "pug",
+        "n00000080": "rose",
+        "n00000090": "white Samoyed",
+        "n00000100": "black pug",
+    },
+    "class_tree_list": [[0], [1], [2, 0], [3, 0], [4, 1], [5, 2, 0], [6, 2, 0], [7, 4, 1], [8, 5, 2, 0], [9, 6, 2, 0]],
+}
 
 
 @pytest.fixture
@@ -93,8 +111,11 @@ def test_semantic_softmax_on_an_official_format_tree_file(tree_file):
     logits[1, [1, 4]] = 5.0  # plant, flower; nothing clear below
     chains = hierarchy.decode(logits)  # image 2: all equal -> 1/2, 1/3, 1/3: nothing exceeds 0.5
     assert chain_text(chains[0]) == "animal > dog > Samoyed"
-    assert [(p.level, p.index, p.synset) for p in chains[0]] == [(0, 0, "n00000010"), (1, 2, "n00000030"),
-                                                               (2, 5, "n00000060")]  # fmt: skip
+    assert [(p.level, p.index, p.synset) for p in chains[0]] == [
+        (0, 0, "n00000010"),
+        (1, 2, "n00000030"),
+        (2, 5, "n00000060"),
+    ]
     assert all(p.probability > 0.99 for p in chains[0])
     assert chain_text(chains[1]) == "plant > flower" and chains[2] == []
     assert chain_text(hierarchy.decode(logits, deepest=True)[0]) == "animal > dog > Samoyed > white Samoyed"
@@ -107,16 +128,28 @@ def test_semantic_softmax_on_an_official_format_tree_file(tree_file):
 
 def test_a_level_needs_more_than_one_class(tmp_path):
     path = tmp_path / "tree.pth"
-    torch.save({"class_list": ["a", "b", "c", "d", "e"], "class_description": {},
-                "class_tree_list": [[0], [1], [2, 0], [3, 2, 0], [4, 2, 0]]}, path)  # fmt: skip
+    torch.save(
+        {
+            "class_list": ["a", "b", "c", "d", "e"],
+            "class_description": {},
+            "class_tree_list": [[0], [1], [2, 0], [3, 2, 0], [4, 2, 0]],
+        },
+        path,
+    )
     # depth 1 holds one class: no level; depth 2 is the deepest
     assert [list(level) for level in tree_file_hierarchy(path).levels(deepest=True)] == [[0, 1], [3, 4]]
 
 
 def test_tree_file_is_read_safely(tmp_path, tree_file):
     numpy_tree = tmp_path / "numpy_tree.pth"  # numpy arrays and scalars are allowed and come back as plain values
-    torch.save({**TREE, "class_tree_list": [np.array(t) for t in TREE["class_tree_list"]],
-                "class_list": np.array(TREE["class_list"])}, numpy_tree)  # fmt: skip
+    torch.save(
+        {
+            **TREE,
+            "class_tree_list": [np.array(t) for t in TREE["class_tree_list"]],
+            "class_list": np.array(TREE["class_list"]),
+        },
+        numpy_tree,
+    )
     assert read_tree_file(numpy_tree) == read_tree_file(tree_file) == TREE
     evil = tmp_path / "evil.pth"
     torch.save({**TREE, "class_description": Path("/etc/passwd")}, evil)  # any object beyond plain data
@@ -143,8 +176,10 @@ def test_shipped_wordnet_hierarchy_gives_the_authors_levels():
     assert len(wordnet_hierarchy(label_set("winter21")).class_list) == 10450
 
 
-@pytest.mark.skipif(not (WORDNET / "data.noun").is_file(), reason="WordNet 3.0 not installed (apt-get install "
-                    "wordnet-base): the shipped tree cannot be regenerated here")  # fmt: skip
+@pytest.mark.skipif(
+    not (WORDNET / "data.noun").is_file(),
+    reason="WordNet 3.0 not installed (apt-get install wordnet-base): the shipped tree cannot be regenerated here",
+)
 def test_shipped_tree_is_what_the_tool_writes_from_wordnet():
     spec = importlib.util.spec_from_file_location("wordnet_hierarchy", ROOT / "tools" / "wordnet_hierarchy.py")
     tool = importlib.util.module_from_spec(spec)
@@ -216,7 +251,7 @@ def test_coverage_of_the_real_class_lists(capsys):
         ("flowers102", "lotus", "n11717399"),  # sacred lotus (WordNet's first sense)
         ("flowers102", "watercress", "n11869689"),  # the plant, not the salad
     ],
-)  # fmt: skip
+)
 def test_spot_checks(dataset, name, synset):
     found = {m.name: m for m in match_dataset(dataset).matches}[name]
     assert found.synset == synset, (found, lemma(found.synset or ""))
@@ -340,8 +375,21 @@ def test_predict_command(tmp_path, closed_hub, capsys):
     # a tag named and not to be had offline is an error, not random predictions
     assert main(["predict", str(image), "--arch", "tresnet_m.miil_in21k", "--top", "3"]) == 2
     assert "tresnet_m.miil_in21k" in capsys.readouterr().err
-    code = main(["predict", str(image), "--arch", "tresnet_m.miil_in21k", "--weights", "none", "--top", "3",
-                 "--hierarchy", "--img-size", str(SIZE)])  # fmt: skip
+    code = main(
+        [
+            "predict",
+            str(image),
+            "--arch",
+            "tresnet_m.miil_in21k",
+            "--weights",
+            "none",
+            "--top",
+            "3",
+            "--hierarchy",
+            "--img-size",
+            str(SIZE),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     lines = out.splitlines()

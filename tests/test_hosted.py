@@ -268,8 +268,9 @@ def test_hosted_platform(not_hosted, marker):
     assert hosted_platform() == PLATFORM_OF[marker]
 
 
-@pytest.mark.parametrize("platform, menu", [("colab", "Runtime > Change runtime type > GPU"),
-                                            ("kaggle", "Settings > Accelerator > GPU")])  # fmt: skip
+@pytest.mark.parametrize(
+    "platform, menu", [("colab", "Runtime > Change runtime type > GPU"), ("kaggle", "Settings > Accelerator > GPU")]
+)
 def test_gpu_advice_on_a_hosted_platform_without_gpu(not_hosted, capsys, platform, menu):
     not_hosted.setattr(torch.cuda, "is_available", lambda: False)
     assert gpu_advice() is None and hosted_check() is None  # a local CPU run is supported: no advice

@@ -88,8 +88,10 @@ def test_zero_gamma_learns_as_plain_batchnorm():
     dy = torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64)
     bias = torch.randn(3, generator=g, dtype=torch.float64)
     grads = []
-    for fn in (lambda w, b: InPlaceABNFunction.apply(x, w, b, None, None, 0.1, 1e-5, 1.0),
-               lambda w, b: F.batch_norm(x, None, None, w, b, True, 0.1, 1e-5)):  # fmt: skip
+    for fn in (
+        lambda w, b: InPlaceABNFunction.apply(x, w, b, None, None, 0.1, 1e-5, 1.0),
+        lambda w, b: F.batch_norm(x, None, None, w, b, True, 0.1, 1e-5),
+    ):
         w, b = torch.zeros(3, dtype=torch.float64, requires_grad=True), bias.clone().requires_grad_()
         grads.append(torch.autograd.grad(fn(w, b), (w, b), dy))
     assert rel(grads[0][0], grads[1][0]) < 1e-9 and grads[0][0].abs().min() > 0
@@ -99,8 +101,9 @@ def test_zero_gamma_learns_as_plain_batchnorm():
 @pytest.mark.parametrize(("momentum", "track"), [(0.1, True), (None, True), (0.3, False)])
 def test_layer_follows_batchnorm_momentum_rules_bitwise(momentum, track):
     """Exponential (momentum) and cumulative (None) running averages, and no running statistics at all."""
-    plain = BatchNormAct2d(5, momentum=momentum, track_running_stats=track, act_kwargs={"negative_slope": 0.01},
-                           act_layer=nn.LeakyReLU)  # fmt: skip
+    plain = BatchNormAct2d(
+        5, momentum=momentum, track_running_stats=track, act_kwargs={"negative_slope": 0.01}, act_layer=nn.LeakyReLU
+    )
     layer = InPlaceABN2d(5, momentum=momentum, track_running_stats=track, activation_param=0.01)
     layer.load_state_dict(plain.state_dict())
     g = torch.Generator().manual_seed(4)
@@ -218,11 +221,19 @@ def test_conversion_leaves_the_model_as_found(tresnet):
 # (package imports, CUDA in use, training precision) -> what backend='auto' takes: the package only on CUDA and only
 # in the precisions its kernels dispatch (float, half; no bfloat16)
 AUTO_BACKENDS = [
-    (False, False, "fp32", "pure"), (False, False, "fp16", "pure"), (False, False, "bf16", "pure"),
-    (False, True, "fp32", "pure"), (False, True, "fp16", "pure"), (False, True, "bf16", "pure"),
-    (True, False, "fp32", "pure"), (True, False, "fp16", "pure"), (True, False, "bf16", "pure"),
-    (True, True, "fp32", "inplace_abn"), (True, True, "fp16", "inplace_abn"), (True, True, "bf16", "pure"),
-]  # fmt: skip
+    (False, False, "fp32", "pure"),
+    (False, False, "fp16", "pure"),
+    (False, False, "bf16", "pure"),
+    (False, True, "fp32", "pure"),
+    (False, True, "fp16", "pure"),
+    (False, True, "bf16", "pure"),
+    (True, False, "fp32", "pure"),
+    (True, False, "fp16", "pure"),
+    (True, False, "bf16", "pure"),
+    (True, True, "fp32", "inplace_abn"),
+    (True, True, "fp16", "inplace_abn"),
+    (True, True, "bf16", "pure"),
+]
 
 
 @pytest.mark.parametrize(("package", "cuda", "precision", "expected"), AUTO_BACKENDS)

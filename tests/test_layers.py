@@ -20,6 +20,8 @@ MAX_LINES = 350
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("paper", "files", "runtime", "bundle"),
     ("data", "model"),
+    ("recipes",),
+    ("options",),
     ("config", "evaluation", "probe"),
     ("train",),
     ("report",),
@@ -178,25 +180,31 @@ def _package(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_a_planted_cycle_through_a_deferred_import_is_caught(tmp_path):
-    pkg = _package(tmp_path, {
-        "__init__.py": "",
-        "train/__init__.py": "",
-        "train/fit.py": "from .learner import build\n",
-        "train/learner.py": "def build():\n    from .fit import fit  # deferred, still a dependency\n",
-    })  # fmt: skip
+    pkg = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "train/__init__.py": "",
+            "train/fit.py": "from .learner import build\n",
+            "train/learner.py": "def build():\n    from .fit import fit  # deferred, still a dependency\n",
+        },
+    )
     assert cycles(import_edges(pkg)) == [["tresnet_nb.train.fit", "tresnet_nb.train.learner"]]
 
 
 def test_a_planted_upward_and_a_sideways_import_are_caught(tmp_path):
-    pkg = _package(tmp_path, {
-        "__init__.py": "",
-        "data/__init__.py": "",
-        "data/arrays.py": "def f():\n    from ..train.learner import build\n",
-        "model/__init__.py": "",
-        "model/load.py": "from tresnet_nb.data import arrays\n",
-        "train/__init__.py": "",
-        "train/learner.py": "from ..model.load import x\n",
-    })  # fmt: skip
+    pkg = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "data/__init__.py": "",
+            "data/arrays.py": "def f():\n    from ..train.learner import build\n",
+            "model/__init__.py": "",
+            "model/load.py": "from tresnet_nb.data import arrays\n",
+            "train/__init__.py": "",
+            "train/learner.py": "from ..model.load import x\n",
+        },
+    )
     problems = layer_problems(import_edges(pkg))
     assert problems == [
         "tresnet_nb.data.arrays imports tresnet_nb.train.learner: a higher layer ('train' is not below 'data')",

@@ -9,8 +9,9 @@ import torch
 from tresnet_nb.train.losses import AsymmetricLoss
 
 
-def paper_asl(logits: torch.Tensor, targets: torch.Tensor, gamma_neg: float, gamma_pos: float, clip: float,
-              eps: float = 1e-8) -> torch.Tensor:  # fmt: skip
+def paper_asl(
+    logits: torch.Tensor, targets: torch.Tensor, gamma_neg: float, gamma_pos: float, clip: float, eps: float = 1e-8
+) -> torch.Tensor:
     """ASL as Ridnik et al. (ICCV 2021) define it (eqs. 1-5; the library's own formula before timm's took over):
     L+ = (1-p)^gamma_pos log p, L- = p_m^gamma_neg log(1-p_m) with p_m = max(p - clip, 0), summed, over the batch."""
     p = torch.sigmoid(logits.float())

@@ -231,9 +231,13 @@ def test_find_max_batch_needs_cuda_and_training_step_runs_on_cpu(tresnet):
 
 def small_convnet() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
         nn.Linear(8, 10),
-    )  # fmt: skip
+    )
 
 
 def _state_bytes(optimizer: torch.optim.Optimizer, key: str) -> int:

@@ -189,8 +189,14 @@ def test_official_checkpoint_written_independently_loads_to_the_official_logits(
                 module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
     state = official.state_dict()
     assert len(state) == OFFICIAL_KEYS["tresnet_m"]
-    assert {"body.conv1.0.weight", "body.conv1.1.weight", "body.layer2.0.conv1.0.0.weight",
-            "body.layer2.0.downsample.1.1.running_var", "body.layer3.0.conv2.0.1.bias", "head.fc.weight"} <= set(state)  # fmt: skip
+    assert {
+        "body.conv1.0.weight",
+        "body.conv1.1.weight",
+        "body.layer2.0.conv1.0.0.weight",
+        "body.layer2.0.downsample.1.1.running_var",
+        "body.layer3.0.conv2.0.1.bias",
+        "head.fc.weight",
+    } <= set(state)
     path = tmp_path / "official_tresnet_m.pth"
     torch.save({"model": state}, path)
     model = load_model("tresnet_m", weights=path).eval()

@@ -18,8 +18,9 @@ STEM = "07_imagenet21k_heads"
 
 
 def test_notebook07_matches_its_generator():
-    result = subprocess.run([sys.executable, "tools/notebook07.py", "--check"], cwd=ROOT, capture_output=True,
-                            text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "tools/notebook07.py", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

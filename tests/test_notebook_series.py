@@ -43,8 +43,7 @@ def recomputed(run_dir: Path, metric: str) -> float:
 
 
 def test_notebooks_match_their_generator():
-    result = subprocess.run([sys.executable, "tools/notebooks.py", "--check"], cwd=ROOT, capture_output=True,
-                            text=True)  # fmt: skip
+    result = subprocess.run([sys.executable, "tools/notebooks.py", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -55,8 +54,9 @@ def test_notebook_smoke_run_on_a_fixture(stem, dataset, tmp_path, closed_hub, mo
     spec = get_dataset(dataset)
     root = spec.write_fixture(tmp_path / "data")
     out = tmp_path / "runs"
-    (outcome,) = run_notebooks([ROOT / "notebooks" / f"{stem}.ipynb"], out, "smoke", {"DATA_ROOT": str(root),
-                                                                                      "DATASET": dataset})  # fmt: skip
+    (outcome,) = run_notebooks(
+        [ROOT / "notebooks" / f"{stem}.ipynb"], out, "smoke", {"DATA_ROOT": str(root), "DATASET": dataset}
+    )
     assert outcome.status == "ok", outcome.error
     run_dir = out / stem
     record = json.loads((run_dir / "metrics.json").read_text())

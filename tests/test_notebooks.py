@@ -23,12 +23,28 @@ CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 
 def checked_outputs(nb) -> list[tuple[str, str]]:
     """(source, printed text) of each code cell marked NBVAL_CHECK_OUTPUT, as nbval --nbval-lax compares them."""
-    return [(c.source, "".join(o.get("text", "") for o in c.outputs if o.get("name") == "stdout"))
-            for c in nb.cells if c.cell_type == "code" and c.source.startswith(CHECK_MARK)]  # fmt: skip
+    return [
+        (c.source, "".join(o.get("text", "") for o in c.outputs if o.get("name") == "stdout"))
+        for c in nb.cells
+        if c.cell_type == "code" and c.source.startswith(CHECK_MARK)
+    ]
 
 
-PARAMETERS = {"PRESET", "ARCH", "WEIGHTS", "DATASET", "DATA_ROOT", "IMG_SIZE", "BATCH_SIZE", "EPOCHS", "LR",
-              "MAX_ITEMS", "SEED", "PRECISION", "OUTPUT_DIR"}  # fmt: skip
+PARAMETERS = {
+    "PRESET",
+    "ARCH",
+    "WEIGHTS",
+    "DATASET",
+    "DATA_ROOT",
+    "IMG_SIZE",
+    "BATCH_SIZE",
+    "EPOCHS",
+    "LR",
+    "MAX_ITEMS",
+    "SEED",
+    "PRECISION",
+    "OUTPUT_DIR",
+}
 
 
 def test_there_are_notebooks():
@@ -98,9 +114,20 @@ def test_quickstart_smoke_run(tmp_path, closed_hub, capsys):
     assert len(saved["targets"]) == metrics["n_eval"]
     assert metrics["img_size"] == 64 and metrics["epochs"] == 1 and metrics["train_seconds"] > 0
     assert set(metrics["versions"]) == {"torch", "timm", "fastai"}
-    for name in ("00_quickstart.ipynb", "run_config.json", "samples.png", "class_counts.png", "training.png",
-                 "confusion.png", "predictions.png", "model.safetensors", "model.torchscript.pt",
-                 "model.torchscript.pt.json", "model.onnx", "model.onnx.json"):  # fmt: skip
+    for name in (
+        "00_quickstart.ipynb",
+        "run_config.json",
+        "samples.png",
+        "class_counts.png",
+        "training.png",
+        "confusion.png",
+        "predictions.png",
+        "model.safetensors",
+        "model.torchscript.pt",
+        "model.torchscript.pt.json",
+        "model.onnx",
+        "model.onnx.json",
+    ):
         assert (run_dir / name).is_file(), name
     config = json.loads((run_dir / "run_config.json").read_text())
     assert config["output_dir"] == str(run_dir.resolve()) and config["max_items"] == 64
@@ -137,17 +164,25 @@ def test_rerunning_the_notebook_flow_without_output_dir(tmp_path, monkeypatch, c
     monkeypatch.chdir(tmp_path)
 
     def run_cells(output_dir=None, **params):
-        cfg = tnb.RunConfig.from_params("00_quickstart", preset="smoke", max_items=16, batch_size=8,
-                                        precision="fp32", output_dir=output_dir, **params)  # fmt: skip
+        cfg = tnb.RunConfig.from_params(
+            "00_quickstart",
+            preset="smoke",
+            max_items=16,
+            batch_size=8,
+            precision="fp32",
+            output_dir=output_dir,
+            **params,
+        )
         cfg.save()
         tnb.seed_everything(cfg.seed)
         splits = tnb.load_splits(cfg.dataset, cfg.data_root, cfg.max_items)
         model = tnb.load_model(cfg.arch, cfg.weights, num_classes=len(splits.class_names))
-        dls = tnb.array_dls(splits, cfg.img_size, cfg.batch_size, tnb.data_config(model, cfg.img_size),
-                            torch.device("cpu"))  # fmt: skip
+        dls = tnb.array_dls(
+            splits, cfg.img_size, cfg.batch_size, tnb.data_config(model, cfg.img_size), torch.device("cpu")
+        )
         learn = tnb.build_learner(cfg, dls, model)
         learn.remove_cb(ProgressCallback)
-        result = tnb.fit(learn, cfg, pretrained=tnb.weights_info(model).pretrained)
+        result = tnb.fit(learn, cfg)
         probs, targets = tnb.predict(learn)
         evaluation = tnb.score(probs, targets, splits.class_names)
         return cfg, tnb.run_record(cfg, model, evaluation, result, learn), capsys.readouterr().out

@@ -88,14 +88,17 @@ def assert_close_at_scale(actual: torch.Tensor, expected: torch.Tensor) -> None:
 def test_foreach_adam_matches_torch_adam_and_adamw(decouple_wd, fused, torch_impl):
     a, b = model(), model()
     mom, sqr_mom, eps, wd, lrs = 0.9, 0.99, 1e-5, 0.05, (1e-3, 1e-2)
-    ours = ForeachAdam(groups(a), lrs[1], mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, decouple_wd=decouple_wd,
-                       fused=fused)  # fmt: skip
+    ours = ForeachAdam(
+        groups(a), lrs[1], mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd, decouple_wd=decouple_wd, fused=fused
+    )
     ours.set_hyper("lr", list(lrs))
     for p in a[1].parameters():  # what wd_bn_bias=False marks; torch says it with a group without weight decay
         ours.state[p]["do_wd"] = False
-    torch_groups = [{"params": list(b[0].parameters()), "lr": lrs[0]},
-                    {"params": list(b[1].parameters()), "lr": lrs[0], "weight_decay": 0.0},
-                    {"params": list(b[3].parameters()), "lr": lrs[1]}]  # fmt: skip
+    torch_groups = [
+        {"params": list(b[0].parameters()), "lr": lrs[0]},
+        {"params": list(b[1].parameters()), "lr": lrs[0], "weight_decay": 0.0},
+        {"params": list(b[3].parameters()), "lr": lrs[1]},
+    ]
     cls = torch.optim.AdamW if decouple_wd else torch.optim.Adam  # torch's Adam: L2 (fastai's decouple_wd=False)
     theirs = cls(torch_groups, lr=lrs[1], betas=(mom, sqr_mom), eps=eps, weight_decay=wd, **{torch_impl: True})
     torch.manual_seed(1)
@@ -127,8 +130,10 @@ def test_optim_wrapper_decays_the_norm_weights_wd_bn_bias_exempts():
     from fastai.optimizer import OptimWrapper
 
     moved = {}
-    for name, opt_func in (("ForeachAdam", ForeachAdam),
-                           ("OptimWrapper", partial(OptimWrapper, opt=partial(torch.optim.AdamW, foreach=True)))):  # fmt: skip
+    for name, opt_func in (
+        ("ForeachAdam", ForeachAdam),
+        ("OptimWrapper", partial(OptimWrapper, opt=partial(torch.optim.AdamW, foreach=True))),
+    ):
         m = model()
         learn = Learner(DataLoaders(), m, loss_func=nn.MSELoss(), opt_func=opt_func, lr=0.1, wd=0.5)
         assert learn.wd_bn_bias is False

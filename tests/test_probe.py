@@ -21,9 +21,13 @@ CPU = torch.device("cpu")
 
 def tiny_net(num_classes: int = 1000) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
         nn.Linear(8, num_classes),
-    )  # fmt: skip
+    )
 
 
 class OutOfMemoryAbove(nn.Module):
@@ -107,8 +111,10 @@ def test_capped_search_shows_at_least_n_in_the_table_details_and_json(monkeypatc
     assert details.loc["tresnet_m", "max infer batch"] == ">= 64" and details.loc["resnet50", "max train batch"] == "37"
     rows = json.loads(report.to_json(tmp_path / "probe.json").read_text())["results"]
     assert (rows[0]["max_train_batch"], rows[0]["max_train_batch_capped"], rows[0]["max_train_batch_shown"]) == (
-        64, True, ">= 64",
-    )  # fmt: skip
+        64,
+        True,
+        ">= 64",
+    )
     assert (rows[1]["max_infer_batch_shown"], rows[1]["max_infer_batch_capped"]) == ("37", False)
 
 
@@ -165,10 +171,18 @@ def test_estimate_max_batch():
 
 @pytest.mark.parametrize(
     ("changes", "message"),
-    [({"archs": ()}, "at least one"), ({"archs": ("tresnet_q",)}, "Unknown architecture"), ({"mode": "eval"}, "mode"),
-     ({"precision": "fp8"}, "precision"), ({"batch_size": 0}, "batch_size"), ({"batch_size": "huge"}, "batch_size"),
-     ({"img_size": 30}, "multiple of 4"), ({"repeats": 0}, "repeats"), ({"budget_gib": -1}, "budget_gib")],
-)  # fmt: skip
+    [
+        ({"archs": ()}, "at least one"),
+        ({"archs": ("tresnet_q",)}, "Unknown architecture"),
+        ({"mode": "eval"}, "mode"),
+        ({"precision": "fp8"}, "precision"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": "huge"}, "batch_size"),
+        ({"img_size": 30}, "multiple of 4"),
+        ({"repeats": 0}, "repeats"),
+        ({"budget_gib": -1}, "budget_gib"),
+    ],
+)
 def test_bad_settings_are_refused_with_the_value(changes, message):
     values = {"archs": ("tresnet_m",), **changes}
     with pytest.raises(ValueError, match=message):
@@ -215,11 +229,20 @@ def test_report_json_and_csv_schema(report, tmp_path):
     )
     assert data["environment"]["versions"]["torch"] == torch.__version__
     row = data["results"][0]
-    for key in ("arch", "parameters", "train", "infer", "saved_bytes_per_image", "max_train_batch_estimate",
-                "flops_per_image", "achieved_train_flops"):  # fmt: skip
+    for key in (
+        "arch",
+        "parameters",
+        "train",
+        "infer",
+        "saved_bytes_per_image",
+        "max_train_batch_estimate",
+        "flops_per_image",
+        "achieved_train_flops",
+    ):
         assert key in row, key
-    assert row["train"]["images_per_second"] == pytest.approx(row["train"]["batch_size"] / (
-        sorted(row["train"]["seconds"])[0] / 2 + sorted(row["train"]["seconds"])[1] / 2))  # fmt: skip
+    assert row["train"]["images_per_second"] == pytest.approx(
+        row["train"]["batch_size"] / (sorted(row["train"]["seconds"])[0] / 2 + sorted(row["train"]["seconds"])[1] / 2)
+    )
     with open(report.to_csv(tmp_path / "probe.csv")) as f:
         rows = list(csv.DictReader(f))
     assert [r["Model"] for r in rows] == ["tresnet_m", "resnet50"]
@@ -239,8 +262,26 @@ def test_throughput_plot(report, tmp_path):
 
 def test_probe_command(tmp_path, capsys):
     out = tmp_path / "p.json"
-    code = main(["probe", "--arch", "tresnet_m", "--img-size", "32", "--mode", "infer", "--batch-size", "2",
-                 "--repeats", "1", "--precision", "fp32", "--no-flops", "--json", str(out)])  # fmt: skip
+    code = main(
+        [
+            "probe",
+            "--arch",
+            "tresnet_m",
+            "--img-size",
+            "32",
+            "--mode",
+            "infer",
+            "--batch-size",
+            "2",
+            "--repeats",
+            "1",
+            "--precision",
+            "fp32",
+            "--no-flops",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "Top Inference Speed (img/sec)" in printed and "2930" in printed
@@ -251,9 +292,12 @@ def test_probe_command(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--arch", "tresnet_q"], "Unknown architecture"), (["--arch", "tresnet_m", "--batch-size", "0"], "--batch-size"),
-     (["--arch", "tresnet_m", "--img-size", "30"], "multiple of 4")],
-)  # fmt: skip
+    [
+        (["--arch", "tresnet_q"], "Unknown architecture"),
+        (["--arch", "tresnet_m", "--batch-size", "0"], "--batch-size"),
+        (["--arch", "tresnet_m", "--img-size", "30"], "multiple of 4"),
+    ],
+)
 def test_probe_command_refuses_bad_input(args, message, capsys):
     assert main(["probe", *args]) == 2
     assert message in capsys.readouterr().err
@@ -276,8 +320,12 @@ def test_probe_notebook_smoke_run(tmp_path, closed_hub):
     assert [r["arch"] for r in data["results"]] == ["tresnet_m", "resnet50"]
     with open(run_dir / "memory.csv") as f:
         variants = [row["variant"] for row in csv.DictReader(f)]
-    assert variants == ["tresnet_m, BatchNorm (timm)", "tresnet_m, InPlace-ABN", "tresnet_m, gradient checkpointing",
-                        "resnet50, BatchNorm"]  # fmt: skip
+    assert variants == [
+        "tresnet_m, BatchNorm (timm)",
+        "tresnet_m, InPlace-ABN",
+        "tresnet_m, gradient checkpointing",
+        "resnet50, BatchNorm",
+    ]
     for name in ("throughput.png", "memory.png", "probe.csv"):
         assert (run_dir / name).is_file(), name
     executed = (run_dir / "01_throughput_probe.ipynb").read_text()

@@ -36,8 +36,18 @@ def run(tmp_path_factory):
     cfg = tnb.RunConfig.from_params("00_quickstart", preset="smoke", output_dir=str(out), img_size=96)
     cfg.save()
     tnb.save_weights(model, out / "model.safetensors")
-    record = tnb.build_metrics(cfg, tnb.weights_info(model), "accuracy", 0.8765, 12.0, class_names=CLASSES,
-                               recipe="scratch", lr=3e-3, precision="fp32", temperature=1.25)  # fmt: skip
+    record = tnb.build_metrics(
+        cfg,
+        tnb.weights_info(model),
+        "accuracy",
+        0.8765,
+        12.0,
+        class_names=CLASSES,
+        recipe="scratch",
+        lr=3e-3,
+        precision="fp32",
+        temperature=1.25,
+    )
     tnb.write_metrics(record, out / "metrics.json")
     return out, model.eval()
 

@@ -128,26 +128,39 @@ def folder(tmp_path_factory):
 
 def _train(folder, out, weights):
     cfg = tnb.RunConfig.from_params(
-        "train", preset="cpu", arch=ARCH, weights=weights, dataset="folder", data_root=str(folder),
-        img_size=SIZE, epochs=EPOCHS, seed=0, precision="fp32", output_dir=str(out),
-    )  # fmt: skip
+        "train",
+        preset="cpu",
+        arch=ARCH,
+        weights=weights,
+        dataset="folder",
+        data_root=str(folder),
+        img_size=SIZE,
+        epochs=EPOCHS,
+        seed=0,
+        precision="fp32",
+        output_dir=str(out),
+    )
     return train_job(cfg)
 
 
 @pytest.fixture(scope="module")
 def runs(folder, tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
-    return {w: (base / w, _train(folder, base / w, LITE0 if w == "pretrained" else "none"))
-            for w in ("pretrained", "random")}  # fmt: skip
+    return {
+        w: (base / w, _train(folder, base / w, LITE0 if w == "pretrained" else "none"))
+        for w in ("pretrained", "random")
+    }
 
 
 def test_a_short_fine_tune_from_real_weights_beats_the_same_budget_from_random_init(runs):
     pretrained, random = runs["pretrained"][1], runs["random"][1]
-    assert pretrained["pretrained"] and pretrained["recipe"] == "fastai"
+    assert pretrained["pretrained"] and pretrained["recipe"] == "fine_tune"
     assert not random["pretrained"] and random["recipe"] == "scratch"
     # measured at this size (seed 0, 2-core CPU): 0.53 against 0.18 with 500 training photos; 0.15 is the headroom
-    assert pretrained["metric_value"] > random["metric_value"] + 0.15, (pretrained["metric_value"],
-                                                                       random["metric_value"])  # fmt: skip
+    assert pretrained["metric_value"] > random["metric_value"] + 0.15, (
+        pretrained["metric_value"],
+        random["metric_value"],
+    )
 
 
 def test_the_frozen_stage_leaves_the_bodys_convolutions_unchanged_and_lr_find_runs_frozen(folder, tmp_path):
@@ -168,9 +181,18 @@ def test_the_frozen_stage_leaves_the_bodys_convolutions_unchanged_and_lr_find_ru
     def convs(model):
         return [(n, p) for n, p in model.named_parameters() if p.ndim == 4 and not n.startswith("classifier")]
 
-    cfg = tnb.RunConfig.from_params("t", preset="cpu", arch=ARCH, weights=LITE0, dataset="folder",
-                                    data_root=str(folder), img_size=SIZE, epochs=1, max_items=64,
-                                    output_dir=str(tmp_path))  # fmt: skip
+    cfg = tnb.RunConfig.from_params(
+        "t",
+        preset="cpu",
+        arch=ARCH,
+        weights=LITE0,
+        dataset="folder",
+        data_root=str(folder),
+        img_size=SIZE,
+        epochs=1,
+        max_items=64,
+        output_dir=str(tmp_path),
+    )
     ds = get_dataset("folder").read(folder)
     model = tnb.load_model(ARCH, LITE0, num_classes=len(ds.class_names))
     data = tnb.open_data(cfg, model, torch.device("cpu"), ds)
@@ -183,7 +205,7 @@ def test_the_frozen_stage_leaves_the_bodys_convolutions_unchanged_and_lr_find_ru
     assert snap.body_grads and not any(snap.body_grads)  # as fastai's lr_find on a pretrained learner: frozen
     snap.body_grads.clear()
     snap.after_first = None
-    tnb.fit(learn, cfg, pretrained=True)
+    tnb.fit(learn, cfg)
     assert all(torch.equal(before[n], snap.after_first[n]) for n in before), "the frozen stage moved the body"
     assert any(snap.body_grads)  # the unfrozen stage trains the body's convolutions
     assert not all(torch.equal(before[n], p) for n, p in convs(model))
@@ -229,8 +251,11 @@ def test_the_runs_predictions_agree_through_every_loading_path(runs, folder, tmp
         timm_labels = [names[i] for i in scope["model"](x).argmax(1)]
     check(dict(zip(ds_valid, timm_labels, strict=True)), "card: timm local-dir")
     scope = {}
-    exec(snippets[1].replace("PATH/TO/THIS/FOLDER", str(published)).replace('["image.jpg"]', "IMAGES"),
-         {**scope, "IMAGES": ds_valid}, scope)  # fmt: skip
+    exec(
+        snippets[1].replace("PATH/TO/THIS/FOLDER", str(published)).replace('["image.jpg"]', "IMAGES"),
+        {**scope, "IMAGES": ds_valid},
+        scope,
+    )
     check(dict(zip(scope["predictions"].file, scope["predictions"].label, strict=True)), "card: tnb.load_run")
 
     model = tnb.load_model(ARCH, run_dir / "model.safetensors").eval()  # alone: the size and labels come with it
@@ -274,9 +299,19 @@ def test_bad_input_to_predict_is_named(runs, tmp_path, capsys):
 
 
 def test_the_in_memory_array_path_agrees_with_the_metric(tmp_path):
-    cfg = tnb.RunConfig.from_params("train", preset="cpu", arch=ARCH, weights=LITE0, dataset="fashion_mnist",
-                                    img_size=SIZE, epochs=1, max_items=600, seed=0, precision="fp32",
-                                    output_dir=str(tmp_path / "arrays"))  # fmt: skip
+    cfg = tnb.RunConfig.from_params(
+        "train",
+        preset="cpu",
+        arch=ARCH,
+        weights=LITE0,
+        dataset="fashion_mnist",
+        img_size=SIZE,
+        epochs=1,
+        max_items=600,
+        seed=0,
+        precision="fp32",
+        output_dir=str(tmp_path / "arrays"),
+    )
     record = train_job(cfg)
     splits = tnb.load_splits("fashion_mnist", None, 600)
     run = tnb.load_run(cfg.out)

@@ -12,31 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 from fastai.callback.core import Callback
-from fastai.callback.progress import ProgressCallback
+from helpers import CHECKPOINT, Interrupt, InterruptAt, TinyNet, make_learner
 from torch import nn
 
-from tresnet_nb import RunConfig, array_dls, build_learner, data_config, fit, load_model, load_splits, seed_everything
+from tresnet_nb import fit
+from tresnet_nb.recipes import get_recipe
 from tresnet_nb.train.callbacks import EMA
-from tresnet_nb.train.fit import CHECKPOINT, _restore, plan_stages
-from tresnet_nb.train.recipes import get_recipe
-
-
-class Interrupt(Exception):
-    pass
-
-
-class InterruptAt(Callback):
-    """Raise before epoch ``epoch`` of the ``fit_number``-th fit (1-based), as a crash between epochs would."""
-
-    def __init__(self, fit_number: int, epoch: int) -> None:
-        self.fit_number, self.epoch_at, self.fits = fit_number, epoch, 0
-
-    def before_fit(self) -> None:
-        self.fits += 1
-
-    def before_epoch(self) -> None:
-        if self.fits == self.fit_number and self.epoch == self.epoch_at:
-            raise Interrupt("simulated crash between epochs")
+from tresnet_nb.train.fit import _restore, plan_stages
 
 
 class HalvingScaler(Callback):
@@ -58,48 +40,6 @@ class HalvingScaler(Callback):
         self.learn.scaler.update(new_scale=self.learn.scaler.get_scale() / 2)
 
 
-class TinyNet(nn.Module):
-    """A small classifier shaped like a timm one (BatchNorm body, ``get_classifier`` head, ``pretrained_cfg`` with
-    TResNet's [0, 1] inputs), so that whole fits take a second on a CPU."""
-
-    def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        self.pretrained_cfg = {"input_size": (3, 32, 32), "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0),
-                               "interpolation": "bilinear", "crop_pct": 1.0}  # fmt: skip
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )  # fmt: skip
-        self.head = nn.Linear(16, num_classes)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
-
-
-def make_learner(out: Path, recipe: str, epochs: int, cbs=(), model_fn=None, device="cpu", precision="fp32"):
-    """The smoke preset's learner (TResNet-M, or ``model_fn(10)``) on ``device``, and its ``dls_for``."""
-    cfg = RunConfig.from_params(
-        "r", preset="smoke", precision=precision, max_items=16, batch_size=8, epochs=epochs, output_dir=str(out)
-    )
-    seed_everything(cfg.seed)
-    model = load_model(cfg.arch, cfg.weights, num_classes=10) if model_fn is None else model_fn(10)
-    splits = load_splits(cfg.dataset, None, cfg.max_items)
-    device = torch.device(device)
-    dls = array_dls(splits, cfg.img_size, cfg.batch_size, data_config(model, cfg.img_size), device)
-    learn = build_learner(cfg, dls, model, recipe=recipe)
-    learn.remove_cb(ProgressCallback)
-    learn.add_cbs(list(cbs))
-
-    def dls_for(size: int, bs: int):
-        return array_dls(splits, size, bs, data_config(model, size), device)
-
-    return cfg, learn, dls_for
-
-
 def run(
     out: Path,
     recipe: str,
@@ -110,10 +50,10 @@ def run(
     cbs=(),
     model_fn=None,
 ):
-    cfg, learn, dls_for = make_learner(out, recipe, epochs, cbs, model_fn)
+    cfg, learn, dls_for = make_learner(out, recipe, epochs, cbs, model_fn, pretrained=pretrained, progressive=phases)
     if interrupt:
         learn.add_cb(InterruptAt(*interrupt))
-    result = fit(learn, cfg, pretrained=pretrained, phases=phases, dls_for=dls_for if phases else None)
+    result = fit(learn, cfg, dls_for=dls_for)
     return result, {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
 
 
@@ -275,6 +215,7 @@ import sys, json
 from fastai.callback.progress import ProgressCallback
 import torch
 from tresnet_nb import RunConfig, array_dls, build_learner, data_config, fit, load_model, load_splits, seed_everything
+torch.set_num_threads(1)  # the reference run and the victim run side by side, a core each
 cfg = RunConfig.from_params("k", preset="smoke", precision="bf16", max_items=48, batch_size=8, epochs=3,
                             output_dir=sys.argv[1])
 seed_everything(cfg.seed)
@@ -283,7 +224,7 @@ splits = load_splits(cfg.dataset, None, cfg.max_items)
 dls = array_dls(splits, cfg.img_size, cfg.batch_size, data_config(model, cfg.img_size), torch.device("cpu"))
 learn = build_learner(cfg, dls, model)
 learn.remove_cb(ProgressCallback)
-result = fit(learn, cfg, pretrained=False)
+result = fit(learn, cfg)
 print("RESULT", json.dumps(result.history["epochs"]))
 """
 
@@ -293,7 +234,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     def launch(out):
         return subprocess.Popen([sys.executable, "-c", SCRIPT, str(out)], stdout=subprocess.PIPE, text=True)
 
-    whole = launch(tmp_path / "whole").communicate(timeout=600)[0]
+    reference = launch(tmp_path / "whole")  # the uninterrupted run, beside the victim
     victim = launch(tmp_path / "killed")
     checkpoint = tmp_path / "killed" / CHECKPOINT
     deadline = time.time() + 300
@@ -307,6 +248,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["epoch"] < 2  # killed before the run finished
     resumed = launch(tmp_path / "killed").communicate(timeout=600)[0]
+    whole = reference.communicate(timeout=600)[0]
     assert "Resuming after" in resumed
     line = lambda text: [ln for ln in text.splitlines() if ln.startswith("RESULT")][0]  # noqa: E731
     import json

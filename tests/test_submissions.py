@@ -29,8 +29,10 @@ def test_herbarium_submission_gives_original_category_ids(tmp_path):
     path = sub.write_herbarium_submission(tmp_path / "s.csv", valid.ids, valid.labels, herb.category_ids(ds))
     table = rows(path)
     assert table[0] == ["Id", "Predicted"] and [r[0] for r in table[1:]] == list(valid.ids)
-    truth = {str(a["image_id"]): a["category_id"] for a in herb.load_metadata(
-        tmp_path / "h" / "nybg2020" / "train" / "metadata.json")["annotations"]}  # fmt: skip
+    truth = {
+        str(a["image_id"]): a["category_id"]
+        for a in herb.load_metadata(tmp_path / "h" / "nybg2020" / "train" / "metadata.json")["annotations"]
+    }
     assert [int(r[1]) for r in table[1:]] == [truth[i] for i in valid.ids]
     test = ds["test"]
     pred = np.arange(len(test)) % 5
@@ -122,8 +124,8 @@ def test_per_epoch_roc_auc_skips_a_column_without_positives():
     from fastai.metrics import AccumMetric
     from fastai.torch_core import to_detach
 
+    from tresnet_nb.recipes import default_recipe, get_recipe
     from tresnet_nb.train.learner import task_loss_and_metrics
-    from tresnet_nb.train.recipes import default_recipe, get_recipe
 
     # a capped validation split where 'multiple_diseases' (column 1) has no positive
     targets = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [1, 0, 0, 0], [0, 0, 1, 0]], dtype=np.float32)
@@ -140,8 +142,10 @@ def test_per_epoch_roc_auc_skips_a_column_without_positives():
     import torch
 
     recipe = get_recipe(default_recipe(False))
-    for task, logits, y in [("multi-label", torch.randn(5, 4), torch.from_numpy(targets)),
-                            ("single-label", torch.randn(5, 4), torch.from_numpy(targets.argmax(1)))]:  # fmt: skip
+    for task, logits, y in [
+        ("multi-label", torch.randn(5, 4), torch.from_numpy(targets)),
+        ("single-label", torch.randn(5, 4), torch.from_numpy(targets.argmax(1))),
+    ]:
         _, fastai_metrics = task_loss_and_metrics(task, recipe, metric="mean_roc_auc")
         (auc,) = [m for m in fastai_metrics if isinstance(m, AccumMetric) and m.name == "roc_auc"]
         auc.reset()
@@ -178,8 +182,9 @@ def test_herbarium_evaluation_holds_one_macro_f1_the_kaggle_one():
     targets = rng.integers(0, 10, 200)
     pred = np.where(rng.random(200) < 0.5, targets, rng.integers(0, 12, 200))
     probs = torch.from_numpy(np.eye(n_classes)[pred] * 0.9 + 0.1 / n_classes)
-    evaluation = score(probs, torch.from_numpy(targets), [f"s{k}" for k in range(n_classes)], "single-label",
-                       "macro_f1")  # fmt: skip
+    evaluation = score(
+        probs, torch.from_numpy(targets), [f"s{k}" for k in range(n_classes)], "single-label", "macro_f1"
+    )
     kaggle = f1_score(targets, pred, average="macro")  # labels=None: those in truth or predictions
     every_class = f1_score(targets, pred, labels=np.arange(n_classes), average="macro", zero_division=0)
     assert abs(kaggle - every_class) > 0.1  # the case where the two definitions part
@@ -221,7 +226,7 @@ def test_a_trained_model_writes_a_valid_submission_for_the_test_split(tmp_path, 
     dls = prepare_file_dls(ds, spec.eval_split, 64, 8, data_cfg, cpu, tmp_path / "o", cache_dir=cache)
     learn = build_learner(cfg, dls, model, task=task)
     learn.remove_cb(ProgressCallback)
-    fit(learn, cfg, pretrained=False)
+    fit(learn, cfg)
     test = ds["test"]
     assert not test.labelled
     probs, _ = predict(learn, dl=predict_dl(test, 64, 8, data_cfg, cpu, cache_dir=cache, num_workers=0), tta=True)

@@ -68,12 +68,32 @@ def test_unknown_keys_and_bad_spaces_are_refused_before_anything_runs(tmp_path, 
 @pytest.mark.slow
 def test_a_failed_trial_is_recorded_the_sweep_goes_on_and_a_poor_one_is_pruned(tmp_path):
     out = tmp_path / "sweep"
-    code = main(["sweep", str(toy(tmp_path)), "--trials", "4", "--space", "LR=loguniform:1e-4:1e-2",
-                 "-p", "FAIL_TRIAL", "3", "-p", "POOR", "2", "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "sweep",
+            str(toy(tmp_path)),
+            "--trials",
+            "4",
+            "--space",
+            "LR=loguniform:1e-4:1e-2",
+            "-p",
+            "FAIL_TRIAL",
+            "3",
+            "-p",
+            "POOR",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     table = rows(out)
-    assert [(r["number"], r["state"]) for r in table] == [("0", "COMPLETE"), ("1", "COMPLETE"), ("2", "PRUNED"),
-                                                          ("3", "FAIL")]  # fmt: skip
+    assert [(r["number"], r["state"]) for r in table] == [
+        ("0", "COMPLETE"),
+        ("1", "COMPLETE"),
+        ("2", "PRUNED"),
+        ("3", "FAIL"),
+    ]
     assert "diverged" in table[3]["error"] and float(table[0]["accuracy"]) > 0.5
     assert (out / "trials" / "002" / "toy" / "pruned.json").is_file()  # stopped at its first epoch
     assert (out / "best.json").is_file() and (out / "history.png").is_file() and (out / "importances.png").is_file()

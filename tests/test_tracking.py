@@ -48,9 +48,29 @@ def tracked(tmp_path_factory):
     saved = {k: os.environ.get(k) for k in PLANTED}
     os.environ.update(PLANTED)
     try:
-        code = main(["sweep", "notebooks/00_quickstart.ipynb", "--trials", "3", "--space", "LR=loguniform:1e-4:1e-2",
-                     "--preset", "smoke", "-p", "EPOCHS", str(EPOCHS), "-p", "MAX_ITEMS", "16", "-p", "TRACKING", url,
-                     "--out", str(root / "sweep")])  # fmt: skip
+        code = main(
+            [
+                "sweep",
+                "notebooks/00_quickstart.ipynb",
+                "--trials",
+                "3",
+                "--space",
+                "LR=loguniform:1e-4:1e-2",
+                "--preset",
+                "smoke",
+                "-p",
+                "EPOCHS",
+                str(EPOCHS),
+                "-p",
+                "MAX_ITEMS",
+                "16",
+                "-p",
+                "TRACKING",
+                url,
+                "--out",
+                str(root / "sweep"),
+            ]
+        )
         yield url, code, root / "sweep"
     finally:
         for k, v in saved.items():
@@ -137,8 +157,14 @@ def test_tensorboard_holds_one_point_per_epoch_and_no_secret(tracked):
 
 
 def _cfg(tmp_path: Path, tracking: str | None, **extra: object) -> RunConfig:
-    return RunConfig.from_params("00_quickstart", preset="smoke", output_dir=str(tmp_path / "run"),
-                                 data_root=f"/data/{PLANTED['HF_TOKEN']}/x", tracking=tracking, extra=extra)  # fmt: skip
+    return RunConfig.from_params(
+        "00_quickstart",
+        preset="smoke",
+        output_dir=str(tmp_path / "run"),
+        data_root=f"/data/{PLANTED['HF_TOKEN']}/x",
+        tracking=tracking,
+        notebook_params=extra,
+    )
 
 
 def test_no_secret_reaches_a_local_store_or_tensorboard(tmp_path, monkeypatch):
@@ -192,8 +218,15 @@ def test_tracking_without_mlflow_says_how_to_install_it_and_a_password_in_tracki
         _cfg(tmp_path, "https://me:hunter22@mlflow.example/")
 
 
-TRACKED = ["00_quickstart", "02_cifar", "03_stanford_cars", "04_oxford_flowers", "05_herbarium_2020",
-           "06_plant_pathology_2020", "08_your_own_data"]  # fmt: skip
+TRACKED = [
+    "00_quickstart",
+    "02_cifar",
+    "03_stanford_cars",
+    "04_oxford_flowers",
+    "05_herbarium_2020",
+    "06_plant_pathology_2020",
+    "08_your_own_data",
+]
 
 
 @pytest.mark.parametrize("stem", TRACKED)
@@ -203,5 +236,7 @@ def test_training_notebooks_take_tracking_and_end_by_saying_where_and_how_to_pub
     path = Path(__file__).resolve().parents[1] / "notebooks" / f"{stem}.ipynb"
     assert "TRACKING" in papermill.inspect_notebook(str(path))
     code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
-    assert any("tracking=TRACKING" in s for s in code) and any("tracker = tnb.track(cfg, learn)" in s for s in code)
+    # the config cell reads TRACKING with the other parameters (RunConfig.from_notebook, tests/test_config.py)
+    assert any(f'tnb.RunConfig.from_notebook("{stem}", globals())' in s for s in code)
+    assert any("tracker = tnb.track(cfg, learn)" in s for s in code)
     assert code[-1] == "print(tracker.where())"

@@ -9,7 +9,7 @@ from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import norm_bias_params
 from fastcore.foundation import L
-from test_resume import CHECKPOINT, Interrupt, InterruptAt, TinyNet, make_learner
+from helpers import CHECKPOINT, Interrupt, InterruptAt, TinyNet, make_learner
 
 from tresnet_nb import (
     RunConfig,
@@ -47,13 +47,13 @@ class GroupProbe(Callback):
 
 def tiny_learner(precision: str, tmp_path, recipe=None, epochs=1):
     cfg = RunConfig.from_params(
-        "t", preset="smoke", precision=precision, max_items=32, epochs=epochs, output_dir=str(tmp_path)
+        "t", preset="smoke", precision=precision, max_items=32, epochs=epochs, output_dir=str(tmp_path), recipe=recipe
     )
     seed_everything(cfg.seed)
     model = load_model(cfg.arch, cfg.weights, num_classes=10)
     splits = load_splits(cfg.dataset, None, cfg.max_items)
     dls = array_dls(splits, cfg.img_size, cfg.batch_size, data_config(model, cfg.img_size), torch.device("cpu"))
-    learn = build_learner(cfg, dls, model, recipe=recipe)
+    learn = build_learner(cfg, dls, model)
     learn.remove_cb(ProgressCallback)
     return cfg, learn
 
@@ -73,7 +73,7 @@ def test_precision_is_what_the_convolutions_compute_in(tmp_path, precision, dtyp
     hook = conv.register_forward_hook(
         lambda m, i, o: seen.append((o.dtype, i[0].is_contiguous(memory_format=torch.channels_last)))
     )
-    result = fit(learn, cfg, pretrained=False)
+    result = fit(learn, cfg)
     hook.remove()
     assert seen and all(d == dtype for d, _ in seen)
     assert all(cl for _, cl in seen)  # channels_last inputs all the way down
@@ -88,9 +88,9 @@ def test_precision_is_what_the_convolutions_compute_in(tmp_path, precision, dtyp
 
 def test_the_fastai_recipe_trains_the_groups_and_rates_of_fastai_fine_tune(tmp_path):
     ours, theirs = GroupProbe(), GroupProbe()
-    cfg, learn, _ = make_learner(tmp_path / "ours", "fastai", 2, cbs=[ours], model_fn=TinyNet)
-    result = fit(learn, cfg, pretrained=True)
-    _, reference, _ = make_learner(tmp_path / "fastai", "fastai", 2, cbs=[theirs], model_fn=TinyNet)
+    cfg, learn, _ = make_learner(tmp_path / "ours", "fastai", 2, cbs=[ours], model_fn=TinyNet, pretrained=True)
+    result = fit(learn, cfg)
+    _, reference, _ = make_learner(tmp_path / "fastai", "fastai", 2, cbs=[theirs], model_fn=TinyNet, pretrained=True)
     reference.fine_tune(2)  # fastai's own: freeze, slice(2e-3) for 1 epoch, unfreeze, slice(1e-5, 1e-3)
     assert result.recipe == "fastai" and len(result.history["epochs"]) == 1 + cfg.epochs  # frozen epoch + epochs
     assert len(ours.fits) == len(theirs.fits) == 2
@@ -172,7 +172,7 @@ def test_fp16_with_fastai_mixed_precision_and_its_scaler_on_a_cpu(tmp_path):
     cfg, learn, _ = make_learner(tmp_path / "whole", "scratch", 2, cbs=[whole_mp], model_fn=TinyNet)
     hook = learn.model.body[0].register_forward_hook(lambda m, i, o: conv_dtypes.append(o.dtype))
     start = [p.detach().clone() for p in learn.model.parameters()]
-    result = fit(learn, cfg, pretrained=False)
+    result = fit(learn, cfg)
     hook.remove()
     assert conv_dtypes and set(conv_dtypes) == {torch.float16}
     assert all(torch.isfinite(torch.tensor(v)) for v in result.history["train_losses"])
@@ -180,12 +180,13 @@ def test_fp16_with_fastai_mixed_precision_and_its_scaler_on_a_cpu(tmp_path):
     saved = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=True)["scaler"]
     assert saved["scale"] > 2.0**10  # steps were taken (not all skipped): the scale grew
     assert len(whole_mp.seen) == 2 and whole_mp.seen[1] > whole_mp.seen[0] == 2.0**10
-    cfg, learn, _ = make_learner(tmp_path / "broken", "scratch", 2, cbs=[broken_mp, InterruptAt(1, 1)],
-                                 model_fn=TinyNet)  # fmt: skip
+    cfg, learn, _ = make_learner(
+        tmp_path / "broken", "scratch", 2, cbs=[broken_mp, InterruptAt(1, 1)], model_fn=TinyNet
+    )
     with pytest.raises(Interrupt):
-        fit(learn, cfg, pretrained=False)
+        fit(learn, cfg)
     cfg, learn, _ = make_learner(tmp_path / "broken", "scratch", 2, cbs=[resumed_mp], model_fn=TinyNet)
-    fit(learn, cfg, pretrained=False)
+    fit(learn, cfg)
     assert broken_mp.seen == whole_mp.seen[:1] and resumed_mp.seen == whole_mp.seen[1:]  # the scale resumed
 
 
@@ -223,16 +224,21 @@ def test_multi_label_training_on_the_plant_pathology_fixture(tmp_path, loss):
     spec = get_dataset("plant_pathology")
     ds = spec.read(spec.write_fixture(tmp_path / "pp"), task="multi-label")  # BCE/ASL: the one-hot option
     cfg = RunConfig.from_params(
-        "ml", preset="smoke", dataset="plant_pathology", precision="fp32", output_dir=str(tmp_path / "run")
+        "ml",
+        preset="smoke",
+        dataset="plant_pathology",
+        precision="fp32",
+        output_dir=str(tmp_path / "run"),
+        multi_label_loss=loss,
     )
     seed_everything(cfg.seed)
     model = load_model(cfg.arch, cfg.weights, num_classes=len(ds.class_names))
     dls = prepare_file_dls(
         ds, "valid", 64, 8, data_config(model, 64), torch.device("cpu"), tmp_path / "run", cache_dir=tmp_path / "c"
     )
-    learn = build_learner(cfg, dls, model, task="multi-label", multi_label_loss=loss)
+    learn = build_learner(cfg, dls, model, task="multi-label")
     learn.remove_cb(ProgressCallback)
-    result = fit(learn, cfg, pretrained=False)
+    result = fit(learn, cfg)
     assert result.history["metric_names"] == ["train_loss", "valid_loss", "roc_auc", "mAP"]
     assert all(0.0 <= v <= 1.0 for v in result.history["epochs"][-1][2:4])
     probs, targets = predict(learn)

@@ -58,8 +58,19 @@ def test_temperature_scaling_undoes_over_confidence_on_the_half_it_was_not_fitte
     assert cal.nll_after == pytest.approx(nll(cal.after, targets, False))
     assert cal.temperature == pytest.approx(fit_temperature(logits, targets, False))
     record = cal.to_dict()
-    for key in ("method", "temperature", "ece_before", "ece_after", "nll_before", "nll_after", "brier_before",
-                "brier_after", "n_bins", "n_fit", "n_eval"):  # fmt: skip
+    for key in (
+        "method",
+        "temperature",
+        "ece_before",
+        "ece_after",
+        "nll_before",
+        "nll_after",
+        "brier_before",
+        "brier_after",
+        "n_bins",
+        "n_fit",
+        "n_eval",
+    ):
         assert key in record
     assert record["n_bins"] == 15 and "after" not in record
     json.dumps(record)  # calibration.json is plain JSON

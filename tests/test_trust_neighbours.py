@@ -8,6 +8,7 @@ import shutil
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -18,14 +19,13 @@ from tresnet_nb.trust.hashing import (
     dhash,
     dhashes,
     duplicate_groups,
-    duplicate_pairs,
     hamming,
     hash_matches,
-    leaked_items,
     signatures,
     thumbnail,
 )
 from tresnet_nb.trust.neighbours import AnnParams, exact_neighbours, nearest_neighbours
+from tresnet_nb.trust.pairs import PairSettings, duplicate_pairs, leaked_items
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int, spread: float = 0.5, rank: int | None = None) -> np.ndarray:
@@ -299,6 +299,11 @@ def test_pairs_floor_cap_evaluation_pairs_and_the_perceptual_hash():
     x, splits, hashes, exact, near = planted_splits()
     pairs = duplicate_pairs(x, splits, hashes, min_similarity=0.99, max_pairs=5, progress=False)
     assert len(pairs) == 5 and (pairs["similarity"] >= 0.99).all()
+    settings = PairSettings(min_similarity=0.99, max_pairs=5, progress=False)  # the same, as one object
+    pd.testing.assert_frame_equal(duplicate_pairs(x, splits, hashes, settings=settings), pairs)
+    assert len(duplicate_pairs(x, splits, hashes, settings=settings, max_pairs=3)) == 3  # a keyword overrides it
+    with pytest.raises(ValueError, match="pixel"):
+        PairSettings(pixel_weight=1.5)
     x[350] = x[355]  # two valid items alike: only with evaluation_pairs
     both = duplicate_pairs(
         x, splits, hashes, min_similarity=0.99, max_pairs=None, evaluation_pairs=True, progress=False

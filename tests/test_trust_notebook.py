@@ -36,8 +36,13 @@ def test_every_reader_names_its_items_and_splits_them_for_the_cross_fit(dataset,
     monkeypatch.setenv("TRESNET_NB_CACHE", str(tmp_path / "cache"))
     spec = get_dataset(dataset)
     root = None if not spec.needs_root else spec.write_fixture(tmp_path / "data")
-    cfg = RunConfig.from_params("09_error_analysis", preset="smoke", dataset=dataset, data_root=None if root is None
-                                else str(root), output_dir=str(tmp_path / "out"))  # fmt: skip
+    cfg = RunConfig.from_params(
+        "09_error_analysis",
+        preset="smoke",
+        dataset=dataset,
+        data_root=None if root is None else str(root),
+        output_dir=str(tmp_path / "out"),
+    )
     ds = spec.read(cfg.data_root)
     data = open_data(cfg, model, torch.device("cpu"), ds)
     train, valid = split_items(data, "train"), split_items(data, "valid")
@@ -81,8 +86,9 @@ def test_analysis_of_a_finished_multi_label_run(tmp_path, closed_hub, monkeypatc
     run_dir = tmp_path / "run"
     train_job(config_from_cli("smoke", {"DATASET": "csv", "DATA_ROOT": str(root)}, str(run_dir)))
     out = tmp_path / "analysis"
-    (outcome,) = run_notebooks([ROOT / "notebooks" / "09_error_analysis.ipynb"], out, "smoke",
-                               {"RUN_DIR": str(run_dir), "FOLDS": 2})  # fmt: skip
+    (outcome,) = run_notebooks(
+        [ROOT / "notebooks" / "09_error_analysis.ipynb"], out, "smoke", {"RUN_DIR": str(run_dir), "FOLDS": 2}
+    )
     assert outcome.status == "ok", outcome.error
     result = out / "09_error_analysis"
     cal = json.loads((result / "calibration.json").read_text())
@@ -99,8 +105,17 @@ def test_analysis_of_a_finished_multi_label_run(tmp_path, closed_hub, monkeypatc
     with open(result / "duplicates.csv") as f:
         pairs = list(csv.DictReader(f))
     # the contract's columns, then the two cosines behind similarity and the dHashes' distance
-    assert list(pairs[0]) == ["path_a", "split_a", "path_b", "split_b", "similarity", "kind", "feature_similarity",
-                              "pixel_similarity", "hamming"]  # fmt: skip
+    assert list(pairs[0]) == [
+        "path_a",
+        "split_a",
+        "path_b",
+        "split_b",
+        "similarity",
+        "kind",
+        "feature_similarity",
+        "pixel_similarity",
+        "hamming",
+    ]
     assert pairs[0]["kind"] == "exact"  # exact copies rank first
     assert {Path(pairs[0]["path_a"]).name, Path(pairs[0]["path_b"]).name} == {Path(first[0]).name, "copy.jpg"}
     # the near copy is the most similar pair after the exact one (the two landed in train and the evaluation split)

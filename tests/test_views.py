@@ -60,13 +60,19 @@ def test_config_picker_headless_and_live(tmp_path):
 
 def test_multi_label_captions_and_lazy_images():
     probs = torch.tensor([[0.9, 0.2, 0.7]])
-    table = prediction_browser(lambda i: np.zeros((4, 4, 3), np.uint8), probs, torch.tensor([[1.0, 0.0, 1.0]]),
-                               NAMES, interactive=False)  # fmt: skip
+    table = prediction_browser(
+        lambda i: np.zeros((4, 4, 3), np.uint8), probs, torch.tensor([[1.0, 0.0, 1.0]]), NAMES, interactive=False
+    )
     assert table.prediction[0] == "true: cat+fox; cat 0.90, dog 0.20, fox 0.70"
     pytest.importorskip("ipywidgets")
     seen = []
-    box = prediction_browser(lambda i: seen.append(i) or np.zeros((4, 4, 3), np.uint8), probs,
-                             torch.tensor([[1.0, 0.0, 1.0]]), NAMES, interactive=True)  # fmt: skip
+    box = prediction_browser(
+        lambda i: seen.append(i) or np.zeros((4, 4, 3), np.uint8),
+        probs,
+        torch.tensor([[1.0, 0.0, 1.0]]),
+        NAMES,
+        interactive=True,
+    )
     assert seen == [0] and "cat+fox" in box.children[2].value  # images are read one at a time, when shown
 
 

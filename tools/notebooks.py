@@ -22,11 +22,33 @@ sys.path.insert(0, str(ROOT))
 
 from tresnet_nb.hosted import SETUP_CELL  # noqa: E402
 
-BASE_PARAMS = ("PRESET", "ARCH", "WEIGHTS", "DATASET", "DATA_ROOT", "IMG_SIZE", "BATCH_SIZE", "EPOCHS", "LR",
-               "MAX_ITEMS", "SEED", "PRECISION", "OUTPUT_DIR")  # fmt: skip
-# training switches (tresnet_nb.train.learner.TRAIN_OPTIONS) every dataset notebook exposes, with their defaults
-SWITCHES = {"INTERACTIVE": None, "RECIPE": None, "PROGRESSIVE": None, "TTA": False, "MIXUP": 0.0, "CUTMIX": 0.0, "ACCUMULATE": 1,
-            "GRAD_CHECKPOINTING": False, "BALANCED": False}  # fmt: skip
+BASE_PARAMS = (
+    "PRESET",
+    "ARCH",
+    "WEIGHTS",
+    "DATASET",
+    "DATA_ROOT",
+    "IMG_SIZE",
+    "BATCH_SIZE",
+    "EPOCHS",
+    "LR",
+    "MAX_ITEMS",
+    "SEED",
+    "PRECISION",
+    "OUTPUT_DIR",
+)
+# training switches (fields of tresnet_nb.TrainOptions) every dataset notebook exposes, with their defaults
+SWITCHES = {
+    "INTERACTIVE": None,
+    "RECIPE": None,
+    "PROGRESSIVE": None,
+    "TTA": False,
+    "MIXUP": 0.0,
+    "CUTMIX": 0.0,
+    "ACCUMULATE": 1,
+    "GRAD_CHECKPOINTING": False,
+    "BALANCED": False,
+}
 
 
 @dataclass(frozen=True)
@@ -42,57 +64,89 @@ class Spec:
 
 
 NOTEBOOKS = (
-    Spec("02_cifar", "CIFAR-10 and CIFAR-100: TResNet-XL at 224 px",
-         "The paper fine-tunes TResNet-XL at 224 px to **99.0** (CIFAR-10) and **91.5** (CIFAR-100) top-1. Set "
-         "`DATASET` to `\"cifar10\"` or `\"cifar100\"`; `PRESET=\"paper\"` selects the paper's architecture and size "
-         "and `RECIPE=\"miil\"` the authors' transfer recipe.",
-         "cifar100", "`DATA_ROOT`: the folder holding `cifar-100-python/` (or `cifar-10-batches-py/`); "
-         "`python -m tresnet_nb data get cifar100 --root DIR` downloads and checks it. The pickled batches are read "
-         "with a restricted unpickler that accepts numpy arrays only.", pickable=("cifar10", "cifar100")),
-    Spec("03_stanford_cars", "Stanford Cars: TResNet-L at 368 px",
-         "The paper fine-tunes TResNet-L at 368 px to **96.0** top-1 on the 196 car models. Fine-grained, so "
-         "resolution matters: `PROGRESSIVE=\"224:10:64,368:10:32\"` fine-tunes at 224 px first, then at 368 px.",
-         "stanford_cars", "`DATA_ROOT`: the devkit layout (`cars_train/`, `cars_test/`, `devkit/*.mat`, "
-         "`cars_test_annos_withlabels.mat`); `python -m tresnet_nb data get stanford_cars --root DIR` says how to "
-         "get it. Images are resized once into a cache."),
-    Spec("04_oxford_flowers", "Oxford Flowers-102: TResNet-L at 368 px",
-         "The paper fine-tunes TResNet-L at 368 px to **99.1** top-1 on the 102 flower species (the official test "
-         "split of 6,149 images).",
-         "flowers102", "`DATA_ROOT`: `jpg/`, `imagelabels.mat` and `setid.mat` from the Visual Geometry Group; "
-         "`python -m tresnet_nb data get flowers102 --root DIR` downloads and checks them."),
-    Spec("05_herbarium_2020", "Herbarium 2020 (Kaggle FGVC7): a long tail of 32,093 species",
-         "The authors placed **2nd of 153 teams** with TResNet. The metric is macro-F1 over the species, so the rare "
-         "ones count as much as the common ones: `BALANCED=True` draws training items class-balanced. The run "
-         "ends with `submission.csv` (`Id,Predicted`, original category ids) for the competition's test set.",
-         "herbarium2020", "`DATA_ROOT`: the folder holding `nybg2020/train` and `nybg2020/test` (Kaggle: "
-         "`kaggle competitions download -c herbarium-2020-fgvc7`; the Kaggle token stays in `~/.kaggle`, never "
-         "in the notebook).", {"BALANCED": True}, submission=True),
-    Spec("06_plant_pathology_2020", "Plant Pathology 2020 (Kaggle FGVC7): one class per leaf, mean column-wise ROC-AUC",
-         "The authors placed **7th of 1317 teams**. Each image has exactly one of four labels (healthy, "
-         "multiple_diseases, rust, scab; the label columns are one-hot), so it trains single-label with softmax, "
-         "scored as Kaggle does by the mean ROC-AUC of the four probability columns; the run ends with "
-         "`submission.csv` in the competition's format.",
-         "plant_pathology", "`DATA_ROOT`: `train.csv`, `test.csv` and `images/` (Kaggle: `kaggle competitions "
-         "download -c plant-pathology-2020-fgvc7`).", submission=True),
-    Spec("08_your_own_data", "Your own images: a folder per class, or a CSV",
-         "Point `DATA_ROOT` at your images and fine-tune. `DATASET=\"folder\"`: one sub-folder per class (optionally "
-         "under `train/` and `valid/`); `DATASET=\"csv\"`: a `labels.csv` with `path,label` (or one 0/1 column per "
-         "label, which makes it multi-label). Run `python -m tresnet_nb data verify folder --root DIR` first: it "
-         "names every unreadable image and empty class.",
-         "folder", "Without a `valid/` folder (or a split column) a stratified fifth of the images is held out.",
-         pickable=("folder", "csv")),
-)  # fmt: skip
+    Spec(
+        "02_cifar",
+        "CIFAR-10 and CIFAR-100: TResNet-XL at 224 px",
+        "The paper fine-tunes TResNet-XL at 224 px to **99.0** (CIFAR-10) and **91.5** (CIFAR-100) top-1. Set "
+        '`DATASET` to `"cifar10"` or `"cifar100"`; `PRESET="paper"` selects the paper\'s architecture and size '
+        'and `RECIPE="miil"` the authors\' transfer recipe.',
+        "cifar100",
+        "`DATA_ROOT`: the folder holding `cifar-100-python/` (or `cifar-10-batches-py/`); "
+        "`python -m tresnet_nb data get cifar100 --root DIR` downloads and checks it. The pickled batches are read "
+        "with a restricted unpickler that accepts numpy arrays only.",
+        pickable=("cifar10", "cifar100"),
+    ),
+    Spec(
+        "03_stanford_cars",
+        "Stanford Cars: TResNet-L at 368 px",
+        "The paper fine-tunes TResNet-L at 368 px to **96.0** top-1 on the 196 car models. Fine-grained, so "
+        'resolution matters: `PROGRESSIVE="224:10:64,368:10:32"` fine-tunes at 224 px first, then at 368 px.',
+        "stanford_cars",
+        "`DATA_ROOT`: the devkit layout (`cars_train/`, `cars_test/`, `devkit/*.mat`, "
+        "`cars_test_annos_withlabels.mat`); `python -m tresnet_nb data get stanford_cars --root DIR` says how to "
+        "get it. Images are resized once into a cache.",
+    ),
+    Spec(
+        "04_oxford_flowers",
+        "Oxford Flowers-102: TResNet-L at 368 px",
+        "The paper fine-tunes TResNet-L at 368 px to **99.1** top-1 on the 102 flower species (the official test "
+        "split of 6,149 images).",
+        "flowers102",
+        "`DATA_ROOT`: `jpg/`, `imagelabels.mat` and `setid.mat` from the Visual Geometry Group; "
+        "`python -m tresnet_nb data get flowers102 --root DIR` downloads and checks them.",
+    ),
+    Spec(
+        "05_herbarium_2020",
+        "Herbarium 2020 (Kaggle FGVC7): a long tail of 32,093 species",
+        "The authors placed **2nd of 153 teams** with TResNet. The metric is macro-F1 over the species, so the rare "
+        "ones count as much as the common ones: `BALANCED=True` draws training items class-balanced. The run "
+        "ends with `submission.csv` (`Id,Predicted`, original category ids) for the competition's test set.",
+        "herbarium2020",
+        "`DATA_ROOT`: the folder holding `nybg2020/train` and `nybg2020/test` (Kaggle: "
+        "`kaggle competitions download -c herbarium-2020-fgvc7`; the Kaggle token stays in `~/.kaggle`, never "
+        "in the notebook).",
+        {"BALANCED": True},
+        submission=True,
+    ),
+    Spec(
+        "06_plant_pathology_2020",
+        "Plant Pathology 2020 (Kaggle FGVC7): one class per leaf, mean column-wise ROC-AUC",
+        "The authors placed **7th of 1317 teams**. Each image has exactly one of four labels (healthy, "
+        "multiple_diseases, rust, scab; the label columns are one-hot), so it trains single-label with softmax, "
+        "scored as Kaggle does by the mean ROC-AUC of the four probability columns; the run ends with "
+        "`submission.csv` in the competition's format.",
+        "plant_pathology",
+        "`DATA_ROOT`: `train.csv`, `test.csv` and `images/` (Kaggle: `kaggle competitions "
+        "download -c plant-pathology-2020-fgvc7`).",
+        submission=True,
+    ),
+    Spec(
+        "08_your_own_data",
+        "Your own images: a folder per class, or a CSV",
+        'Point `DATA_ROOT` at your images and fine-tune. `DATASET="folder"`: one sub-folder per class (optionally '
+        'under `train/` and `valid/`); `DATASET="csv"`: a `labels.csv` with `path,label` (or one 0/1 column per '
+        "label, which makes it multi-label). Run `python -m tresnet_nb data verify folder --root DIR` first: it "
+        "names every unreadable image and empty class.",
+        "folder",
+        "Without a `valid/` folder (or a split column) a stratified fifth of the images is held out.",
+        pickable=("folder", "csv"),
+    ),
+)
 
 
 # Tracking (issue 17): the parameter, and the last step of every dataset notebook and the quickstart: where the run
 # is tracked, and the command that publishes it
 TRACKING_PARAM = "TRACKING = None  # an MLflow store: a folder or a server URL (None: MLFLOW_TRACKING_URI, if set)"
 TRACKING_CELLS = [
-    ("markdown", "## Tracking and publishing\nWhere this run's epochs and results are logged (TensorBoard always; "
-                 "MLflow when `TRACKING` or `MLFLOW_TRACKING_URI` names a store), and the one command that publishes "
-                 "the model in the Hugging Face / timm layout with a model card.", []),
+    (
+        "markdown",
+        "## Tracking and publishing\nWhere this run's epochs and results are logged (TensorBoard always; "
+        "MLflow when `TRACKING` or `MLFLOW_TRACKING_URI` names a store), and the one command that publishes "
+        "the model in the Hugging Face / timm layout with a model card.",
+        [],
+    ),
     ("code", "print(tracker.where())", []),
-]  # fmt: skip
+]
 
 
 def _id(stem: str, i: int) -> str:
@@ -108,13 +162,16 @@ def base_parameters(**defaults: object) -> str:
     return "\n".join(['PRESET = "cpu"'] + [f"{name} = {_lit(defaults.get(name))}" for name in BASE_PARAMS[1:]])
 
 
-def config_cell(stem: str, extra: str, imports: str = "", tracking: bool = False) -> str:
-    """The cell turning the parameters into a saved, seeded RunConfig (``extra``: the expression of its extras;
-    ``tracking``: the notebook has a TRACKING parameter) and showing it with the environment."""
-    return (f'import tresnet_nb as tnb\n{imports}\ncfg = tnb.RunConfig.from_params(\n    "{stem}",\n    preset=PRESET,\n'
-            + "".join(f"    {n.lower()}={n},\n" for n in BASE_PARAMS[1:]) + ("    tracking=TRACKING,\n" if tracking else "")
-            + f"    extra={extra},\n)\ncfg.save()\ntnb.seed_everything(cfg.seed)\ntnb.hosted_check()\n"
-              "tnb.show(tnb.config_table(cfg))\ntnb.show(tnb.environment())")  # fmt: skip
+def config_cell(stem: str, imports: str = "", own: tuple[str, ...] = ()) -> str:
+    """The cell turning the parameters cell into a saved, seeded RunConfig (RunConfig.from_notebook reads the
+    parameters and training switches it knows from the notebook's globals, and the notebook's ``own`` parameters)
+    and showing it with the environment."""
+    mine = f", own={own!r}" if own else ""
+    return (
+        f'import tresnet_nb as tnb\n{imports}\ncfg = tnb.RunConfig.from_notebook("{stem}", globals(){mine})\n'
+        "cfg.save()\ntnb.seed_everything(cfg.seed)\ntnb.hosted_check()\n"
+        "tnb.show(tnb.config_table(cfg))\ntnb.show(tnb.environment())"
+    )
 
 
 def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
@@ -123,62 +180,118 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
         [base_parameters(DATASET=spec.dataset), TRACKING_PARAM]
         + [f"{name} = {_lit(value)}" for name, value in switches.items()]
     )
-    options = ", ".join(f"{name.lower()}={name}" for name in switches if name != "INTERACTIVE")
     submission = (
-        '\nsubmission = tnb.kaggle_submission(learn, data, cfg.out / "submission.csv", tta=TTA)\n'
-        'print(f"Kaggle submission: {submission}")' if spec.submission else ""
-    )  # fmt: skip
+        '\nsubmission = tnb.kaggle_submission(learn, data, cfg.out / "submission.csv", tta=cfg.options.tta)\n'
+        'print(f"Kaggle submission: {submission}")'
+        if spec.submission
+        else ""
+    )
     return [
-        ("markdown", f"# {spec.stem[:2]} · {spec.title}\n\n{spec.intro}\n\n"
-                     f"Headless: `python -m tresnet_nb run notebooks/{spec.stem}.ipynb -p DATA_ROOT DIR`.", []),
+        (
+            "markdown",
+            f"# {spec.stem[:2]} · {spec.title}\n\n{spec.intro}\n\n"
+            f"Headless: `python -m tresnet_nb run notebooks/{spec.stem}.ipynb -p DATA_ROOT DIR`.",
+            [],
+        ),
         ("markdown", "On Colab or Kaggle the next cell installs the package; anywhere else it does nothing.", []),
         ("code", SETUP_CELL, []),
-        ("markdown", "## Parameters\nEvery value left at `None` is filled by the preset (`smoke`, `cpu` or "
-                     "`paper`); anything you set wins. The switches below the line are the training options of "
-                     "`tnb.build_learner` and `tnb.fit` (see the README's Training section).\n\n" + spec.data_note,
-         []),
+        (
+            "markdown",
+            "## Parameters\nEvery value left at `None` is filled by the preset (`smoke`, `cpu` or "
+            "`paper`); anything you set wins. The switches below `TRACKING` are the training options "
+            "(`cfg.options`, a `tnb.TrainOptions`) that `tnb.build_learner`, `tnb.fit` and `tnb.evaluate` "
+            "read (see the README's Training section).\n\n" + spec.data_note,
+            [],
+        ),
         ("code", params, ["parameters"]),
         ("markdown", "## Configuration and environment", []),
-        ("code", config_cell(spec.stem, f"tnb.check_train_options(dict({options}))", tracking=True) + "\n"
-                 f"picker = tnb.ConfigPicker(cfg, datasets={spec.pickable or (spec.dataset,)!r}, "
-                   "interactive=INTERACTIVE)", []),
-        ("markdown", "## Data\nThe dataset as read from `DATA_ROOT` in its official format, a grid of training "
-                     "images and the items per class.", []),
-        ("code", "cfg = picker.config()  # in JupyterLab: the architecture, weights and dataset picked above\n"
-                 "spec = tnb.get_dataset(cfg.dataset)\nds = spec.read(cfg.data_root)\nprint(ds.summary())\n"
-                 "images, labels = tnb.samples(ds)\n"
-                 'tnb.plot_samples(images, labels, ds.class_names, cfg.out / "samples.png")\n'
-                 'tnb.plot_class_counts(tnb.split_counts(ds), ds.class_names, cfg.out / "class_counts.png")', []),
-        ("markdown", "## Model\nThe banner says whether the weights are pretrained; preprocessing comes from the "
-                     "model's timm config.", []),
-        ("code", "model = tnb.load_model(cfg.arch, cfg.weights, num_classes=len(ds.class_names))\n"
-                 "tnb.weights_banner(tnb.weights_info(model))\ntnb.show(tnb.describe_model(model, cfg.img_size))\n"
-                 "data = tnb.open_data(cfg, model, tnb.device(), ds)", []),
-        ("markdown", "## Train\nA checkpoint every epoch in `OUTPUT_DIR`: run the notebook again after a crash and "
-                     "it resumes.", []),
-        ("code", "learn = tnb.build_learner(cfg, data.dls, model, task=data.task, **tnb.learner_options(cfg.extra))\n"
-                 "tracker = tnb.track(cfg, learn)  # TensorBoard always; MLflow when TRACKING names a store\n"
-                 "result = tnb.fit(learn, cfg, tnb.weights_info(model).pretrained, phases=PROGRESSIVE, "
-                 "dls_for=data.dls_for)\n"
-                 'tnb.plot_training(result.history, cfg.out / "training.png")', []),
-        ("markdown", "## Evaluate\nThe dataset's metric on its evaluation split, per class (or per label), the "
-                     "most confident mistakes, and a browser of every prediction (a slider in JupyterLab, a table "
-                     "headless; `INTERACTIVE` forces either).", []),
-        ("code", "evaluation = tnb.evaluate(learn, data, tta=TTA)\n"
-                 "tnb.show_evaluation(evaluation, data, cfg.out)\n"
-                 "browser = tnb.prediction_browser(data.valid_image, evaluation.probs, evaluation.targets, "
-                 "data.class_names, interactive=INTERACTIVE)", []),
-        ("markdown", "## Artifacts\nThe fine-tuned weights (timm layout), `metrics.json`"
-                     + (" and the Kaggle submission." if spec.submission else "."), []),
-        ("code", 'tnb.save_weights(learn.model, cfg.out / "model.safetensors", cfg.img_size, data.class_names, data.task)\n'
-                 "record = tnb.run_record(cfg, model, evaluation, result, learn)\n"
-                 'tnb.write_metrics(record, cfg.out / "metrics.json", evaluation)' + submission
-                 + "\ntracker.finish(record)\nprint(tnb.summary_line(record))", []),
-        ("markdown", "## Ours vs the paper\nWhat was run, beside what the paper reports; a reduced run (fewer "
-                     "epochs, smaller images, random weights) is said to be one.", []),
+        (
+            "code",
+            config_cell(spec.stem) + "\n"
+            f"picker = tnb.ConfigPicker(cfg, datasets={spec.pickable or (spec.dataset,)!r}, "
+            "interactive=INTERACTIVE)",
+            [],
+        ),
+        (
+            "markdown",
+            "## Data\nThe dataset as read from `DATA_ROOT` in its official format, a grid of training "
+            "images and the items per class.",
+            [],
+        ),
+        (
+            "code",
+            "cfg = picker.config()  # in JupyterLab: the architecture, weights and dataset picked above\n"
+            "spec = tnb.get_dataset(cfg.dataset)\nds = spec.read(cfg.data_root)\nprint(ds.summary())\n"
+            "images, labels = tnb.samples(ds)\n"
+            'tnb.plot_samples(images, labels, ds.class_names, cfg.out / "samples.png")\n'
+            'tnb.plot_class_counts(tnb.split_counts(ds), ds.class_names, cfg.out / "class_counts.png")',
+            [],
+        ),
+        (
+            "markdown",
+            "## Model\nThe banner says whether the weights are pretrained; preprocessing comes from the "
+            "model's timm config.",
+            [],
+        ),
+        (
+            "code",
+            "model = tnb.load_model(cfg.arch, cfg.weights, num_classes=len(ds.class_names))\n"
+            "tnb.weights_banner(tnb.weights_info(model))\ntnb.show(tnb.describe_model(model, cfg.img_size))\n"
+            "data = tnb.open_data(cfg, model, tnb.device(), ds)",
+            [],
+        ),
+        (
+            "markdown",
+            "## Train\nA checkpoint every epoch in `OUTPUT_DIR`: run the notebook again after a crash and it resumes.",
+            [],
+        ),
+        (
+            "code",
+            "learn = tnb.build_learner(cfg, data.dls, model, task=data.task)\n"
+            "tracker = tnb.track(cfg, learn)  # TensorBoard always; MLflow when TRACKING names a store\n"
+            "result = tnb.fit(learn, cfg, dls_for=data.dls_for)\n"
+            'tnb.plot_training(result.history, cfg.out / "training.png")',
+            [],
+        ),
+        (
+            "markdown",
+            "## Evaluate\nThe dataset's metric on its evaluation split, per class (or per label), the "
+            "most confident mistakes, and a browser of every prediction (a slider in JupyterLab, a table "
+            "headless; `INTERACTIVE` forces either).",
+            [],
+        ),
+        (
+            "code",
+            "evaluation = tnb.evaluate(learn, data)  # with flip TTA when TTA = True\n"
+            "tnb.show_evaluation(evaluation, data, cfg.out)\n"
+            "browser = tnb.prediction_browser(data.valid_image, evaluation.probs, evaluation.targets, "
+            "data.class_names, interactive=INTERACTIVE)",
+            [],
+        ),
+        (
+            "markdown",
+            "## Artifacts\nThe fine-tuned weights (timm layout), `metrics.json`"
+            + (" and the Kaggle submission." if spec.submission else "."),
+            [],
+        ),
+        (
+            "code",
+            'tnb.save_weights(learn.model, cfg.out / "model.safetensors", cfg.img_size, data.class_names, data.task)\n'
+            "record = tnb.run_record(cfg, model, evaluation, result, learn)\n"
+            'tnb.write_metrics(record, cfg.out / "metrics.json", evaluation)'
+            + submission
+            + "\ntracker.finish(record)\nprint(tnb.summary_line(record))",
+            [],
+        ),
+        (
+            "markdown",
+            "## Ours vs the paper\nWhat was run, beside what the paper reports; a reduced run (fewer "
+            "epochs, smaller images, random weights) is said to be one.",
+            [],
+        ),
         ("code", "tnb.show(tnb.paper_table(record))", []),
         *TRACKING_CELLS,
-    ]  # fmt: skip
+    ]
 
 
 ANALYSIS_STEM = "09_error_analysis"
@@ -192,59 +305,100 @@ def analysis_cells() -> list[tuple[str, str, list[str]]]:
         [base_parameters(DATASET="fashion_mnist")]
         + [f"{name} = {_lit(value)}" for name, value in {**SWITCHES, **ANALYSIS_PARAMS}.items()]
     )
-    options = ", ".join(f"{name.lower()}={name}" for name in SWITCHES if name != "INTERACTIVE")
     return [
-        ("markdown", "# 09 · Trust the model: calibration, label errors, duplicates and leakage, where it looks\n\n"
-                     "The steps after training, on a finished run of any dataset notebook (`RUN_DIR`: its "
-                     "`OUTPUT_DIR`) or, with `RUN_DIR = None`, on a run this notebook trains first with the "
-                     "parameters below. Every number here is measured on items the step did not fit on.\n\n"
-                     "Headless: `python -m tresnet_nb run notebooks/09_error_analysis.ipynb -p RUN_DIR DIR`.", []),
+        (
+            "markdown",
+            "# 09 · Trust the model: calibration, label errors, duplicates and leakage, where it looks\n\n"
+            "The steps after training, on a finished run of any dataset notebook (`RUN_DIR`: its "
+            "`OUTPUT_DIR`) or, with `RUN_DIR = None`, on a run this notebook trains first with the "
+            "parameters below. Every number here is measured on items the step did not fit on.\n\n"
+            "Headless: `python -m tresnet_nb run notebooks/09_error_analysis.ipynb -p RUN_DIR DIR`.",
+            [],
+        ),
         ("markdown", "On Colab or Kaggle the next cell installs the package; anywhere else it does nothing.", []),
         ("code", SETUP_CELL, []),
-        ("markdown", "## Parameters\nThe usual parameters and training switches describe the run to train when "
-                     "`RUN_DIR` is `None` (otherwise the run's own configuration is used). `FOLDS`: the "
-                     "cross-fit behind the label errors (FOLDS trainings on (FOLDS-1)/FOLDS of the training "
-                     "items). `NEAR`: the similarity (the mean of the cosines of the model's pooled features and of "
-                     "8 x 8 greyscale thumbnails) from which an evaluation item counts as a near copy of a training "
-                     "item. `N_SHOW`: items per gallery.", []),
+        (
+            "markdown",
+            "## Parameters\nThe usual parameters and training switches describe the run to train when "
+            "`RUN_DIR` is `None` (otherwise the run's own configuration is used). `FOLDS`: the "
+            "cross-fit behind the label errors (FOLDS trainings on (FOLDS-1)/FOLDS of the training "
+            "items). `NEAR`: the similarity (the mean of the cosines of the model's pooled features and of "
+            "8 x 8 greyscale thumbnails) from which an evaluation item counts as a near copy of a training "
+            "item. `N_SHOW`: items per gallery.",
+            [],
+        ),
         ("code", params, ["parameters"]),
         ("markdown", "## The run", []),
-        ("code", config_cell(ANALYSIS_STEM, f"tnb.check_train_options(dict({options}))") + "\n"
-                 "run = tnb.open_run(tnb.run_to_analyse(cfg, RUN_DIR), cfg.out)\n"
-                 "print(tnb.summary_line(run.record))", []),
-        ("markdown", "## Calibration\nTemperature scaling fitted on half of the evaluation split (stratified) and "
-                     "reported on the other half; expected calibration error over 15 equal-width bins, NLL and "
-                     "Brier score before and after. The model keeps the temperature: `tnb.predict` and exports "
-                     "use it.", []),
+        (
+            "code",
+            config_cell(ANALYSIS_STEM) + "\n"
+            "run = tnb.open_run(tnb.run_to_analyse(cfg, RUN_DIR), cfg.out)\n"
+            "print(tnb.summary_line(run.record))",
+            [],
+        ),
+        (
+            "markdown",
+            "## Calibration\nTemperature scaling fitted on half of the evaluation split (stratified) and "
+            "reported on the other half; expected calibration error over 15 equal-width bins, NLL and "
+            "Brier score before and after. The model keeps the temperature: `tnb.predict` and exports "
+            "use it.",
+            [],
+        ),
         ("code", "calibration = tnb.calibration_step(run)", []),
-        ("markdown", "## Label errors\nConfident learning (cleanlab) on out-of-sample probabilities from a "
-                     "`FOLDS`-fold cross-fit of the run's recipe; most suspect first, and a browser of every training item, "
-                     "most suspect first (a slider in JupyterLab).", []),
-        ("code", "issues = tnb.label_issue_step(run, folds=FOLDS, n_show=N_SHOW)\n"
-                 "tnb.show(issues.table.head(N_SHOW))\n"
-                 "browser = tnb.suspect_browser(run, issues, interactive=INTERACTIVE)", []),
-        ("markdown", "## Duplicates and leakage\nExact copies (content hash) and near copies (the mean of two "
-                     "cosines: of the model's pooled features and of small greyscale thumbnails; a perceptual hash "
-                     "where it agrees) within train and between train "
-                     "and the evaluation split, ranked over all pairs; then the metric without evaluation items "
-                     "that have a copy in train.", []),
-        ("code", "duplicates = tnb.duplicate_step(run, near=NEAR, n_show=N_SHOW)\n"
-                 "tnb.show(duplicates.table.head(N_SHOW))", []),
+        (
+            "markdown",
+            "## Label errors\nConfident learning (cleanlab) on out-of-sample probabilities from a "
+            "`FOLDS`-fold cross-fit of the run's recipe; most suspect first, and a browser of every training item, "
+            "most suspect first (a slider in JupyterLab).",
+            [],
+        ),
+        (
+            "code",
+            "issues = tnb.label_issue_step(run, folds=FOLDS, n_show=N_SHOW)\n"
+            "tnb.show(issues.table.head(N_SHOW))\n"
+            "browser = tnb.suspect_browser(run, issues, interactive=INTERACTIVE)",
+            [],
+        ),
+        (
+            "markdown",
+            "## Duplicates and leakage\nExact copies (content hash) and near copies (the mean of two "
+            "cosines: of the model's pooled features and of small greyscale thumbnails; a perceptual hash "
+            "where it agrees) within train and between train "
+            "and the evaluation split, ranked over all pairs; then the metric without evaluation items "
+            "that have a copy in train.",
+            [],
+        ),
+        (
+            "code",
+            "duplicates = tnb.duplicate_step(run, near=NEAR, n_show=N_SHOW)\ntnb.show(duplicates.table.head(N_SHOW))",
+            [],
+        ),
         ("markdown", "## Where it looks\nGrad-CAM on the last stage for the most confident mistakes.", []),
         ("code", "tnb.gradcam_step(run, n=min(N_SHOW, 12))", []),
-        ("markdown", "## Artifacts\n`calibration.json`, `label_issues.csv`, `duplicates.csv` and `metrics.json` "
-                     "(the run's record with this analysis' numbers).", []),
-        ("code", "record = tnb.analysis_record(run, calibration, issues, duplicates)\n"
-                 "print(tnb.summary_line(record))", []),
-    ]  # fmt: skip
+        (
+            "markdown",
+            "## Artifacts\n`calibration.json`, `label_issues.csv`, `duplicates.csv` and `metrics.json` "
+            "(the run's record with this analysis' numbers).",
+            [],
+        ),
+        (
+            "code",
+            "record = tnb.analysis_record(run, calibration, issues, duplicates)\nprint(tnb.summary_line(record))",
+            [],
+        ),
+    ]
 
 
 def notebook_json(stem: str, cell_list: list[tuple[str, str, list[str]]]) -> dict:
     """An nbformat 4.5 notebook of ``(kind, source, tags)`` cells, without outputs, with ids stable per stem."""
     out = []
     for i, (kind, source, tags) in enumerate(cell_list):
-        cell = {"cell_type": kind, "id": _id(stem, i), "metadata": {"tags": tags} if tags else {},
-                "source": source.splitlines(True)}  # fmt: skip
+        cell = {
+            "cell_type": kind,
+            "id": _id(stem, i),
+            "metadata": {"tags": tags} if tags else {},
+            "source": source.splitlines(True),
+        }
         if kind == "code":
             cell.update(execution_count=None, outputs=[])
         out.append(cell)
@@ -270,8 +424,10 @@ def write_notebooks(folder: Path, notebooks: dict[str, dict]) -> list[Path]:
         path = folder / f"{stem}.ipynb"
         path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
         paths.append(path)
-    subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", "--config", str(ROOT / "pyproject.toml"),
-                    *map(str, paths)], check=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--quiet", "--config", str(ROOT / "pyproject.toml"), *map(str, paths)],
+        check=True,
+    )
     return paths
 
 

@@ -81,8 +81,9 @@ def find_python(version: str) -> str:
     candidates = [str(p / "bin" / "python") for p in sorted(pyenv.glob(f"{version}.*"), reverse=True)]
     candidates += [found for found in [shutil.which(f"python{version}")] if found]
     for candidate in candidates:
-        probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                               capture_output=True, text=True)  # fmt: skip
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True
+        )
         if probe.returncode == 0 and probe.stdout.strip() == version:
             return candidate
     raise SystemExit(
@@ -159,8 +160,12 @@ def check_hosted(image: str, python: str | None, where: Path, reuse: bool = Fals
     version = re.search(r"^# python: (\d+\.\d+)", constraints.read_text(), re.M)
     interpreter = python or find_python(version.group(1) if version else f"{sys.version_info[0]}.{sys.version_info[1]}")
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], check=True,
-                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     if dirty:
         print(f"note: the install cell installs the committed HEAD {head.stdout.strip()[:10]}, not uncommitted edits")
     image_file = where / "image.txt"
@@ -178,8 +183,13 @@ def check_hosted(image: str, python: str | None, where: Path, reuse: bool = Fals
     _run([str(py), "-m", "pip", "check"])
     _report(py, [p.split("==")[0] for p in pins])
     with tempfile.TemporaryDirectory() as elsewhere:
-        where_from = subprocess.run([str(py), "-c", "import tresnet_nb; print(tresnet_nb.__file__)"], cwd=elsewhere,
-                                    check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+        where_from = subprocess.run(
+            [str(py), "-c", "import tresnet_nb; print(tresnet_nb.__file__)"],
+            cwd=elsewhere,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     if Path(where_from).resolve().is_relative_to(ROOT / "tresnet_nb"):
         raise SystemExit(f"the hosted venv imports tresnet_nb from the checkout ({where_from}), not the install")
     print(f"installed package: {where_from}")

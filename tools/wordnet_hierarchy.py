@@ -150,8 +150,10 @@ def sense_ranks(rows: list[tuple[str, str]], nouns: Nouns, index: dict[str, list
     for offset, _ in rows:
         for word in lower[offset]:
             sharing[word] = sharing.get(word, 0) + 1
-    ranks = {o: {w: index[w].index(o) + 1 for w in words if sharing[w] > 1 and o in index.get(w, ())}
-             for o, words in lower.items()}  # fmt: skip
+    ranks = {
+        o: {w: index[w].index(o) + 1 for w in words if sharing[w] > 1 and o in index.get(w, ())}
+        for o, words in lower.items()
+    }
     return {o: " ".join(f"{w}={r}" for w, r in ranks[o].items()) for o, _ in rows}
 
 

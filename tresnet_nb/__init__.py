@@ -23,9 +23,7 @@ __version__ = "0.1.0"
 # module (relative to this package) -> the public names it provides, one a line, sorted within each module
 _EXPORTS: dict[str, tuple[str, ...]] = {
     # bottom: the paper's numbers, the process's device and environment
-    ".paper": (
-        "PAPER_V100",
-    ),
+    ".paper": ("PAPER_V100",),
     ".runtime": (
         "device",
         "environment",
@@ -52,9 +50,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "export_torchscript",
         "load_preprocessing",
     ),
-    ".model.hub": (
-        "WeightsUnavailableError",
-    ),
+    ".model.hub": ("WeightsUnavailableError",),
     ".model.iabn_convert": (
         "convert_from_iabn",
         "convert_to_iabn",
@@ -81,6 +77,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "PRESETS",
         "RunConfig",
     ),
+    ".options": ("TrainOptions",),
     # evaluation/: metrics and scores
     ".evaluation.metrics": (
         "ClassificationReport",
@@ -103,9 +100,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ChannelsLast",
         "EMA",
     ),
-    ".train.checkpoint": (
-        "history",
-    ),
+    ".train.checkpoint": ("history",),
     ".train.distributed": (
         "DistInfo",
         "distribute",
@@ -117,16 +112,15 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     ".train.learner": (
         "LrFinding",
-        "TRAIN_OPTIONS",
+        "PlannedLearner",
+        "TrainingPlan",
         "build_learner",
-        "check_train_options",
-        "learner_options",
         "lr_find",
         "predict",
         "seed_everything",
         "set_temperature",
     ),
-    ".train.recipes": (
+    ".recipes": (
         "Phase",
         "RECIPES",
         "Recipe",
@@ -152,9 +146,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "RunModel",
         "load_run",
     ),
-    ".report.publish": (
-        "publish",
-    ),
+    ".report.publish": ("publish",),
     ".report.record": (
         "build_metrics",
         "run_record",
@@ -182,9 +174,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "samples",
         "split_counts",
     ),
-    ".steps.job": (
-        "train_job",
-    ),
+    ".steps.job": ("train_job",),
     ".steps.results": (
         "evaluate",
         "kaggle_submission",
@@ -200,12 +190,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "Duplicates",
         "duplicate_step",
     ),
-    ".trust.gradcam": (
-        "gradcam_maps",
-    ),
-    ".trust.label_issues": (
-        "find_label_issues",
-    ),
+    ".trust.gradcam": ("gradcam_maps",),
+    ".trust.label_issues": ("find_label_issues",),
     ".trust.run": (
         "AnalysedRun",
         "open_run",
@@ -218,13 +204,34 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "label_issue_step",
         "suspect_browser",
     ),
-}  # fmt: skip
+}
 # earlier names kept working: the dataset notebooks called the run record run_metrics
 _ALIASES: dict[str, tuple[str, str]] = {
     "run_metrics": (".report.record", "run_record"),
 }
-_SUBPACKAGES = ("bundle", "commands", "config", "data", "evaluation", "files", "gpucheck", "heads21k", "hosted", "model",
-                "paper", "probe", "report", "runner", "runtime", "steps", "sweep", "train", "trust")  # fmt: skip
+_SUBPACKAGES = (
+    "bundle",
+    "commands",
+    "config",
+    "data",
+    "evaluation",
+    "files",
+    "gpucheck",
+    "heads21k",
+    "hosted",
+    "model",
+    "options",
+    "paper",
+    "probe",
+    "recipes",
+    "report",
+    "runner",
+    "runtime",
+    "steps",
+    "sweep",
+    "train",
+    "trust",
+)
 _WHERE: dict[str, tuple[str, str]] = {
     name: (module, name) for module, names in _EXPORTS.items() for name in names
 } | _ALIASES

@@ -37,15 +37,29 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="execute notebooks headless with papermill")
     run.add_argument("notebooks", nargs="+", help="notebook paths")
     run.add_argument("--preset", default=None, help="smoke, cpu or paper (fills parameters not given with -p)")
-    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                     help="set a notebook parameter; VALUE parsed like papermill's -p")  # fmt: skip
+    run.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="set a notebook parameter; VALUE parsed like papermill's -p",
+    )
     run.add_argument("--out", default="runs", help="output folder (default: runs)")
     run.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
 
     train = sub.add_parser("train", help="one training job headless; data-parallel under torchrun/accelerate launch")
     train.add_argument("--preset", default=None, help="smoke, cpu (default) or paper")
-    train.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                       help="a RunConfig parameter (upper or lower case); BATCH_SIZE is per process")  # fmt: skip
+    train.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="a RunConfig parameter (upper or lower case); BATCH_SIZE is per process",
+    )
     train.add_argument("--out", default=None, help="OUTPUT_DIR (default: runs/train/<the configuration's hash>)")
     train.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (CUDA only)")
 
@@ -53,18 +67,35 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--arch", nargs="+", required=True, help="architectures, e.g. tresnet_m resnet50")
     probe.add_argument("--img-size", type=int, default=None, help="input side in pixels (default 224)")
     probe.add_argument("--mode", choices=("infer", "train", "both"), default="both")
-    probe.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
-                       help="default: fp16 on CUDA (the paper's mixed precision); on a CPU bf16 where it computes bf16 natively, else fp32")  # fmt: skip
-    probe.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                       help="channels_last memory format (default: on)")  # fmt: skip
-    probe.add_argument("--batch-size", default=None,
-                       help="N or 'max' (CUDA: 90%% of the largest batch that fits; default: max on CUDA, 16 on a CPU)")  # fmt: skip
+    probe.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default=None,
+        help="default: fp16 on CUDA (the paper's mixed precision); on a CPU bf16 where it computes bf16 natively, else fp32",
+    )
+    probe.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last memory format (default: on)",
+    )
+    probe.add_argument(
+        "--batch-size",
+        default=None,
+        help="N or 'max' (CUDA: 90%% of the largest batch that fits; default: max on CUDA, 16 on a CPU)",
+    )
     probe.add_argument("--compile", action="store_true", help="torch.compile the model first")
     probe.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2; 1 on a CPU)")
-    probe.add_argument("--repeats", type=int, default=None, help="timed rounds; the median is reported (default 5; 3 on a CPU)")  # fmt: skip
+    probe.add_argument(
+        "--repeats", type=int, default=None, help="timed rounds; the median is reported (default 5; 3 on a CPU)"
+    )
     probe.add_argument("--steps", type=int, default=None, help="steps per timed round (default 1)")
-    probe.add_argument("--budget-gib", type=float, default=None,
-                       help="memory for the max-batch estimate (default: the GPU's, or a V100's 16 GiB)")  # fmt: skip
+    probe.add_argument(
+        "--budget-gib",
+        type=float,
+        default=None,
+        help="memory for the max-batch estimate (default: the GPU's, or a V100's 16 GiB)",
+    )
     probe.add_argument("--no-flops", action="store_true", help="skip the FLOP count and the matmul peak")
     probe.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: the first GPU, else the CPU)")
     probe.add_argument("--json", default=None, help="write the full report as JSON")
@@ -74,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="predict images with your trained run, or with an ImageNet head")
     predict.add_argument("images", nargs="+", help="image files or folders of images")
     predict.add_argument("--run", default=None, help="a finished run's OUTPUT_DIR: its classes, size and preprocessing")
-    predict.add_argument("--model", default=None,
-                         help="a published folder (publish --to DIR), local-dir:DIR or hf-hub:USER/REPO")  # fmt: skip
+    predict.add_argument(
+        "--model", default=None, help="a published folder (publish --to DIR), local-dir:DIR or hf-hub:USER/REPO"
+    )
     predict.add_argument(
         "--arch", default=None, help="ImageNet heads: a timm name with its tag, e.g. tresnet_m.miil_in21k"
     )
@@ -87,11 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tta", action="store_true", help="with --run/--model: average with the mirrored image")
     predict.add_argument("--hierarchy", action="store_true", help="also decode the 21K hierarchy (semantic softmax)")
     predict.add_argument("--tree", default=None, help="the authors' imagenet21k_miil_tree.pth (default: WordNet's)")
-    predict.add_argument("--threshold", type=float, default=0.5,
-                         help="multi-label runs: report every label over it; 21K: a level's probability to report it")  # fmt: skip
+    predict.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="multi-label runs: report every label over it; 21K: a level's probability to report it",
+    )
     predict.add_argument("--img-size", type=int, default=None, help="input side in pixels (default: the model's)")
-    predict.add_argument("--label-set", choices=("fall11", "winter21", "imagenet1k"), default=None,
-                         help="the head's label set when the weights are random (default: the tag's)")  # fmt: skip
+    predict.add_argument(
+        "--label-set",
+        choices=("fall11", "winter21", "imagenet1k"),
+        default=None,
+        help="the head's label set when the weights are random (default: the tag's)",
+    )
 
     check = sub.add_parser(
         "gpu-check", help="prove and measure the GPU path: tests, probe, finetune, iabn, compile, export"
@@ -101,19 +141,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--quick", action="store_true", help="fixed batches, fewer steps (on a CPU: toy sizes)")
     check.add_argument("--out", default="runs/gpu_check", help="report folder (default: runs/gpu_check)")
-    check.add_argument("--sections", nargs="+", default=None, choices=("tests", "probe", "finetune", "iabn", "compile", "export"),
-                       help="run only these sections (default: all, in order)")  # fmt: skip
+    check.add_argument(
+        "--sections",
+        nargs="+",
+        default=None,
+        choices=("tests", "probe", "finetune", "iabn", "compile", "export"),
+        help="run only these sections (default: all, in order)",
+    )
 
     sweep = sub.add_parser("sweep", help="an Optuna study of a notebook's parameters, one papermill run per trial")
     sweep.add_argument("notebook", help="notebook path")
     sweep.add_argument(
         "--trials", type=int, required=True, help="trials to run to an end (a resumed sweep counts earlier ones)"
     )
-    sweep.add_argument("--space", action="append", required=True, metavar="KEY=kind:args",
-                       help="a parameter to search: loguniform:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH or choice:A,B")  # fmt: skip
+    sweep.add_argument(
+        "--space",
+        action="append",
+        required=True,
+        metavar="KEY=kind:args",
+        help="a parameter to search: loguniform:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH or choice:A,B",
+    )
     sweep.add_argument("--preset", default=None, help="smoke, cpu or paper (fills parameters not given)")
-    sweep.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                       help="a fixed notebook parameter for every trial")  # fmt: skip
+    sweep.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="a fixed notebook parameter for every trial",
+    )
     sweep.add_argument("--out", default=None, help="sweep folder, resumable (default: runs/sweep/<notebook stem>)")
     sweep.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
 
@@ -133,8 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--root", required=True, help="dataset folder")
         if name == "verify":
             cmd.add_argument("--no-images", action="store_true", help="skip opening every image")
-            cmd.add_argument("--recheck", action="store_true",
-                             help="decode every image again, also those checked before and unchanged since")  # fmt: skip
+            cmd.add_argument(
+                "--recheck",
+                action="store_true",
+                help="decode every image again, also those checked before and unchanged since",
+            )
         if name == "fixtures":
             cmd.add_argument("--seed", type=int, default=0)
     return parser
@@ -157,8 +217,10 @@ def data_command(args: argparse.Namespace) -> int:
         return 0 if report.ok else 1
     download = getattr(spec.module, "download", None)
     if download is None:
-        print(f"{args.dataset} cannot be downloaded automatically.\nHow to get it: {spec.get_it}\n"
-              f"Expected layout under {args.root}: {spec.layout}")  # fmt: skip
+        print(
+            f"{args.dataset} cannot be downloaded automatically.\nHow to get it: {spec.get_it}\n"
+            f"Expected layout under {args.root}: {spec.layout}"
+        )
         return 1
     try:
         print(f"downloaded {args.dataset} to {download(args.root)}")
@@ -173,13 +235,19 @@ def predict(args: argparse.Namespace) -> int:
     with --arch alone an ImageNet head's."""
     given = [name for name in ("run", "model", "arch") if getattr(args, name)]
     if len(given) != 1:
-        print("error: give one of --run RUN_DIR (a run you trained), --model DIR (a published one) or --arch TAG "
-              f"(ImageNet weights); got {['--' + g for g in given] or 'none'}", file=sys.stderr)  # fmt: skip
+        print(
+            "error: give one of --run RUN_DIR (a run you trained), --model DIR (a published one) or --arch TAG "
+            f"(ImageNet weights); got {['--' + g for g in given] or 'none'}",
+            file=sys.stderr,
+        )
         return 2
     if args.arch is None or _trained_file(args.weights):
         if args.arch is not None:
-            print(f"{args.weights} was trained by tresnet_nb: predicting with its own classes, size and "
-                  "preprocessing (predict --model FILE says the same)", file=sys.stderr)  # fmt: skip
+            print(
+                f"{args.weights} was trained by tresnet_nb: predicting with its own classes, size and "
+                "preprocessing (predict --model FILE says the same)",
+                file=sys.stderr,
+            )
         from .report.inference import predict_run_command
 
         return predict_run_command(args)

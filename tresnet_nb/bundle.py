@@ -80,8 +80,20 @@ def ensure_bundle(needed: dict[str, str] | None = None, folder: Path | None = No
     wheels = sorted(folder.glob("*.whl")) if folder.is_dir() else []
     if not wheels:
         raise SystemExit(f"gpu-check needs {dists} (missing here) and finds no wheels in {folder}. {fix}")
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--find-links", str(folder),
-           "--target", str(site), *dists]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-index",
+        "--no-deps",
+        "--find-links",
+        str(folder),
+        "--target",
+        str(site),
+        *dists,
+    ]
     print(f"gpu-check: installing {', '.join(dists)} from {folder} into {site} (offline, --no-deps)", flush=True)
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:

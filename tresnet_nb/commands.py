@@ -20,11 +20,21 @@ def probe_command(args: Any) -> int:
     try:
         device = torch.device(args.device) if args.device else default_device()
         settings = plan(
-            device, "cpu", archs=args.arch, img_size=args.img_size, precision=args.precision,
-            batch_size=batch_arg(args.batch_size) if args.batch_size is not None else None, mode=args.mode,
-            channels_last=args.channels_last, compile=args.compile or None, warmup=args.warmup, repeats=args.repeats,
-            steps=args.steps, budget_gib=args.budget_gib, flops=False if args.no_flops else None,
-        )  # fmt: skip
+            device,
+            "cpu",
+            archs=args.arch,
+            img_size=args.img_size,
+            precision=args.precision,
+            batch_size=batch_arg(args.batch_size) if args.batch_size is not None else None,
+            mode=args.mode,
+            channels_last=args.channels_last,
+            compile=args.compile or None,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            steps=args.steps,
+            budget_gib=args.budget_gib,
+            flops=False if args.no_flops else None,
+        )
     except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

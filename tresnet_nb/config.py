@@ -1,4 +1,5 @@
-"""Run configuration: the notebook parameters as a frozen, validated dataclass, presets, and JSON round-trip.
+"""Run configuration: the notebook parameters as a frozen, validated dataclass (its training switches one typed
+:class:`TrainOptions`), presets, and JSON round-trip.
 
 A RunConfig is checked against the tables of the layer below (the dataset names of :mod:`tresnet_nb.data`, the
 architectures and image sizes of :mod:`tresnet_nb.model.archs`), which import no torch, so a config can be built and
@@ -9,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .data import DATASETS
 from .model.archs import check_img_size, split_arch
+from .options import OPTION_NAMES, TrainOptions, split_extra
 from .paper import transfer
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -93,6 +95,26 @@ def smoke_fixture(dataset: str) -> Path:
     return root
 
 
+def own_folder(cfg: RunConfig) -> Path:
+    """The folder of ``cfg`` when OUTPUT_DIR is not given: ``runs/<notebook>/<key>``, or the automatic folder of an
+    earlier run of the same configuration whose name is an older key (run_config.json written before the training
+    options became :class:`TrainOptions` hashes differently), so that such a run still resumes where it is."""
+    folder = default_output_dir(cfg.notebook, cfg.key)
+    parent = folder.parent
+    if folder.is_dir() or not parent.is_dir():
+        return folder
+    for written in sorted(parent.glob("*/run_config.json")):
+        if not re.fullmatch(r"[0-9a-f]{8}", written.parent.name):
+            continue
+        try:
+            earlier = RunConfig.load(written)
+        except (ValueError, TypeError, OSError):
+            continue
+        if earlier.notebook == cfg.notebook and earlier.key == cfg.key:
+            return written.parent
+    return folder
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run depends on; built by :meth:`from_params`, validated on creation, saved as run_config.json."""
@@ -111,8 +133,11 @@ class RunConfig:
     seed: int
     precision: str
     output_dir: str
-    extra: dict[str, Any]
     tracking: str | None = None  # an MLflow store (folder or server URL); None: MLFLOW_TRACKING_URI, if set
+    options: TrainOptions = field(default_factory=TrainOptions)  # the training switches
+    # a notebook's own parameters beyond these (notebook 07's LABEL_SET, SENSES, ...): saved and part of the
+    # configuration's key, so that changing one starts another run folder; the library reads none of them
+    notebook_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -148,16 +173,42 @@ class RunConfig:
             raise ValueError(
                 f"WEIGHTS must be a string: 'auto', 'none' (random init), a timm tag or a file path, not {self.weights!r}"
             )
+        if isinstance(self.options, dict):  # from JSON
+            object.__setattr__(self, "options", TrainOptions(**self.options))
+        if not isinstance(self.options, TrainOptions):
+            raise ValueError(f"options must be a TrainOptions, not {type(self.options).__name__}")
+        if not isinstance(self.notebook_params, dict):
+            raise ValueError(f"notebook_params must be a dict, not {type(self.notebook_params).__name__}")
 
     @classmethod
-    def from_params(cls, notebook: str, preset: str = "cpu", extra: dict[str, Any] | None = None, **params: Any):
-        """Build the config of ``notebook`` from its parameters (None means 'not set'), the ``preset`` and defaults."""
+    def from_params(
+        cls,
+        notebook: str,
+        preset: str = "cpu",
+        options: TrainOptions | None = None,
+        notebook_params: dict[str, Any] | None = None,
+        **params: Any,
+    ) -> RunConfig:
+        """Build the config of ``notebook`` from its parameters (None means 'not set'), the ``preset`` and defaults.
+
+        ``params`` are RunConfig fields and training options alike, in upper or lower case (``TTA=True`` is
+        ``options.tta``); ``options`` gives the training options as one object instead. ``notebook_params``: the
+        notebook's own parameters, saved with the config and part of its key."""
         if preset not in PRESETS:
             raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
         params = {k.lower(): v for k, v in params.items()}
-        unknown = sorted(set(params) - set(DEFAULTS))
+        unknown = sorted(set(params) - set(DEFAULTS) - set(OPTION_NAMES))
         if unknown:
-            raise ValueError(f"Unknown parameters {unknown}; RunConfig takes {sorted(DEFAULTS)} (extras go in extra=)")
+            raise ValueError(
+                f"Unknown parameters {unknown}; RunConfig takes "
+                f"{sorted(k.upper() for k in DEFAULTS)} and the training options {sorted(n.upper() for n in OPTION_NAMES)}"
+            )
+        switches = {k: params.pop(k) for k in list(params) if k in OPTION_NAMES}
+        if options is not None and any(v is not None for v in switches.values()):
+            raise ValueError(
+                f"Give the training options either as options= or as parameters {sorted(switches)}, not both"
+            )
+        opts = options if options is not None else TrainOptions.from_params(**switches)
         given = {k: v for k, v in params.items() if v is not None}
         values = {**DEFAULTS, **PRESETS[preset], **given}
         if preset == "paper":  # the dataset's paper architecture and resolution
@@ -168,16 +219,33 @@ class RunConfig:
         if preset == "smoke" and values["data_root"] is None and values["dataset"] in DATASETS:
             if DATASETS[values["dataset"]].needs_root:  # the smoke preset runs anywhere: on a generated fixture
                 values["data_root"] = str(smoke_fixture(values["dataset"]))
-                print(f"DATA_ROOT is not set: PRESET 'smoke' runs on a generated {values['dataset']} fixture (tiny, "
-                      f"official format) at {values['data_root']}; its results say nothing about the real data.")  # fmt: skip
+                print(
+                    f"DATA_ROOT is not set: PRESET 'smoke' runs on a generated {values['dataset']} fixture (tiny, "
+                    f"official format) at {values['data_root']}; its results say nothing about the real data."
+                )
         if isinstance(values["lr"], int) and not isinstance(values["lr"], bool):
             values["lr"] = float(values["lr"])
+        own = dict(notebook_params or {})
         if values["output_dir"] is not None:
-            return cls(notebook=notebook, preset=preset, extra=dict(extra or {}), **values)
+            return cls(notebook=notebook, preset=preset, options=opts, notebook_params=own, **values)
         # no OUTPUT_DIR: a folder of this configuration's own, so that a changed parameter starts a new run there
         # instead of meeting another configuration's checkpoint, and an unchanged one resumes (train.fit)
-        cfg = cls(notebook=notebook, preset=preset, extra=dict(extra or {}), **{**values, "output_dir": ""})
-        return replace(cfg, output_dir=str(default_output_dir(notebook, cfg.key)))
+        cfg = cls(notebook=notebook, preset=preset, options=opts, notebook_params=own, **{**values, "output_dir": ""})
+        return replace(cfg, output_dir=str(own_folder(cfg)))
+
+    @classmethod
+    def from_notebook(cls, notebook: str, namespace: dict[str, Any], own: tuple[str, ...] = ()) -> RunConfig:
+        """The config of ``notebook`` from its parameters cell: the upper-case names of ``namespace`` (the
+        notebook's ``globals()``, where papermill injects ``-p`` values) that are RunConfig fields, training options
+        or PRESET, and the notebook's ``own`` parameters (kept in ``notebook_params``); other names are left alone."""
+        names = [k.upper() for k in DEFAULTS] + [n.upper() for n in OPTION_NAMES]
+        params = {name: namespace[name] for name in names if name in namespace}
+        missing = [name for name in own if name not in namespace]
+        if missing:
+            raise ValueError(f"The notebook's parameters {missing} are not defined; run its parameters cell first")
+        preset = namespace.get("PRESET") or "cpu"
+        mine = {name.lower(): namespace[name] for name in own}
+        return cls.from_params(notebook, preset=preset, notebook_params=mine, **params)
 
     @property
     def pretrained_requested(self) -> bool:
@@ -191,8 +259,8 @@ class RunConfig:
 
     @property
     def default_dir(self) -> bool:
-        """True when OUTPUT_DIR is this configuration's default folder (none was given)."""
-        return self.output_dir == str(default_output_dir(self.notebook, self.key))
+        """True when OUTPUT_DIR is this configuration's own folder (none was given)."""
+        return self.output_dir == str(own_folder(self))
 
     @property
     def out(self) -> Path:
@@ -209,9 +277,14 @@ class RunConfig:
         folder a configuration without OUTPUT_DIR has, and whether it holds an earlier run of it)."""
         if path is None and self.default_dir:
             earlier = (self.out / "run_config.json").is_file()
-            print(f"OUTPUT_DIR not set: this configuration's run folder is {self.out}"
-                  + (" (it holds an earlier run of it: training resumes, or shows the results when complete)"
-                     if earlier else " (new: each configuration has its own)"))  # fmt: skip
+            print(
+                f"OUTPUT_DIR not set: this configuration's run folder is {self.out}"
+                + (
+                    " (it holds an earlier run of it: training resumes, or shows the results when complete)"
+                    if earlier
+                    else " (new: each configuration has its own)"
+                )
+            )
         path = Path(path) if path is not None else self.out / "run_config.json"
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
         return path
@@ -220,6 +293,8 @@ class RunConfig:
     def load(cls, path: Path | str) -> RunConfig:
         """Read a config written by :meth:`save`."""
         data = json.loads(Path(path).read_text())
+        if "extra" in data and "options" not in data:  # written before TrainOptions: one dict held both
+            data["options"], data["notebook_params"] = split_extra(data.pop("extra"))
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -227,8 +302,12 @@ class RunConfig:
         return cls(**data)
 
     def with_changes(self, **changes: Any) -> RunConfig:
-        """A copy with ``changes`` applied (validated again); without OUTPUT_DIR given, the copy has its own folder."""
+        """A copy with ``changes`` applied (validated again): RunConfig fields, or training options by their names
+        (``cfg.with_changes(tta=True)``); without OUTPUT_DIR given, the copy has its own folder."""
+        switches = {k: changes.pop(k) for k in list(changes) if k in OPTION_NAMES}
+        if switches:
+            changes["options"] = replace(changes.get("options", self.options), **switches)
         changed = replace(self, **changes)
         if "output_dir" in changes or not self.default_dir:
             return changed
-        return replace(changed, output_dir=str(default_output_dir(changed.notebook, changed.key)))
+        return replace(changed, output_dir=str(own_folder(changed)))

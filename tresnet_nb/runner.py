@@ -107,10 +107,16 @@ class Outcome:
     def row(self) -> dict[str, Any]:
         m = self.metrics
         return {
-            "notebook": self.notebook, "status": self.status, "metric_name": m.get("metric_name"),
-            "metric_value": m.get("metric_value"), "paper_target": m.get("paper_target"),
-            "pretrained": m.get("pretrained"), "fixture_data": m.get("fixture_data"), "wall_seconds": round(self.wall_seconds, 1), "error": self.error,
-        }  # fmt: skip
+            "notebook": self.notebook,
+            "status": self.status,
+            "metric_name": m.get("metric_name"),
+            "metric_value": m.get("metric_value"),
+            "paper_target": m.get("paper_target"),
+            "pretrained": m.get("pretrained"),
+            "fixture_data": m.get("fixture_data"),
+            "wall_seconds": round(self.wall_seconds, 1),
+            "error": self.error,
+        }
 
 
 def run_one(path: Path, out: Path, preset: str | None, params: dict[str, Any], kernel_name: str | None) -> Outcome:
@@ -127,10 +133,15 @@ def run_one(path: Path, out: Path, preset: str | None, params: dict[str, Any], k
     os.environ[ECHO_ENV] = "1"  # the kernel inherits it and prints a line per epoch, relayed by EchoProgress
     try:
         papermill.execute_notebook(
-            str(path), str(run_dir / path.name), parameters=parameters, kernel_name=kernel_name,
-            cwd=str(path.parent), progress_bar=True, stdout_file=EchoProgress(),
+            str(path),
+            str(run_dir / path.name),
+            parameters=parameters,
+            kernel_name=kernel_name,
+            cwd=str(path.parent),
+            progress_bar=True,
+            stdout_file=EchoProgress(),
             kernel_manager_class=IPCKernelManager,
-        )  # fmt: skip
+        )
     except Exception as err:  # papermill raises for any failed cell; the executed notebook holds the traceback
         last_line = str(err).strip().splitlines()[-1] if str(err).strip() else ""
         status, error = "failed", f"{type(err).__name__}: {last_line}"
@@ -162,9 +173,12 @@ def write_summary(outcomes: list[Outcome], out: Path) -> tuple[Path, Path]:
 
 
 def run_notebooks(
-    paths: list[Path | str], out: Path | str = "runs", preset: str | None = None, params: dict[str, Any] | None = None,
+    paths: list[Path | str],
+    out: Path | str = "runs",
+    preset: str | None = None,
+    params: dict[str, Any] | None = None,
     kernel_name: str | None = None,
-) -> list[Outcome]:  # fmt: skip
+) -> list[Outcome]:
     """Execute ``paths`` with papermill into ``out``, going on after failures; print a line per notebook."""
     paths, out, params = [Path(p) for p in paths], Path(out), dict(params or {})
     check_run(paths, preset, params)
@@ -175,7 +189,10 @@ def run_notebooks(
         if outcome.status == "ok":
             print(summary_line(outcome.metrics, outcome.wall_seconds), flush=True)
         else:
-            print(f"{outcome.notebook}: FAILED after {outcome.wall_seconds:.0f}s: {outcome.error} "
-                  f"(executed notebook with the traceback: {outcome.out_dir / path.name})", flush=True)  # fmt: skip
+            print(
+                f"{outcome.notebook}: FAILED after {outcome.wall_seconds:.0f}s: {outcome.error} "
+                f"(executed notebook with the traceback: {outcome.out_dir / path.name})",
+                flush=True,
+            )
     write_summary(outcomes, out)
     return outcomes

@@ -43,8 +43,9 @@ def require_optuna() -> Any:
     try:
         import optuna
     except ImportError:
-        raise ImportError("A sweep needs optuna, which is not installed. Fix: pip install 'tresnet-nb[sweep]' "
-                          "(or pip install optuna)") from None  # fmt: skip
+        raise ImportError(
+            "A sweep needs optuna, which is not installed. Fix: pip install 'tresnet-nb[sweep]' (or pip install optuna)"
+        ) from None
     return optuna
 
 
@@ -56,8 +57,10 @@ def parse_space(text: str) -> tuple[str, Any]:
     key, _, spec = text.partition("=")
     kind, _, args = spec.partition(":")
     if not key or kind not in KINDS or not args:
-        raise ValueError(f"--space {text!r} is not KEY=kind:args; kind is one of {KINDS}, e.g. 'LR=loguniform:1e-4:1e-2'"
-                         ", 'EPOCHS=int:2:6', 'RECIPE=choice:fastai,miil'")  # fmt: skip
+        raise ValueError(
+            f"--space {text!r} is not KEY=kind:args; kind is one of {KINDS}, e.g. 'LR=loguniform:1e-4:1e-2'"
+            ", 'EPOCHS=int:2:6', 'RECIPE=choice:fastai,miil'"
+        )
     if kind == "choice":
         return key, CategoricalDistribution([parse_value(v) for v in args.split(",")])
     try:
@@ -101,18 +104,27 @@ def _open_study(out: Path, notebook: Path, space: dict[str, Any], direction: str
     optuna = require_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(study_name=STUDY, storage=f"sqlite:///{out.resolve() / 'study.db'}", direction=direction,
-                                load_if_exists=True, pruner=optuna.pruners.MedianPruner(**PRUNER))  # fmt: skip
+    study = optuna.create_study(
+        study_name=STUDY,
+        storage=f"sqlite:///{out.resolve() / 'study.db'}",
+        direction=direction,
+        load_if_exists=True,
+        pruner=optuna.pruners.MedianPruner(**PRUNER),
+    )
     if study.direction.name.lower() != direction:
-        raise ValueError(f"{out} holds a study that would {study.direction.name.lower()}, this sweep {direction}s: "
-                         "give another --out")  # fmt: skip
+        raise ValueError(
+            f"{out} holds a study that would {study.direction.name.lower()}, this sweep {direction}s: "
+            "give another --out"
+        )
     # seeded by how far the study got, so a resumed sweep does not propose its first trials' values again
     study.sampler = optuna.samplers.TPESampler(seed=len(study.trials))
     described = {k: optuna.distributions.distribution_to_json(d) for k, d in space.items()}
     earlier = study.user_attrs.get("space")
     if earlier is not None and (earlier != described or study.user_attrs.get("notebook") != notebook.name):
-        raise ValueError(f"{out} holds a sweep of {study.user_attrs.get('notebook')} over {sorted(earlier)}; this one "
-                         f"is of {notebook.name} over {sorted(space)}: give another --out")  # fmt: skip
+        raise ValueError(
+            f"{out} holds a sweep of {study.user_attrs.get('notebook')} over {sorted(earlier)}; this one "
+            f"is of {notebook.name} over {sorted(space)}: give another --out"
+        )
     study.set_user_attr("space", described)
     study.set_user_attr("notebook", notebook.name)
     for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -138,14 +150,32 @@ def write_results(study: Any, out: Path, metric: str) -> None:
         writer.writerow(["number", "state", metric, *keys, "wall_seconds", "error"])
         for t in trials:
             wall = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
-            writer.writerow([t.number, t.state.name, t.value, *(t.params.get(k) for k in keys),
-                             None if wall is None else round(wall, 1), t.user_attrs.get("error", "")])  # fmt: skip
+            writer.writerow(
+                [
+                    t.number,
+                    t.state.name,
+                    t.value,
+                    *(t.params.get(k) for k in keys),
+                    None if wall is None else round(wall, 1),
+                    t.user_attrs.get("error", ""),
+                ]
+            )
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     if not complete:
         return
     best = study.best_trial
-    (out / "best.json").write_text(json.dumps({"number": best.number, metric: best.value, "params": best.params,
-                                               "direction": study.direction.name.lower()}, indent=2) + "\n")  # fmt: skip
+    (out / "best.json").write_text(
+        json.dumps(
+            {
+                "number": best.number,
+                metric: best.value,
+                "params": best.params,
+                "direction": study.direction.name.lower(),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     _plots(study, out, len(complete))
 
 
@@ -173,12 +203,27 @@ def _plots(study: Any, out: Path, complete: int) -> None:
 
 
 def _trial_env(study: Any, trial: Any, out: Path, metric: str) -> str:
-    return json.dumps({"storage": f"sqlite:///{out.resolve() / 'study.db'}", "study": STUDY, "trial_id": trial._trial_id,
-                       "number": trial.number, "epoch_metric": EPOCH_METRICS.get(metric), "pruner": PRUNER})  # fmt: skip
+    return json.dumps(
+        {
+            "storage": f"sqlite:///{out.resolve() / 'study.db'}",
+            "study": STUDY,
+            "trial_id": trial._trial_id,
+            "number": trial.number,
+            "epoch_metric": EPOCH_METRICS.get(metric),
+            "pruner": PRUNER,
+        }
+    )
 
 
-def run_sweep(notebook: Path | str, space: dict[str, Any], trials: int, out: Path | str, preset: str | None = None,
-              params: dict[str, Any] | None = None, kernel_name: str | None = None) -> Any:  # fmt: skip
+def run_sweep(
+    notebook: Path | str,
+    space: dict[str, Any],
+    trials: int,
+    out: Path | str,
+    preset: str | None = None,
+    params: dict[str, Any] | None = None,
+    kernel_name: str | None = None,
+) -> Any:
     """Run (or resume) the sweep of ``notebook`` over ``space`` until ``trials`` trials have ended; returns the
     Optuna study."""
     from optuna.trial import TrialState
@@ -195,8 +240,9 @@ def run_sweep(notebook: Path | str, space: dict[str, Any], trials: int, out: Pat
         trial = study.ask(space)
         os.environ[TRIAL_ENV] = _trial_env(study, trial, out, metric)
         try:
-            outcome = run_one(notebook, out / "trials" / f"{trial.number:03d}", preset, {**params, **trial.params},
-                              kernel_name)  # fmt: skip
+            outcome = run_one(
+                notebook, out / "trials" / f"{trial.number:03d}", preset, {**params, **trial.params}, kernel_name
+            )
         finally:
             os.environ.pop(TRIAL_ENV, None)
         shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())

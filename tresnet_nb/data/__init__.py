@@ -16,7 +16,7 @@ from ..paper import PaperResult, transfer
 from .base import Dataset, DatasetError, Split
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DatasetSpec:
     """A dataset: its format module and options, task, metric, the split the metric is reported on; the paper's
     architecture, resolution and result on it come from :mod:`tresnet_nb.paper` (None where the paper has none)."""
@@ -82,31 +82,55 @@ class DatasetSpec:
         return self.module.write_fixture(Path(root), seed=seed)
 
 
+# fmt: off
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
-        DatasetSpec("fashion_mnist", "fashion_mnist", "single-label", "accuracy", "test",
-                    "Fashion-MNIST idx files; DATA_ROOT=None reads the balanced subset embedded in data/"),
-        DatasetSpec("cifar10", "cifar", "single-label", "accuracy", "test",
-                    "CIFAR-10, python version (pickled batches)", {"variant": "cifar10"}),
-        DatasetSpec("cifar100", "cifar", "single-label", "accuracy", "test",
-                    "CIFAR-100, python version (pickled batches)", {"variant": "cifar100"}),
-        DatasetSpec("stanford_cars", "stanford_cars", "single-label", "accuracy", "test",
-                    "Stanford Cars, devkit layout (.mat annotations), 196 classes, bounding boxes"),
-        DatasetSpec("flowers102", "flowers102", "single-label", "accuracy", "test",
-                    "Oxford Flowers-102 (jpg/, imagelabels.mat, setid.mat)"),
-        DatasetSpec("herbarium2020", "herbarium2020", "single-label", "macro_f1", "valid",
-                    "Herbarium 2020 (FGVC7, Kaggle): COCO-like metadata.json, 32,093 species, long-tailed"),
-        DatasetSpec("plant_pathology", "plant_pathology", "single-label", "mean_roc_auc", "valid",
-                    "Plant Pathology 2020 (FGVC7, Kaggle): images/ and one-hot train.csv (one class per row)"),
-        DatasetSpec("folder", "folder", "single-label", "accuracy", "valid",
-                    "your images: one sub-folder per class (optionally under train/ and valid/)",
-                    flips_keep_class=False),
-        DatasetSpec("csv", "table", "single-label", "accuracy", "valid",
-                    "your images listed in a CSV: path,label or path plus one 0/1 column per label (multi-label)",
-                    flips_keep_class=False),
+        DatasetSpec(
+            name="fashion_mnist", module_name="fashion_mnist", task="single-label", metric="accuracy",
+            eval_split="test",
+            description="Fashion-MNIST idx files; DATA_ROOT=None reads the balanced subset embedded in data/",
+        ),
+        DatasetSpec(
+            name="cifar10", module_name="cifar", task="single-label", metric="accuracy", eval_split="test",
+            description="CIFAR-10, python version (pickled batches)", options={"variant": "cifar10"},
+        ),
+        DatasetSpec(
+            name="cifar100", module_name="cifar", task="single-label", metric="accuracy", eval_split="test",
+            description="CIFAR-100, python version (pickled batches)", options={"variant": "cifar100"},
+        ),
+        DatasetSpec(
+            name="stanford_cars", module_name="stanford_cars", task="single-label", metric="accuracy",
+            eval_split="test",
+            description="Stanford Cars, devkit layout (.mat annotations), 196 classes, bounding boxes",
+        ),
+        DatasetSpec(
+            name="flowers102", module_name="flowers102", task="single-label", metric="accuracy", eval_split="test",
+            description="Oxford Flowers-102 (jpg/, imagelabels.mat, setid.mat)",
+        ),
+        DatasetSpec(
+            name="herbarium2020", module_name="herbarium2020", task="single-label", metric="macro_f1",
+            eval_split="valid",
+            description="Herbarium 2020 (FGVC7, Kaggle): COCO-like metadata.json, 32,093 species, long-tailed",
+        ),
+        DatasetSpec(
+            name="plant_pathology", module_name="plant_pathology", task="single-label", metric="mean_roc_auc",
+            eval_split="valid",
+            description="Plant Pathology 2020 (FGVC7, Kaggle): images/ and one-hot train.csv (one class per row)",
+        ),
+        DatasetSpec(
+            name="folder", module_name="folder", task="single-label", metric="accuracy", eval_split="valid",
+            description="your images: one sub-folder per class (optionally under train/ and valid/)",
+            flips_keep_class=False,
+        ),
+        DatasetSpec(
+            name="csv", module_name="table", task="single-label", metric="accuracy", eval_split="valid",
+            description="your images listed in a CSV: path,label or path plus one 0/1 column per label (multi-label)",
+            flips_keep_class=False,
+        ),
     )
-}  # fmt: skip
+}
+# fmt: on
 
 
 def get_dataset(name: str) -> DatasetSpec:

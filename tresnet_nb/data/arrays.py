@@ -159,9 +159,14 @@ def tensor_dls(
     mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
     bs = min(batch_size, len(train))
     train_dl = DataLoader(
-        train, bs=bs, shuffle=True, drop_last=len(train) >= 2 * bs, num_workers=0, device=device,
+        train,
+        bs=bs,
+        shuffle=True,
+        drop_last=len(train) >= 2 * bs,
+        num_workers=0,
+        device=device,
         after_batch=Preprocess(mean, std, augment=True, max_shift=max_shift),
-    )  # fmt: skip
+    )
     valid_dl = DataLoader(
         valid, bs=batch_size * 2, shuffle=False, num_workers=0, device=device, after_batch=Preprocess(mean, std, False)
     )

@@ -23,15 +23,7 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
-AUGMENTS = ("none", "flip", "autoaugment", "randaugment")
-
-
-def check_augment(policy: str, erasing: float = 0.0) -> None:
-    """Raise ValueError for an unknown ``policy`` or an ``erasing`` probability outside [0, 1]."""
-    if policy not in AUGMENTS:
-        raise ValueError(f"Unknown augmentation {policy!r}; choose one of {AUGMENTS}")
-    if isinstance(erasing, bool) or not isinstance(erasing, (int, float)) or not 0 <= erasing <= 1:
-        raise ValueError(f"Random-erasing probability must be a number in [0, 1], not {erasing!r}")
+from .policy import AUGMENTS, check_augment  # noqa: F401  (their home is the torch-free .policy)
 
 
 def _policy_op(policy: str) -> v2.Transform | None:

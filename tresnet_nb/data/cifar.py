@@ -41,15 +41,26 @@ class Variant:
 # Folder, file names, keys and md5 sums as on https://www.cs.toronto.edu/~kriz/cifar.html
 VARIANTS: dict[str, Variant] = {
     "cifar10": Variant(
-        "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta",
-        b"labels", b"label_names",
-        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test_batch",
+        "batches.meta",
+        b"labels",
+        b"label_names",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a",
     ),
     "cifar100": Variant(
-        "cifar-100-python", ("train",), "test", "meta", b"fine_labels", b"fine_label_names",
-        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
+        "cifar-100-python",
+        ("train",),
+        "test",
+        "meta",
+        b"fine_labels",
+        b"fine_label_names",
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85",
     ),
-}  # fmt: skip
+}
 
 LAYOUT = (
     "ROOT/cifar-10-batches-py/{data_batch_1..data_batch_5, test_batch, batches.meta} for CIFAR-10, or "

@@ -97,9 +97,13 @@ def _cache_one(job: tuple[Path, Path, int, tuple[int, int, int, int] | None]) ->
 
 
 def cache_split(
-    split: Split, size: int, cache_dir: Path | None = None, crop: bool = False, workers: int | None = None,
+    split: Split,
+    size: int,
+    cache_dir: Path | None = None,
+    crop: bool = False,
+    workers: int | None = None,
     lossless: bool = False,
-) -> Split:  # fmt: skip
+) -> Split:
     """``split`` with every image resized once to ``size`` px into ``cache_dir`` (reused across runs; safe to
     interrupt), cropped to its boxes when ``crop``; stored as PNG when ``lossless`` (evaluation splits, so that the
     metric is that of the images as decoded, not of a recompressed copy) or not scaled down, else as JPEG. Raises
@@ -114,8 +118,7 @@ def cache_split(
 CacheJob = tuple[Path, Path, int, "tuple[int, int, int, int] | None"]  # source, cached copy, size, crop box
 
 
-def _cache_jobs(split: Split, size: int, cache_dir: Path | None, crop: bool, lossless: bool = False
-                ) -> list[CacheJob]:  # fmt: skip
+def _cache_jobs(split: Split, size: int, cache_dir: Path | None, crop: bool, lossless: bool = False) -> list[CacheJob]:
     root = os.path.join(Path(cache_dir) if cache_dir is not None else files.cache_dir(), str(size))
     jobs, dirs = [], {}
     for i, source in enumerate(split.paths):
@@ -138,8 +141,10 @@ def _write_cache(jobs: list[CacheJob], workers: int | None = None, show: bool = 
                     errors.append(message)
     if errors:
         shown = "\n  ".join(errors[:20])
-        raise DatasetError(f"{len(errors)} images could not be decoded:\n  {shown}\nFix or remove them, or verify "
-                           f"the dataset with `python -m tresnet_nb data verify`")  # fmt: skip
+        raise DatasetError(
+            f"{len(errors)} images could not be decoded:\n  {shown}\nFix or remove them, or verify "
+            f"the dataset with `python -m tresnet_nb data verify`"
+        )
 
 
 def shared_bad_images(split: Split, label: str = "") -> list[tuple[int, str]]:
@@ -220,13 +225,23 @@ def file_dls(
     bs = min(batch_size, len(train_items))
     extra = {"get_idxs": balanced_indices(train.labels, seed)} if balanced else {"shuffle": True}
     train_dl = DataLoader(
-        train_items, bs=bs, drop_last=len(train_items) >= 2 * bs, num_workers=workers,
-        device=device, after_batch=Preprocess(mean, std, augment=True), **extra, **pin,
-    )  # fmt: skip
+        train_items,
+        bs=bs,
+        drop_last=len(train_items) >= 2 * bs,
+        num_workers=workers,
+        device=device,
+        after_batch=Preprocess(mean, std, augment=True),
+        **extra,
+        **pin,
+    )
     valid_dl = DataLoader(
-        valid_items, bs=batch_size * 2, num_workers=workers, device=device,
-        after_batch=Preprocess(mean, std, augment=False), **pin,
-    )  # fmt: skip
+        valid_items,
+        bs=batch_size * 2,
+        num_workers=workers,
+        device=device,
+        after_batch=Preprocess(mean, std, augment=False),
+        **pin,
+    )
     return DataLoaders(train_dl, valid_dl, device=device)
 
 
@@ -245,8 +260,15 @@ def predict_dl(
     workers = loader_workers(device) if num_workers is None else num_workers
     items = FileItems(cache_split(split, size, cache_dir, crop=crop, lossless=True), size)
     mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
-    return DataLoader(items, bs=batch_size, shuffle=False, num_workers=workers, device=device,
-                      after_batch=Preprocess(mean, std, augment=False), pin_memory=device.type == "cuda")  # fmt: skip
+    return DataLoader(
+        items,
+        bs=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        device=device,
+        after_batch=Preprocess(mean, std, augment=False),
+        pin_memory=device.type == "cuda",
+    )
 
 
 def balanced_indices(labels: np.ndarray, seed: int) -> Callable[[], list[int]]:

@@ -70,13 +70,17 @@ def read_labels(table: CsvTable, problems: list[str] | None = None) -> np.ndarra
             continue
         values = {c: table.rows[i][table.header.index(c)] for c in LABEL_COLUMNS}
         count = "" if problems is not None else f" ({len(bad)} such rows)"
-        flag(problems, f"{table.where(i)}: image_id {table.column('image_id')[i]!r} has {values}; every row of "
-                       f"train.csv has exactly one 1{count}")  # fmt: skip
+        flag(
+            problems,
+            f"{table.where(i)}: image_id {table.column('image_id')[i]!r} has {values}; every row of "
+            f"train.csv has exactly one 1{count}",
+        )
     return labels
 
 
-def read(root: Path, holdout: float = 0.2, seed: int = 0, task: str = "single-label",
-         problems: list[str] | None = None) -> Dataset:  # fmt: skip
+def read(
+    root: Path, holdout: float = 0.2, seed: int = 0, task: str = "single-label", problems: list[str] | None = None
+) -> Dataset:
     """Plant Pathology 2020 under ``root``: train, a stratified ``holdout`` fraction of it drawn with ``seed`` as
     'valid' (0: none), and the unlabelled test set. ``task`` 'single-label' (class indices, for softmax and
     cross-entropy) or 'multi-label' (the one-hot matrix, for BCE or ASL; the same splits). With ``problems`` (a
@@ -102,8 +106,10 @@ def read(root: Path, holdout: float = 0.2, seed: int = 0, task: str = "single-la
             k: replace(v, labels=np.eye(len(LABEL_COLUMNS), dtype=np.float32)[v.labels]) for k, v in splits.items()
         }
     splits["test"] = _split(test_table, root, None, problems)
-    how = {"single-label": "one class per row: softmax and cross-entropy; task='multi-label' for BCE or ASL",
-           "multi-label": "the one-hot columns as labels, for BCE or ASL"}[task]  # fmt: skip
+    how = {
+        "single-label": "one class per row: softmax and cross-entropy; task='multi-label' for BCE or ASL",
+        "multi-label": "the one-hot columns as labels, for BCE or ASL",
+    }[task]
     notes.append(f"task: {task} ({how})")
     notes.append("metric: mean column-wise ROC-AUC over " + ", ".join(LABEL_COLUMNS))
     return Dataset("plant_pathology_2020", LABEL_COLUMNS, task, splits, tuple(notes))

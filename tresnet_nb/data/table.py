@@ -91,8 +91,9 @@ def find_duplicates(table: CsvTable, column: str) -> None:
         first[value] = i
 
 
-def parse_flags(table: CsvTable, columns: Sequence[str], id_column: str, problems: list[str] | None = None
-                ) -> np.ndarray:  # fmt: skip
+def parse_flags(
+    table: CsvTable, columns: Sequence[str], id_column: str, problems: list[str] | None = None
+) -> np.ndarray:
     """The 0/1 cells of ``columns`` as a float32 (N, C) matrix; DatasetError naming the row's ``id_column``, the
     line and the column of the first other value (with ``problems``: each such value listed there, its cell NaN)."""
     ids = table.column(id_column)

@@ -69,8 +69,10 @@ def bad_images(
     results.update(zip(todo, checked, strict=True))
     remember((stamps[i], results[i]) for i in todo if stamps[i] is not None)
     if known:
-        print(f"{label or 'images'}: {known} of {len(paths)} images unchanged since they were checked, skipped; "
-              f"{len(todo)} checked now")  # fmt: skip
+        print(
+            f"{label or 'images'}: {known} of {len(paths)} images unchanged since they were checked, skipped; "
+            f"{len(todo)} checked now"
+        )
     return [(i, results[i]) for i in range(len(paths)) if results[i]]
 
 

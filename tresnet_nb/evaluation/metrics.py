@@ -82,8 +82,9 @@ def as_columns(targets: np.ndarray, n_columns: int) -> np.ndarray:
     return np.eye(n_columns, dtype=np.float32)[targets.astype(np.int64)]
 
 
-def column_aucs(probs: np.ndarray, targets: np.ndarray, columns: Sequence[str] | None = None,
-                undefined: str = "raise") -> dict[str, float]:  # fmt: skip
+def column_aucs(
+    probs: np.ndarray, targets: np.ndarray, columns: Sequence[str] | None = None, undefined: str = "raise"
+) -> dict[str, float]:
     """ROC-AUC of each column of ``probs`` (N, C) against ``targets`` (0/1 (N, C), or class indices (N,) scored as
     their one-hot columns), keyed by ``columns``. A column whose targets are all 0 or all 1 has no ROC-AUC:
     ``undefined`` 'raise' names it, 'skip' leaves it out of the result."""
@@ -111,8 +112,9 @@ def column_aucs(probs: np.ndarray, targets: np.ndarray, columns: Sequence[str] |
     return out
 
 
-def mean_column_auc(probs: np.ndarray, targets: np.ndarray, columns: Sequence[str] | None = None,
-                    undefined: str = "raise") -> float:  # fmt: skip
+def mean_column_auc(
+    probs: np.ndarray, targets: np.ndarray, columns: Sequence[str] | None = None, undefined: str = "raise"
+) -> float:
     """Mean over columns of the ROC-AUC of ``probs`` (N, C) against ``targets`` (see :func:`column_aucs`); the
     Plant Pathology metric. With ``undefined='skip'`` (the per-epoch metric, on a capped validation split) it is
     the mean over the columns having both classes, NaN when none has."""

@@ -45,17 +45,27 @@ def _auc_scores(probs: torch.Tensor, targets: torch.Tensor, names: tuple[str, ..
     p, t = probs.float().numpy(), as_columns(targets.numpy(), len(names))
     aucs = column_aucs(p, t, names, undefined="skip")
     if not aucs:
-        raise ValueError(f"no column of {list(names)} has both positive and negative targets on the evaluation "
-                         "split, so ROC-AUC is undefined; evaluate on a larger or stratified split")  # fmt: skip
+        raise ValueError(
+            f"no column of {list(names)} has both positive and negative targets on the evaluation "
+            "split, so ROC-AUC is undefined; evaluate on a larger or stratified split"
+        )
     skipped = [n for n in names if n not in aucs]
     if skipped:
-        warnings.warn(f"mean ROC-AUC over {len(aucs)} of {len(names)} columns: {skipped} have a single class on the "
-                      "evaluation split (column_auc in metrics.json lists the columns scored)", stacklevel=3)  # fmt: skip
+        warnings.warn(
+            f"mean ROC-AUC over {len(aucs)} of {len(names)} columns: {skipped} have a single class on the "
+            "evaluation split (column_auc in metrics.json lists the columns scored)",
+            stacklevel=3,
+        )
     return aucs, mean_average_precision(p, t)
 
 
-def score(probs: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str], task: str = "single-label",
-          metric: str = "accuracy") -> Evaluation:  # fmt: skip
+def score(
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    class_names: Sequence[str],
+    task: str = "single-label",
+    metric: str = "accuracy",
+) -> Evaluation:
     """Score ``probs`` against ``targets`` with ``metric``: 'accuracy', 'macro_f1' or 'mean_roc_auc' (per column,
     of softmax probabilities against one-hot targets, e.g. Plant Pathology 2020) for single-label; multi-label
     tasks are scored by mean column ROC-AUC, with mAP beside it. Columns without both classes on the split are

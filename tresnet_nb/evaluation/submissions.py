@@ -105,8 +105,14 @@ def write_plant_pathology_submission(
     return _write(path, ("image_id", *columns), rows)
 
 
-def write_submission(dataset: str, path: Path, test_ids: Sequence[str], probs: np.ndarray, meta: dict | None = None,
-                     expected_ids: Sequence[str] | None = None) -> Path:  # fmt: skip
+def write_submission(
+    dataset: str,
+    path: Path,
+    test_ids: Sequence[str],
+    probs: np.ndarray,
+    meta: dict | None = None,
+    expected_ids: Sequence[str] | None = None,
+) -> Path:
     """The Kaggle submission of ``dataset`` ('herbarium2020': the arg-max class as its category id, from
     ``meta['category_ids']`` of the dataset; 'plant_pathology': the probabilities) for ``test_ids``."""
     probs = np.asarray(probs)

@@ -52,14 +52,21 @@ class CheckReport:
     started: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "quick": self.quick, "environment": self.environment,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.started)),
-                "seconds": round(time.time() - self.started, 1), "sections": self.sections}  # fmt: skip
+        return {
+            "device": self.device,
+            "quick": self.quick,
+            "environment": self.environment,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.started)),
+            "seconds": round(time.time() - self.started, 1),
+            "sections": self.sections,
+        }
 
     def write(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        for name, text in (("gpu_check.json", json.dumps(self.to_dict(), indent=2, default=str) + "\n"),
-                           ("gpu_check.md", self.markdown())):  # fmt: skip
+        for name, text in (
+            ("gpu_check.json", json.dumps(self.to_dict(), indent=2, default=str) + "\n"),
+            ("gpu_check.md", self.markdown()),
+        ):
             tmp = self.out / f".{name}.tmp"
             tmp.write_text(text)
             os.replace(tmp, self.out / name)
@@ -70,10 +77,15 @@ class CheckReport:
 
     def markdown(self) -> str:
         env = self.environment
-        lines = [f"# gpu-check on {self.device}{' (--quick)' if self.quick else ''}", "",
-                 f"torch {env.get('torch')}, timm {env.get('timm')}, fastai {env.get('fastai')}, Python "
-                 f"{env.get('python')}; {env.get('cpus')} usable CPUs; {round(time.time() - self.started)} s so far.",
-                 "", "| section | status | seconds | summary |", "| --- | --- | --- | --- |"]  # fmt: skip
+        lines = [
+            f"# gpu-check on {self.device}{' (--quick)' if self.quick else ''}",
+            "",
+            f"torch {env.get('torch')}, timm {env.get('timm')}, fastai {env.get('fastai')}, Python "
+            f"{env.get('python')}; {env.get('cpus')} usable CPUs; {round(time.time() - self.started)} s so far.",
+            "",
+            "| section | status | seconds | summary |",
+            "| --- | --- | --- | --- |",
+        ]
         for name in SECTIONS:
             s = self.sections.get(name)
             if s is None:
@@ -92,14 +104,21 @@ def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
     """``rows`` (dicts with the same keys) as Markdown table lines."""
     keys = list(rows[0])
     fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
-    return ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys),
-            *("| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows)]  # fmt: skip
+    return [
+        "| " + " | ".join(keys) + " |",
+        "|" + " --- |" * len(keys),
+        *("| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows),
+    ]
 
 
 RUNNERS: dict[str, Callable[[torch.device, Sizes, Path, dict[str, Any]], dict[str, Any]]] = {
-    "tests": section_tests, "probe": section_probe, "finetune": section_finetune, "iabn": section_iabn,
-    "compile": section_compile, "export": section_export,
-}  # fmt: skip
+    "tests": section_tests,
+    "probe": section_probe,
+    "finetune": section_finetune,
+    "iabn": section_iabn,
+    "compile": section_compile,
+    "export": section_export,
+}
 
 
 def check_environment(device: torch.device) -> dict[str, Any]:
@@ -114,8 +133,13 @@ def check_environment(device: torch.device) -> dict[str, Any]:
         except md.PackageNotFoundError:
             return None
 
-    env = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-           "device_name": device_name(device), "cpus": usable_cpus()}  # fmt: skip
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device_name": device_name(device),
+        "cpus": usable_cpus(),
+    }
     env.update({d: version(d) for d in ("timm", "fastai", "fastcore", "torchvision", "onnxruntime", "onnx")})
     return env
 
@@ -137,13 +161,18 @@ def run_gpu_check(device: torch.device, quick: bool, out: Path, sections: tuple[
         try:
             result = RUNNERS[name](device, sz, report.out, state)
         except Exception as err:  # noqa: BLE001  (a section's failure is a finding; the next section still runs)
-            result = {"status": "failed", "error": f"{type(err).__name__}: {err}",
-                      "traceback": traceback.format_exc().strip().splitlines()[-12:]}  # fmt: skip
+            result = {
+                "status": "failed",
+                "error": f"{type(err).__name__}: {err}",
+                "traceback": traceback.format_exc().strip().splitlines()[-12:],
+            }
         result["seconds"] = round(time.perf_counter() - t0, 1)
         report.sections[name] = result
         report.write()
-        print(f"   {result['status']}: {result.get('summary', result.get('error', ''))} ({result['seconds']} s)",
-              flush=True)  # fmt: skip
+        print(
+            f"   {result['status']}: {result.get('summary', result.get('error', ''))} ({result['seconds']} s)",
+            flush=True,
+        )
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return report
@@ -154,16 +183,24 @@ def gpu_check_command(args: Any) -> int:
     arguments."""
     wanted = args.device or ("cuda" if torch.cuda.is_available() else None)
     if wanted is None:
-        print("error: torch sees no CUDA device here. Run the check on a GPU machine, or --device cpu for the toy-size "
-              "run that proves the code paths", file=sys.stderr)  # fmt: skip
+        print(
+            "error: torch sees no CUDA device here. Run the check on a GPU machine, or --device cpu for the toy-size "
+            "run that proves the code paths",
+            file=sys.stderr,
+        )
         return 2
     device = torch.device(wanted)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print(f"error: --device {wanted}: torch {torch.__version__} sees no CUDA device (built for CUDA "
-              f"{torch.version.cuda}); check nvidia-smi and the driver, or use --device cpu", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: --device {wanted}: torch {torch.__version__} sees no CUDA device (built for CUDA "
+            f"{torch.version.cuda}); check nvidia-smi and the driver, or use --device cpu",
+            file=sys.stderr,
+        )
         return 2
     sections = tuple(args.sections) if args.sections else SECTIONS
     report = run_gpu_check(device, args.quick, Path(args.out), sections)
-    print(f"gpu-check: {'all sections passed' if report.ok else 'a section FAILED'}; report in "
-          f"{Path(args.out) / 'gpu_check.md'} and gpu_check.json ({report.to_dict()['seconds']} s)")  # fmt: skip
+    print(
+        f"gpu-check: {'all sections passed' if report.ok else 'a section FAILED'}; report in "
+        f"{Path(args.out) / 'gpu_check.md'} and gpu_check.json ({report.to_dict()['seconds']} s)"
+    )
     return 0 if report.ok else 1

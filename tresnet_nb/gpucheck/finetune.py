@@ -17,8 +17,9 @@ from PIL import Image
 from .sizes import DATA_WAIT_GOAL, KAGGLE_SIZE, Sizes
 
 
-def write_kaggle_like(root: Path, files: int, items: int, classes: int = 8, seed: int = 0,
-                      size: tuple[int, int] = KAGGLE_SIZE) -> tuple[list[Path], np.ndarray]:  # fmt: skip
+def write_kaggle_like(
+    root: Path, files: int, items: int, classes: int = 8, seed: int = 0, size: tuple[int, int] = KAGGLE_SIZE
+) -> tuple[list[Path], np.ndarray]:
     """``files`` distinct JPEG photographs of ``size`` (smooth colour fields with noise, quality 90, ~0.5 MB) under
     ``root``, and ``items`` paths: the files and hard links to them (each a path of its own, so the cache resizes
     each once, as it would distinct images); labels cycle through ``classes``."""
@@ -79,9 +80,9 @@ def section_finetune(device: torch.device, sz: Sizes, out: Path, state: dict[str
     from ..data.base import Split
     from ..data.highres import cache_split, file_dls
     from ..model.load import data_config, load_model
+    from ..recipes import get_recipe
     from ..runtime import loader_workers, usable_cpus
     from ..train.learner import build_learner
-    from ..train.recipes import get_recipe
 
     work = out / "finetune_data"
     start = time.perf_counter()
@@ -89,34 +90,51 @@ def section_finetune(device: torch.device, sz: Sizes, out: Path, state: dict[str
     written_s = time.perf_counter() - start
     classes = int(labels.max()) + 1
     split = Split(tuple(p.stem for p in paths), labels, paths=tuple(paths))
-    cfg = RunConfig.from_params("gpu_check", preset="cpu", dataset="folder", weights="none", arch="tresnet_m",
-                                img_size=sz.phases[0][0], batch_size=sz.phases[0][1], precision="auto",
-                                output_dir=str(out / "finetune_run"))  # fmt: skip
+    cfg = RunConfig.from_params(
+        "gpu_check",
+        preset="cpu",
+        dataset="folder",
+        weights="none",
+        arch="tresnet_m",
+        img_size=sz.phases[0][0],
+        batch_size=sz.phases[0][1],
+        precision="auto",
+        recipe="miil",
+        output_dir=str(out / "finetune_run"),
+    )
     model = load_model(cfg.arch, "none", num_classes=classes)
     rows, learn = [], None
     for size, batch, steps in sz.phases:
         t0 = time.perf_counter()
         cached = cache_split(split, size, work / "cache")
         cache_s = time.perf_counter() - t0
-        dls = file_dls(cached, cached.subset(np.arange(min(len(cached), 2 * batch))), size, batch,
-                       data_config(model, size), device)  # fmt: skip
+        dls = file_dls(
+            cached, cached.subset(np.arange(min(len(cached), 2 * batch))), size, batch, data_config(model, size), device
+        )
         if learn is None:
-            learn = build_learner(cfg, dls, model, recipe="miil")
+            learn = build_learner(cfg, dls, model)
             learn.remove_cbs([cb for cb in learn.cbs if type(cb).__name__ in ("ProgressCallback", "EpochLog")])
         else:
             set_augment(dls, *augment_of(learn.dls))  # the next phase keeps the recipe's policy, as fit's do
             learn.dls = dls
         clock = StepClock(steps, sz.warmup_steps, device)
         epochs = math.ceil((sz.warmup_steps + steps) / max(1, len(dls.train)))
-        learn.fit(epochs, lr=get_recipe(learn.recipe_name).lr, cbs=[clock])
+        learn.fit(epochs, lr=get_recipe(learn.plan.recipe).lr, cbs=[clock])
         timed = clock.busy[sz.warmup_steps :]
         waits = clock.waits[: len(timed)]
         step_s, wait_s = float(np.sum(timed)), float(np.sum(waits))
-        rows.append({"px": size, "batch": batch, "steps": len(timed), "train img/s": round(batch * len(timed) / (step_s + wait_s), 1),
-                     "data_wait_fraction": round(wait_s / (step_s + wait_s), 4),
-                     "step ms (median)": round(1000 * float(np.median(timed)), 1),
-                     "wait ms (median)": round(1000 * float(np.median(waits)), 1) if waits else None,
-                     "cache s": round(cache_s, 1)})  # fmt: skip
+        rows.append(
+            {
+                "px": size,
+                "batch": batch,
+                "steps": len(timed),
+                "train img/s": round(batch * len(timed) / (step_s + wait_s), 1),
+                "data_wait_fraction": round(wait_s / (step_s + wait_s), 4),
+                "step ms (median)": round(1000 * float(np.median(timed)), 1),
+                "wait ms (median)": round(1000 * float(np.median(waits)), 1) if waits else None,
+                "cache s": round(cache_s, 1),
+            }
+        )
     state["model"], state["img_size"], state["class_names"] = (
         learn.model,
         sz.phases[-1][0],
@@ -126,11 +144,25 @@ def section_finetune(device: torch.device, sz: Sizes, out: Path, state: dict[str
     goal = None
     if device.type == "cuda":
         goal = all(r["data_wait_fraction"] <= DATA_WAIT_GOAL for r in rows)
-    summary = (f"{first['train img/s']} img/s at {first['px']} px, data_wait_fraction {first['data_wait_fraction']}"
-               + "".join(f"; {r['train img/s']} img/s at {r['px']} px, wait {r['data_wait_fraction']}" for r in rows[1:]))  # fmt: skip
+    summary = (
+        f"{first['train img/s']} img/s at {first['px']} px, data_wait_fraction {first['data_wait_fraction']}"
+        + "".join(f"; {r['train img/s']} img/s at {r['px']} px, wait {r['data_wait_fraction']}" for r in rows[1:])
+    )
     if goal is not None:
         summary += f"; goal wait <= {DATA_WAIT_GOAL}: {'met' if goal else 'NOT met'}"
-    return {"status": "ok", "summary": summary, "table": rows, "recipe": "miil", "precision": learn.precision,
-            "workers": loader_workers(device), "usable_cpus": usable_cpus(), "pin_memory": device.type == "cuda",
-            "files": sz.files, "items": sz.items, "file_size": list(KAGGLE_SIZE), "write_seconds": round(written_s, 1),
-            "data_wait_goal": DATA_WAIT_GOAL, "goal_met": goal}  # fmt: skip
+    return {
+        "status": "ok",
+        "summary": summary,
+        "table": rows,
+        "recipe": learn.plan.recipe,
+        "precision": learn.plan.precision,
+        "workers": loader_workers(device),
+        "usable_cpus": usable_cpus(),
+        "pin_memory": device.type == "cuda",
+        "files": sz.files,
+        "items": sz.items,
+        "file_size": list(KAGGLE_SIZE),
+        "write_seconds": round(written_s, 1),
+        "data_wait_goal": DATA_WAIT_GOAL,
+        "goal_met": goal,
+    }

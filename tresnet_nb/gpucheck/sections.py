@@ -23,8 +23,11 @@ def section_tests(device: torch.device, sz: Sizes, out: Path, state: dict[str, A
     tests = REPO_ROOT / "tests"
     if not tests.is_dir():
         return {"status": "skipped", "summary": f"no tests folder at {tests} (an installed package, not a checkout)"}
-    files = sorted(str(p.relative_to(REPO_ROOT)) for p in tests.glob("test_*.py")
-                   if re.search(r"pytest\.mark\.cuda\b", p.read_text()))  # fmt: skip
+    files = sorted(
+        str(p.relative_to(REPO_ROOT))
+        for p in tests.glob("test_*.py")
+        if re.search(r"pytest\.mark\.cuda\b", p.read_text())
+    )
     xml = out / "cuda_tests.xml"
     cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}", *files]
     try:
@@ -39,8 +42,15 @@ def section_tests(device: torch.device, sz: Sizes, out: Path, state: dict[str, A
     if device.type != "cuda":
         summary += " (no CUDA device here: the CUDA tests skip)"
     tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
-    return {"status": "failed" if bad else "ok", "summary": summary, "files": files, "returncode": done.returncode,
-            **counts, "outcomes": outcomes, **({"output_tail": tail} if bad else {})}  # fmt: skip
+    return {
+        "status": "failed" if bad else "ok",
+        "summary": summary,
+        "files": files,
+        "returncode": done.returncode,
+        **counts,
+        "outcomes": outcomes,
+        **({"output_tail": tail} if bad else {}),
+    }
 
 
 def junit_outcomes(path: Path) -> dict[str, str]:
@@ -70,18 +80,33 @@ def section_probe(device: torch.device, sz: Sizes, out: Path, state: dict[str, A
     runs.append((sz.probe_archs[0], sz.probe_high, precisions[0]))
     for arch, size, precision in runs:
         batch = batches.get((arch, size), sz.probe_batch)
-        settings = ProbeSettings((arch,), img_size=size, precision=precision, channels_last=True, batch_size=batch,
-                                 warmup=1 if device.type == "cpu" else 2, repeats=sz.repeats)  # fmt: skip
+        settings = ProbeSettings(
+            (arch,),
+            img_size=size,
+            precision=precision,
+            channels_last=True,
+            batch_size=batch,
+            warmup=1 if device.type == "cpu" else 2,
+            repeats=sz.repeats,
+        )
         report = run_probe(settings, device, progress=True)
         r = report.results[0]
         batches.setdefault((arch, size), r.train.batch_size if r.train else batch)
         reports.append(report.to_dict())
-        rows.append({"model": arch, "px": size, "precision": precision, "batch": r.train.batch_size,
-                     "train img/s": round(r.train.images_per_second, 1),
-                     "infer img/s": round(r.infer.images_per_second, 1),
-                     "max train batch": r.shown_max_batch("train"),
-                     "train TFLOP/s": _tera(r.achieved_flops("train")), "infer TFLOP/s": _tera(r.achieved_flops("infer")),
-                     "matmul peak TFLOP/s": _tera(report.matmul_peak_flops)})  # fmt: skip
+        rows.append(
+            {
+                "model": arch,
+                "px": size,
+                "precision": precision,
+                "batch": r.train.batch_size,
+                "train img/s": round(r.train.images_per_second, 1),
+                "infer img/s": round(r.infer.images_per_second, 1),
+                "max train batch": r.shown_max_batch("train"),
+                "train TFLOP/s": _tera(r.achieved_flops("train")),
+                "infer TFLOP/s": _tera(r.achieved_flops("infer")),
+                "matmul peak TFLOP/s": _tera(report.matmul_peak_flops),
+            }
+        )
     m = next(r for r in rows if r["model"] == sz.probe_archs[0])
     summary = f"{m['model']} {m['precision']} at {m['px']} px: train {m['train img/s']} img/s, infer {m['infer img/s']}"
     if skipped:
@@ -117,9 +142,16 @@ def section_iabn(device: torch.device, sz: Sizes, out: Path, state: dict[str, An
             largest = found.shown
         step = training_step(model, sz.model_batch, sz.model_size, device, precision, channels_last=True)
         timing = time_steps(step, sz.model_batch, device, warmup=1, repeats=sz.repeats)
-        rows.append({"norm": kind, "backend": backend or "torch", "max train batch": largest,
-                     "batch": sz.model_batch, "step ms": round(timing.ms_per_step, 2),
-                     "train img/s": round(timing.images_per_second, 1)})  # fmt: skip
+        rows.append(
+            {
+                "norm": kind,
+                "backend": backend or "torch",
+                "max train batch": largest,
+                "batch": sz.model_batch,
+                "step ms": round(timing.ms_per_step, 2),
+                "train img/s": round(timing.images_per_second, 1),
+            }
+        )
         del model, step
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -150,14 +182,25 @@ def section_compile(device: torch.device, sz: Sizes, out: Path, state: dict[str,
         synchronize(device)
         first_s = time.perf_counter() - t0
         timing = time_steps(step, sz.model_batch, device, warmup=1, repeats=sz.repeats)
-        rows.append({"mode": f"compile ({sz.compile_backend or 'inductor'})" if compiled else "eager",
-                     "batch": sz.model_batch, "first step s": round(first_s, 1), "step ms": round(timing.ms_per_step, 2),
-                     "train img/s": round(timing.images_per_second, 1)})  # fmt: skip
+        rows.append(
+            {
+                "mode": f"compile ({sz.compile_backend or 'inductor'})" if compiled else "eager",
+                "batch": sz.model_batch,
+                "first step s": round(first_s, 1),
+                "step ms": round(timing.ms_per_step, 2),
+                "train img/s": round(timing.images_per_second, 1),
+            }
+        )
         del model, step
     eager, comp = rows
     ratio = comp["train img/s"] / eager["train img/s"]
-    return {"status": "ok", "summary": f"compiled / eager training img/s x{ratio:.2f} (compile took "
-            f"{comp['first step s']} s)", "table": rows, "precision": precision, "px": sz.model_size}  # fmt: skip
+    return {
+        "status": "ok",
+        "summary": f"compiled / eager training img/s x{ratio:.2f} (compile took {comp['first step s']} s)",
+        "table": rows,
+        "precision": precision,
+        "px": sz.model_size,
+    }
 
 
 def section_export(device: torch.device, sz: Sizes, out: Path, state: dict[str, Any]) -> dict[str, Any]:
@@ -180,8 +223,15 @@ def section_export(device: torch.device, sz: Sizes, out: Path, state: dict[str, 
     with torch.no_grad(), full_fp32():  # TF32 off: the device's eager output is the fp32 reference
         reference = eager(x.to(device)).float().cpu()
         diff = (scripted(x.to(device)).float().cpu() - reference).abs().max().item()
-    rows.append({"format": "torchscript", "runs on": str(device), "max abs diff on the device": diff,
-                 "max abs diff at export (CPU)": ts.max_abs_diff, "export s": round(ts.seconds, 1)})  # fmt: skip
+    rows.append(
+        {
+            "format": "torchscript",
+            "runs on": str(device),
+            "max abs diff on the device": diff,
+            "max abs diff at export (CPU)": ts.max_abs_diff,
+            "export s": round(ts.seconds, 1),
+        }
+    )
     ox = export_onnx(model, out / "export" / "model.onnx", size, names)
     import onnxruntime as ort
 
@@ -190,8 +240,15 @@ def section_export(device: torch.device, sz: Sizes, out: Path, state: dict[str, 
     session = ort.InferenceSession(str(ox.path), providers=[provider])
     got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
     diff_onnx = (got.float() - reference).abs().max().item()
-    rows.append({"format": "onnx", "runs on": provider, "max abs diff on the device": diff_onnx,
-                 "max abs diff at export (CPU)": ox.max_abs_diff, "export s": round(ox.seconds, 1)})  # fmt: skip
+    rows.append(
+        {
+            "format": "onnx",
+            "runs on": provider,
+            "max abs diff on the device": diff_onnx,
+            "max abs diff at export (CPU)": ox.max_abs_diff,
+            "export s": round(ox.seconds, 1),
+        }
+    )
     scale = reference.abs().max().item()
     # TorchScript runs the same kernels as the eager model; onnxruntime's CUDA provider may use TF32 (10-bit
     # mantissas) and other convolution algorithms, its CPU provider other summation orders
@@ -203,12 +260,19 @@ def section_export(device: torch.device, sz: Sizes, out: Path, state: dict[str, 
         r["tolerance"] = tols[r["format"]]
     bad = [r["format"] for r in rows if not r["max abs diff on the device"] <= r["tolerance"]]
     tol = max(tols.values())
-    summary = (f"{source}: torchscript on {device} max abs diff {diff:.2g}, onnx on {provider} {diff_onnx:.2g} "
-               f"(tolerance {tol:.2g})")  # fmt: skip
+    summary = (
+        f"{source}: torchscript on {device} max abs diff {diff:.2g}, onnx on {provider} {diff_onnx:.2g} "
+        f"(tolerance {tol:.2g})"
+    )
     if provider != wanted:
         summary += f"; onnxruntime here has no {wanted}"
-    return {"status": "failed" if bad else "ok", "summary": summary, "table": rows, "tolerance": tol,
-            **({"error": f"{bad} differ from the eager model on {device} beyond {tol:.2g}"} if bad else {})}  # fmt: skip
+    return {
+        "status": "failed" if bad else "ok",
+        "summary": summary,
+        "table": rows,
+        "tolerance": tol,
+        **({"error": f"{bad} differ from the eager model on {device} beyond {tol:.2g}"} if bad else {}),
+    }
 
 
 class full_fp32:  # noqa: N801  (a context manager used like a function)

@@ -37,27 +37,43 @@ class Arm:
     evaluation: Evaluation | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, self.metric_name: self.metric_value, "epochs": self.epochs,
-                "train_seconds": round(self.train_seconds, 2)}  # fmt: skip
+        return {
+            "name": self.name,
+            self.metric_name: self.metric_value,
+            "epochs": self.epochs,
+            "train_seconds": round(self.train_seconds, 2),
+        }
 
 
 def zero_shot(cfg: RunConfig, model: nn.Module, data: Data) -> Arm:
     """Evaluate the transplanted ``model`` on ``data`` without any training."""
     learn = build_learner(cfg, data.dls, model, task=data.task)
     evaluation = evaluate(learn, data)
-    return Arm("zero-shot (transplanted head, no training)", evaluation.metric_name, evaluation.metric_value, 0, 0.0,
-               evaluation)  # fmt: skip
+    return Arm(
+        "zero-shot (transplanted head, no training)",
+        evaluation.metric_name,
+        evaluation.metric_value,
+        0,
+        0.0,
+        evaluation,
+    )
 
 
 def fine_tune(cfg: RunConfig, model: nn.Module, data: Data, name: str) -> Arm:
     """Fine-tune ``model`` on ``data`` with the run's recipe (checkpoints in OUTPUT_DIR/``name``) and evaluate it."""
     learn = build_learner(cfg, data.dls, model, task=data.task)
     (cfg.out / name).mkdir(parents=True, exist_ok=True)
-    result = fit(learn, cfg, weights_info(model).pretrained, checkpoint_dir=cfg.out / name)
+    result = fit(learn, cfg, checkpoint_dir=cfg.out / name)
     evaluation = evaluate(learn, data)
     start = {"transplant": "transplanted head", "random_head": "random head"}.get(name, name)
-    return Arm(f"{start} + fine-tune", evaluation.metric_name, evaluation.metric_value, result.epochs,
-               result.seconds, evaluation)  # fmt: skip
+    return Arm(
+        f"{start} + fine-tune",
+        evaluation.metric_name,
+        evaluation.metric_value,
+        result.epochs,
+        result.seconds,
+        evaluation,
+    )
 
 
 def verdict(model: nn.Module) -> str:
@@ -77,8 +93,17 @@ def verdict(model: nn.Module) -> str:
 def comparison_table(arms: Sequence[Arm], model: nn.Module) -> pd.DataFrame:
     """The arms side by side; prints the verdict (see :func:`verdict`) above it."""
     print(verdict(model))
-    return pd.DataFrame([{"start": a.name, a.metric_name: round(a.metric_value, 4), "epochs": a.epochs,
-                          "train s": round(a.train_seconds, 1)} for a in arms])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {
+                "start": a.name,
+                a.metric_name: round(a.metric_value, 4),
+                "epochs": a.epochs,
+                "train s": round(a.train_seconds, 1),
+            }
+            for a in arms
+        ]
+    )
 
 
 def record(
@@ -88,7 +113,16 @@ def record(
     cover = match.coverage()
     value = (cover["matched"] + cover["via ancestor"]) / max(cover["classes"], 1)
     return build_metrics(
-        cfg, weights_info(model), METRIC, value, sum(a.train_seconds for a in arms), paper_target=None,
-        label_set=match.label_set, coverage=cover, hierarchy=hierarchy.source, arms=[a.to_dict() for a in arms],
-        comparison_meaningful=weights_info(model).pretrained, **extra,
-    )  # fmt: skip
+        cfg,
+        weights_info(model),
+        METRIC,
+        value,
+        sum(a.train_seconds for a in arms),
+        paper_target=None,
+        label_set=match.label_set,
+        coverage=cover,
+        hierarchy=hierarchy.source,
+        arms=[a.to_dict() for a in arms],
+        comparison_meaningful=weights_info(model).pretrained,
+        **extra,
+    )

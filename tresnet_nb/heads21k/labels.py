@@ -27,11 +27,16 @@ class LabelSetSpec:
 
 
 LABEL_SETS: dict[str, LabelSetSpec] = {
-    "fall11": LabelSetSpec(11221, "imagenet-21k-miil", "imagenet21k_miil_synsets.txt",
-                           "ImageNet-21K-P fall11 (the released *.miil_in21k heads)", True),
+    "fall11": LabelSetSpec(
+        11221,
+        "imagenet-21k-miil",
+        "imagenet21k_miil_synsets.txt",
+        "ImageNet-21K-P fall11 (the released *.miil_in21k heads)",
+        True,
+    ),
     "winter21": LabelSetSpec(10450, None, "imagenet21k_miil_w21_synsets.txt", "ImageNet-21K-P winter21", True),
     "imagenet1k": LabelSetSpec(1000, "imagenet-1k", "imagenet_synsets.txt", "ImageNet-1K", False),
-}  # fmt: skip
+}
 
 
 @lru_cache(maxsize=1)

@@ -74,18 +74,32 @@ class HeadMatch:
     def coverage(self) -> dict[str, int]:
         """Classes, then how many are matched, via an ancestor's row, and random."""
         counts = {s: sum(m.status == s for m in self.matches) for s in STATUSES}
-        return {"classes": len(self.matches), "matched": counts["matched"], "via ancestor": counts["ancestor"],
-                "random": counts["random"]}  # fmt: skip
+        return {
+            "classes": len(self.matches),
+            "matched": counts["matched"],
+            "via ancestor": counts["ancestor"],
+            "random": counts["random"],
+        }
 
     def table(self) -> pd.DataFrame:
         """Every choice: the class, its status, the sense (synset, lemmas, definition), the row and the reason."""
         first = lambda s: lemma(s).split(", ")[0]  # noqa: E731
-        return pd.DataFrame([{
-            "class": m.name, "status": m.status, "synset": m.synset or "",
-            "lemmas": lemma(m.synset) if m.synset else "", "definition": definition(m.synset) if m.synset else "",
-            "head row": "" if m.row_synset is None else f"{m.row} {m.row_synset} ({first(m.row_synset)})",
-            "how": m.how, "why": m.reason, "other senses": ", ".join(f"{s} ({first(s)})" for s in m.others),
-        } for m in self.matches])  # fmt: skip
+        return pd.DataFrame(
+            [
+                {
+                    "class": m.name,
+                    "status": m.status,
+                    "synset": m.synset or "",
+                    "lemmas": lemma(m.synset) if m.synset else "",
+                    "definition": definition(m.synset) if m.synset else "",
+                    "head row": "" if m.row_synset is None else f"{m.row} {m.row_synset} ({first(m.row_synset)})",
+                    "how": m.how,
+                    "why": m.reason,
+                    "other senses": ", ".join(f"{s} ({first(s)})" for s in m.others),
+                }
+                for m in self.matches
+            ]
+        )
 
 
 def _affinity(sense: str, peers: Sequence[tuple[str, ...]]) -> float:
@@ -173,9 +187,12 @@ def _override(name: str, synset: str | None, labels: LabelSet) -> ClassMatch:
 
 
 def match_classes(
-    class_names: Sequence[str], labels: LabelSet, superclasses: Mapping[str, str] | None = None,
-    context: Sequence[str] = (), overrides: Mapping[str, str | None] | None = None,
-) -> HeadMatch:  # fmt: skip
+    class_names: Sequence[str],
+    labels: LabelSet,
+    superclasses: Mapping[str, str] | None = None,
+    context: Sequence[str] = (),
+    overrides: Mapping[str, str | None] | None = None,
+) -> HeadMatch:
     """Match ``class_names`` to ``labels`` (fall11 or winter21): ``superclasses`` maps a class to its superclass
     name, ``context`` names kinds every class is likely to be (e.g. 'flower'), ``overrides`` maps a class name
     to the synset to use (or None: a random row)."""
@@ -190,22 +207,31 @@ def match_classes(
     settings = {n: _setting(n, superclasses, context) for n in found}
     # each class is compared with the senses of the others that fit their superclass (all when none does): the
     # branch where they may live; overrides included
-    senses = {n: tuple(s for s in c.synsets if _fits(s, settings[n].kinds)) or c.synsets
-              for n, c in found.items() if c.synsets}  # fmt: skip
+    senses = {
+        n: tuple(s for s in c.synsets if _fits(s, settings[n].kinds)) or c.synsets
+        for n, c in found.items()
+        if c.synsets
+    }
     senses.update({n: (m.synset,) for n, m in fixed.items() if m.synset})
     for name in settings:  # with superclasses, the peers are the other classes of the same superclass
-        peers = tuple(senses[o] for o in senses if o != name
-                      and (not superclasses or superclasses.get(o) == superclasses.get(name)))  # fmt: skip
+        peers = tuple(
+            senses[o]
+            for o in senses
+            if o != name and (not superclasses or superclasses.get(o) == superclasses.get(name))
+        )
         settings[name] = replace(settings[name], peers=peers)
     first = {n: _choose(c, settings[n], labels) for n, c in found.items() if c.synsets}
     # then again, setting aside the senses that are kinds of another class's first choice (found by name, not by a
     # head word, which names a kind the others may belong to): a castle that would be a palace, a kind of house
     chosen = {n: p[0] for n, p in first.items() if p and found[n].how != "head word"}
     chosen.update({n: m.synset for n, m in fixed.items() if m.synset})
-    picks = {n: _choose(found[n], replace(settings[n], taken={s: o for o, s in chosen.items() if o != n}), labels)
-             for n in first}  # fmt: skip
-    return HeadMatch(labels.name, tuple(
-        fixed[n] if n in fixed else _result(n, found[n], picks.get(n), labels) for n in class_names))  # fmt: skip
+    picks = {
+        n: _choose(found[n], replace(settings[n], taken={s: o for o, s in chosen.items() if o != n}), labels)
+        for n in first
+    }
+    return HeadMatch(
+        labels.name, tuple(fixed[n] if n in fixed else _result(n, found[n], picks.get(n), labels) for n in class_names)
+    )
 
 
 def _setting(name: str, superclasses: Mapping[str, str] | None, context: Sequence[str]) -> _Setting:

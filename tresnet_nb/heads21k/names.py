@@ -22,9 +22,23 @@ from .labels import lemma
 from .wordnet import ancestors, parents
 
 # plurals that rules cannot make singular
-IRREGULAR = {"people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",
-             "geese": "goose", "feet": "foot", "teeth": "tooth", "oxen": "ox", "leaves": "leaf", "knives": "knife",
-             "wolves": "wolf", "fungi": "fungus", "cacti": "cactus", "dice": "die"}  # fmt: skip
+IRREGULAR = {
+    "people": "person",
+    "men": "man",
+    "women": "woman",
+    "children": "child",
+    "mice": "mouse",
+    "geese": "goose",
+    "feet": "foot",
+    "teeth": "tooth",
+    "oxen": "ox",
+    "leaves": "leaf",
+    "knives": "knife",
+    "wolves": "wolf",
+    "fungi": "fungus",
+    "cacti": "cactus",
+    "dice": "die",
+}
 MIN_SPELLING = 7  # names this long or longer may match a lemma one edit away
 
 
@@ -39,8 +53,15 @@ def singular(word: str) -> str:
     """A plural English noun made singular by rule ('flowers' -> 'flower', 'buses' -> 'bus', 'people' -> 'person')."""
     if word in IRREGULAR:
         return IRREGULAR[word]
-    for ending, replacement in (("ies", "y"), ("sses", "ss"), ("shes", "sh"), ("ches", "ch"), ("xes", "x"),
-                                ("uses", "us"), ("oes", "o")):  # fmt: skip
+    for ending, replacement in (
+        ("ies", "y"),
+        ("sses", "ss"),
+        ("shes", "sh"),
+        ("ches", "ch"),
+        ("xes", "x"),
+        ("uses", "us"),
+        ("oes", "o"),
+    ):
         if word.endswith(ending) and len(word) > len(ending) + 1:
             return word[: -len(ending)] + replacement
     if word.endswith("s") and not word.endswith(("ss", "us", "is")) and len(word) > 3:
@@ -132,8 +153,9 @@ def candidates(name: str) -> Candidates:
     exact = lemma_index()[0]
     for form in forms:
         if len(form) >= MIN_SPELLING:
-            close = sorted({s for key, syn in exact.items() if key[:1] == form[:1] and _one_edit(form, key)
-                            for s in syn})  # fmt: skip
+            close = sorted(
+                {s for key, syn in exact.items() if key[:1] == form[:1] and _one_edit(form, key) for s in syn}
+            )
             if close:
                 return Candidates(tuple(close), "spelling", form)
     for form in forms:

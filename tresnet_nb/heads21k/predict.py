@@ -114,10 +114,15 @@ class Predictions:
 
 
 def predict_images(
-    model: nn.Module, images: Sequence, top: int = DEFAULT_TOP, hierarchy: Hierarchy | bool = False,
-    img_size: int | None = None, threshold: float = THRESHOLD, names: Sequence[str] | None = None,
+    model: nn.Module,
+    images: Sequence,
+    top: int = DEFAULT_TOP,
+    hierarchy: Hierarchy | bool = False,
+    img_size: int | None = None,
+    threshold: float = THRESHOLD,
+    names: Sequence[str] | None = None,
     batch_size: int = 16,
-) -> Predictions:  # fmt: skip
+) -> Predictions:
     """The ``top`` classes of ``model`` (an ImageNet head) for ``images``, and their hierarchical chains when
     ``hierarchy`` (True: the one :func:`hierarchy_for` finds) with a level ``threshold``."""
     labels = label_set_for(model.num_classes)
@@ -131,13 +136,16 @@ def predict_images(
             logits.append(model(batch.to(next(model.parameters()).device)).float().cpu())
     logits = torch.cat(logits)
     probs, index = logits.softmax(dim=1).topk(min(top, len(labels)), dim=1)
-    tops = tuple(tuple((labels.synsets[j], lemma(labels.synsets[j]), float(p)) for p, j in zip(ps, js, strict=True))
-                 for ps, js in zip(probs.tolist(), index.tolist(), strict=True))  # fmt: skip
+    tops = tuple(
+        tuple((labels.synsets[j], lemma(labels.synsets[j]), float(p)) for p, j in zip(ps, js, strict=True))
+        for ps, js in zip(probs.tolist(), index.tolist(), strict=True)
+    )
     chains = tuple(tuple(c) for c in hierarchy.decode(logits, threshold)) if hierarchy else None
     info = getattr(model, "weights_info", None)
     names = tuple(names) if names is not None else tuple(_name(image, i) for i, image in enumerate(images))
-    return Predictions(names, tops, chains, hierarchy.source if hierarchy else None, labels.name,
-                       bool(info and info.pretrained))  # fmt: skip
+    return Predictions(
+        names, tops, chains, hierarchy.source if hierarchy else None, labels.name, bool(info and info.pretrained)
+    )
 
 
 def _name(image: object, i: int) -> str:
@@ -165,8 +173,9 @@ def plot_predictions(images: Sequence[np.ndarray], predictions: Predictions, pat
     fig, axes = plt.subplots(-(-n // cols), cols, figsize=(3.6 * cols, 3.4 * -(-n // cols)), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, name, top, chain in zip(axes.flat, images, predictions.names, predictions.top,
-                                           predictions.chains or [()] * n, strict=False):  # fmt: skip
+    for ax, image, name, top, chain in zip(
+        axes.flat, images, predictions.names, predictions.top, predictions.chains or [()] * n, strict=False
+    ):
         ax.imshow(image, cmap="gray" if np.ndim(image) == 2 else None)
         synset, text, prob = top[0]
         wrapped = "\n> ".join(p.name for p in chain[-3:]) if chain else ""

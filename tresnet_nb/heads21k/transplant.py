@@ -89,16 +89,19 @@ def match_dataset(
 
 
 def match_names(
-    names: Sequence[str], label_set_name: str, dataset: str | None = None,
+    names: Sequence[str],
+    label_set_name: str,
+    dataset: str | None = None,
     overrides: Mapping[str, str | None] | str | None = None,
-) -> HeadMatch:  # fmt: skip
+) -> HeadMatch:
     """:func:`match_classes` for ``names`` read from the data (e.g. your folder names), with the superclasses of
     ``dataset`` when its built-in class list is those names; ``overrides`` as a dict or 'name=synset, ...'."""
     known = DATASET_CLASSES[dataset]() if dataset in DATASET_CLASSES else None
     if known is None or tuple(known.names) != tuple(names):
         known = ClassNames(tuple(names))
-    return match_classes(known.names, label_set(label_set_name), known.superclasses, known.context,
-                         parse_overrides(overrides))  # fmt: skip
+    return match_classes(
+        known.names, label_set(label_set_name), known.superclasses, known.context, parse_overrides(overrides)
+    )
 
 
 def coverage_table(
@@ -138,10 +141,13 @@ def transplant_head(model: nn.Module, match: HeadMatch) -> nn.Module:
     cover = match.coverage()
     info = getattr(model, "weights_info", None)
     if info is not None:
-        note = (f"head transplanted from the {labels.name} head: {cover['matched']} classes matched, "
-                f"{cover['via ancestor']} via an ancestor, {cover['random']} random")  # fmt: skip
-        target.weights_info = replace(info, head="transplanted", num_classes=len(match.matches),
-                                      note="; ".join(filter(None, [info.note, note])))  # fmt: skip
+        note = (
+            f"head transplanted from the {labels.name} head: {cover['matched']} classes matched, "
+            f"{cover['via ancestor']} via an ancestor, {cover['random']} random"
+        )
+        target.weights_info = replace(
+            info, head="transplanted", num_classes=len(match.matches), note="; ".join(filter(None, [info.note, note]))
+        )
     return target
 
 

@@ -29,16 +29,26 @@ class ArchSpec:
 # the paper fine-tunes at 368 px, which is 11.5 x 32).
 TRESNET_STEP = 4
 ARCHS: dict[str, ArchSpec] = {
-    "tresnet_m": ArchSpec(default_tag="miil_in21k_ft_in1k", family="tresnet", paper_top1=IMAGENET_TOP1["tresnet_m"],
-                          size_step=TRESNET_STEP),
-    "tresnet_l": ArchSpec(default_tag="miil_in1k", family="tresnet", paper_top1=IMAGENET_TOP1["tresnet_l"],
-                          size_step=TRESNET_STEP),
-    "tresnet_xl": ArchSpec(default_tag="miil_in1k", family="tresnet", paper_top1=IMAGENET_TOP1["tresnet_xl"],
-                           size_step=TRESNET_STEP),
-    "tresnet_v2_l": ArchSpec(default_tag="miil_in21k_ft_in1k", family="tresnet",
-                             paper_top1=IMAGENET_TOP1["tresnet_v2_l"], size_step=TRESNET_STEP),
+    "tresnet_m": ArchSpec(
+        default_tag="miil_in21k_ft_in1k",
+        family="tresnet",
+        paper_top1=IMAGENET_TOP1["tresnet_m"],
+        size_step=TRESNET_STEP,
+    ),
+    "tresnet_l": ArchSpec(
+        default_tag="miil_in1k", family="tresnet", paper_top1=IMAGENET_TOP1["tresnet_l"], size_step=TRESNET_STEP
+    ),
+    "tresnet_xl": ArchSpec(
+        default_tag="miil_in1k", family="tresnet", paper_top1=IMAGENET_TOP1["tresnet_xl"], size_step=TRESNET_STEP
+    ),
+    "tresnet_v2_l": ArchSpec(
+        default_tag="miil_in21k_ft_in1k",
+        family="tresnet",
+        paper_top1=IMAGENET_TOP1["tresnet_v2_l"],
+        size_step=TRESNET_STEP,
+    ),
     "resnet50": ArchSpec(default_tag="a1_in1k", family="timm", paper_top1=IMAGENET_TOP1["resnet50"]),
-}  # fmt: skip
+}
 MIN_SIZE = 32  # five stride-2 stages leave a 1 x 1 feature map at 32 px
 SIZE_STEP = TRESNET_STEP  # the rule when no architecture is named (e.g. a progressive schedule's sizes): safe for all
 

@@ -220,9 +220,16 @@ def _checked_export(
         tmp.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
     record = _sidecar_record(
-        eager, img_size, names, fmt, versions or {}, **extra, max_abs_diff=diff, tolerance=tol,
+        eager,
+        img_size,
+        names,
+        fmt,
+        versions or {},
+        **extra,
+        max_abs_diff=diff,
+        tolerance=tol,
         checked_batches=list(PROBE_BATCHES),
-    )  # fmt: skip
+    )
     atomic_write_text(sidecar, json.dumps(record, indent=2) + "\n")
     return ExportResult(path=path, sidecar=sidecar, format=fmt, max_abs_diff=diff, seconds=seconds)
 
@@ -268,9 +275,17 @@ def _onnx_writer(opset: int | None, dynamo: bool) -> Callable[[nn.Module, torch.
         else:
             batch = {"dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}}
         torch.onnx.export(
-            eager, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
-            dynamo=dynamo, external_data=False, verbose=False, **batch,
-        )  # fmt: skip
+            eager,
+            (example,),
+            str(tmp),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamo=dynamo,
+            external_data=False,
+            verbose=False,
+            **batch,
+        )
         import onnx
 
         proto = onnx.load(str(tmp))

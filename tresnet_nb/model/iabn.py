@@ -94,10 +94,21 @@ class InPlaceABNFunction(torch.autograd.Function):
         # "inverse std", the kernel forms exactly that x̂, returns Σ dz·x̂ and Σ dz (γ's and β's gradients), and
         # w·(1/γ)·(dz - mean(dz) - x̂·mean(dz·x̂)) for the input: with w = γ²σ⁻¹ that is BatchNorm's γσ⁻¹(...).
         dx, dweight, dbias = torch.ops.aten.native_batch_norm_backward(
-            dz, z, gamma * gamma * invstd, None, None, beta, gamma.reciprocal(), True, ctx.eps,
-            [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
-             bias is not None and ctx.needs_input_grad[2]],
-        )  # fmt: skip
+            dz,
+            z,
+            gamma * gamma * invstd,
+            None,
+            None,
+            beta,
+            gamma.reciprocal(),
+            True,
+            ctx.eps,
+            [
+                ctx.needs_input_grad[0],
+                weight is not None and ctx.needs_input_grad[1],
+                bias is not None and ctx.needs_input_grad[2],
+            ],
+        )
         return dx, dweight, dbias, None, None, None, None, None
 
 
@@ -108,9 +119,18 @@ class InPlaceABN2d(nn.BatchNorm2d):
     the ``inplace_abn`` package's names. In eval mode it is BatchNorm with running statistics + the activation.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, activation: str = "leaky_relu", activation_param: float = 0.01,
-                 device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        activation: str = "leaky_relu",
+        activation_param: float = 0.01,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
         if activation not in ("leaky_relu", "identity"):
             raise ValueError(f"activation must be 'leaky_relu' or 'identity', not {activation!r}")
@@ -136,8 +156,9 @@ class InPlaceABN2d(nn.BatchNorm2d):
         if use_batch_stats:
             if x.numel() // x.shape[1] < 2:
                 raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
-            return InPlaceABNFunction.apply(x, self.weight, self.bias, running_mean, running_var, factor, self.eps,
-                                            self.slope)  # fmt: skip
+            return InPlaceABNFunction.apply(
+                x, self.weight, self.bias, running_mean, running_var, factor, self.eps, self.slope
+            )
         weight = effective_weight(self.weight, self.eps) if self.weight is not None else None
         y = F.batch_norm(x, running_mean, running_var, weight, self.bias, False, 0.0, self.eps)
         return F.leaky_relu(y, self.slope, inplace=True) if self.slope != 1.0 else y

@@ -108,19 +108,35 @@ def _to_iabn(bn: BatchNormAct2d, activation: str, param: float, backend: str) ->
     if backend == "inplace_abn":
         package = _package_class()
         assert package is not None  # resolve_backend checked
-        new = package(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
-                      track_running_stats=bn.track_running_stats, activation=activation, activation_param=param)  # fmt: skip
+        new = package(
+            bn.num_features,
+            eps=bn.eps,
+            momentum=bn.momentum,
+            affine=bn.affine,
+            track_running_stats=bn.track_running_stats,
+            activation=activation,
+            activation_param=param,
+        )
     else:
-        new = InPlaceABN2d(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, activation, param,
-                           device="meta")  # fmt: skip
+        new = InPlaceABN2d(
+            bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, activation, param, device="meta"
+        )
     return _share_state(bn, new)
 
 
 def _from_iabn(m: nn.Module) -> BatchNormAct2d:
     leaky = m.activation == "leaky_relu"
-    new = BatchNormAct2d(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
-                         track_running_stats=m.track_running_stats, apply_act=leaky, act_layer=nn.LeakyReLU,
-                         act_kwargs={"negative_slope": m.activation_param} if leaky else None, device="meta")  # fmt: skip
+    new = BatchNormAct2d(
+        m.num_features,
+        eps=m.eps,
+        momentum=m.momentum,
+        affine=m.affine,
+        track_running_stats=m.track_running_stats,
+        apply_act=leaky,
+        act_layer=nn.LeakyReLU,
+        act_kwargs={"negative_slope": m.activation_param} if leaky else None,
+        device="meta",
+    )
     return _share_state(m, new)
 
 
@@ -182,8 +198,13 @@ def outputs_kept(model: nn.Module, names: list[str], example_input: torch.Tensor
     }
 
 
-def convert_to_iabn(model: nn.Module, backend: str = "auto", only_saving: bool = True,
-                    example_input: torch.Tensor | None = None, precision: str | None = None) -> nn.Module:  # fmt: skip
+def convert_to_iabn(
+    model: nn.Module,
+    backend: str = "auto",
+    only_saving: bool = True,
+    example_input: torch.Tensor | None = None,
+    precision: str | None = None,
+) -> nn.Module:
     """Replace ``model``'s BatchNorm + invertible activation pairs (timm ``ConvNormAct`` norms with LeakyReLU or
     Identity) by InPlace-ABN of ``backend`` ('auto', 'pure', 'inplace_abn'), in place; returns ``model``.
     ``precision`` is the one it will train in ('fp32', 'fp16', 'bf16'): 'auto' needs it where the package and CUDA
@@ -203,8 +224,11 @@ def convert_to_iabn(model: nn.Module, backend: str = "auto", only_saving: bool =
         raise ValueError(f"{type(model).__name__} already has InPlace-ABN layers; call convert_from_iabn(model) first")
     # Only the norms of ConvNormAct blocks (all of TResNet's): their input is the block's own fresh convolution
     # output, read by nothing else, which the inplace_abn package overwrites with the result.
-    blocks = {f"{name}.bn" if name else "bn": m for name, m in model.named_modules()
-              if isinstance(m, ConvNormAct) and type(m.bn) is BatchNormAct2d}  # fmt: skip
+    blocks = {
+        f"{name}.bn" if name else "bn": m
+        for name, m in model.named_modules()
+        if isinstance(m, ConvNormAct) and type(m.bn) is BatchNormAct2d
+    }
     candidates: dict[str, tuple[str, float]] = {}
     skipped: list[tuple[str, str]] = []
     for name, block in blocks.items():

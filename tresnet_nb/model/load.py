@@ -79,8 +79,11 @@ def _read_file(path: str) -> tuple[dict[str, torch.Tensor], TrainedWith | None]:
     written before it had any, the run folder beside it), refusing a folder with the fix."""
     if Path(path).is_dir():
         inside = Path(path) / "model.safetensors"
-        hint = f"pass {str(inside)!r}, or open the run with tnb.load_run({path!r})" if inside.is_file() else (
-            "pass the path of a .pth or .safetensors file")  # fmt: skip
+        hint = (
+            f"pass {str(inside)!r}, or open the run with tnb.load_run({path!r})"
+            if inside.is_file()
+            else ("pass the path of a .pth or .safetensors file")
+        )
         raise IsADirectoryError(f"Weights {path!r} is a folder, not a weights file; {hint}")
     state_dict = read_state_dict(path)
     return state_dict, read_trained_with(path) or trained_with_from_run_dir(Path(path))
@@ -98,12 +101,22 @@ def trained_with_from_run_dir(path: Path) -> TrainedWith | None:
     name, tag = split_arch(cfg["arch"])
     pre = timm.models.get_pretrained_cfg(f"{name}.{tag}" if tag else name)
     options = record.get("options") or {}
-    return TrainedWith.from_dict({
-        "arch": name, "tag": tag, "img_size": cfg["img_size"], "class_names": record.get("class_names") or [],
-        "task": options.get("task") or "single-label", "mean": pre.mean, "std": pre.std,
-        "interpolation": LOADER_PREPROCESSING["interpolation"], "pretrained": record["pretrained"],
-        "weights": cfg["weights"], "temperature": record.get("temperature"),
-    }, source=source)  # fmt: skip
+    return TrainedWith.from_dict(
+        {
+            "arch": name,
+            "tag": tag,
+            "img_size": cfg["img_size"],
+            "class_names": record.get("class_names") or [],
+            "task": options.get("task") or "single-label",
+            "mean": pre.mean,
+            "std": pre.std,
+            "interpolation": LOADER_PREPROCESSING["interpolation"],
+            "pretrained": record["pretrained"],
+            "weights": cfg["weights"],
+            "temperature": record.get("temperature"),
+        },
+        source=source,
+    )
 
 
 def to_timm_layout(name: str, full_name: str, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -116,8 +129,13 @@ def to_timm_layout(name: str, full_name: str, state_dict: dict[str, torch.Tensor
     return FILTERS[arch_spec(name).family](state_dict, None)
 
 
-def _build(full_name: str, state_dict: dict[str, torch.Tensor], num_classes: int | None, source: str,
-           timm_kwargs: dict[str, Any]) -> tuple[nn.Module, str]:  # fmt: skip
+def _build(
+    full_name: str,
+    state_dict: dict[str, torch.Tensor],
+    num_classes: int | None,
+    source: str,
+    timm_kwargs: dict[str, Any],
+) -> tuple[nn.Module, str]:
     """``full_name`` (created under its tag, so it carries that tag's pretrained cfg) with ``state_dict`` loaded
     strictly; a head of another ``num_classes`` is new (``reset_classifier``: PyTorch's default initialisation, as
     fastai's and timm's fine-tuning give a new head), every other tensor from the file."""
@@ -127,8 +145,7 @@ def _build(full_name: str, state_dict: dict[str, torch.Tensor], num_classes: int
     new_head = num_classes is not None and num_classes != file_classes
     if new_head:  # the body alone from the file (a keyword such as global_pool may change the head's input too)
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(f"{classifier}.")}
-    model = timm.create_model(full_name, pretrained=False, num_classes=0 if new_head else file_classes,
-                              **timm_kwargs)  # fmt: skip
+    model = timm.create_model(full_name, pretrained=False, num_classes=0 if new_head else file_classes, **timm_kwargs)
     check_keys(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True)
     if new_head:  # reset_classifier would put back its own default pooling unless told the one asked for
@@ -165,8 +182,9 @@ def load_model(
     requested = None if weights is None else str(weights)
     if requested is not None and requested.lower() in ("none", "random", ""):
         requested = None
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                    or num_classes < 1):  # fmt: skip
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
         raise ValueError(f"num_classes must be a positive int or None (keep the pretrained head), not {num_classes!r}")
     note = ""
     state_dict, source, location, tag, trained = None, "random", None, arch_tag, None
@@ -198,13 +216,20 @@ def load_model(
         head = "random"
     else:
         source_text = f"weights {location!r}"
-        model, head = _build(full_name, to_timm_layout(name, full_name, state_dict), num_classes, source_text,
-                             timm_kwargs)  # fmt: skip
+        model, head = _build(
+            full_name, to_timm_layout(name, full_name, state_dict), num_classes, source_text, timm_kwargs
+        )
     model.weights_info = WeightsInfo(
-        arch=name, requested=requested, source=source, location=location, tag=tag,
-        pretrained=trained.pretrained if trained is not None else state_dict is not None, head=head,
-        num_classes=model.num_classes, note=note,
-    )  # fmt: skip
+        arch=name,
+        requested=requested,
+        source=source,
+        location=location,
+        tag=tag,
+        pretrained=trained.pretrained if trained is not None else state_dict is not None,
+        head=head,
+        num_classes=model.num_classes,
+        note=note,
+    )
     if trained is not None and head == "pretrained":
         adopt_trained(model, trained)
     return model
@@ -223,12 +248,19 @@ def adopt_trained(model: nn.Module, trained: TrainedWith) -> None:
 def trained_cfg(trained: TrainedWith) -> dict[str, Any]:
     """The pretrained-cfg entries (timm's names) of the preprocessing ``trained`` records."""
     size = trained.img_size
-    return {**LOADER_PREPROCESSING, "input_size": (3, size, size), "mean": trained.mean, "std": trained.std,
-            "num_classes": len(trained.class_names) or None, "fixed_input_size": False}  # fmt: skip
+    return {
+        **LOADER_PREPROCESSING,
+        "input_size": (3, size, size),
+        "mean": trained.mean,
+        "std": trained.std,
+        "num_classes": len(trained.class_names) or None,
+        "fixed_input_size": False,
+    }
 
 
-def trained_with(model: nn.Module, img_size: int, class_names: Sequence[str], task: str = "single-label"
-                 ) -> TrainedWith:  # fmt: skip
+def trained_with(
+    model: nn.Module, img_size: int, class_names: Sequence[str], task: str = "single-label"
+) -> TrainedWith:
     """How ``model`` was trained, to store with its weights: ``img_size``, ``class_names`` (output order), ``task``,
     the preprocessing the loaders applied and the weights training started from."""
     if len(class_names) != getattr(model, "num_classes", len(class_names)):
@@ -239,16 +271,27 @@ def trained_with(model: nn.Module, img_size: int, class_names: Sequence[str], ta
     if isinstance(temperature, list):
         temperature = tuple(temperature)
     return TrainedWith(
-        arch=info.arch, tag=info.tag if info.trained is None else info.trained.tag, img_size=int(img_size),
-        class_names=tuple(str(n) for n in class_names), task=task, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
-        interpolation=cfg["interpolation"], pretrained=info.pretrained,
+        arch=info.arch,
+        tag=info.tag if info.trained is None else info.trained.tag,
+        img_size=int(img_size),
+        class_names=tuple(str(n) for n in class_names),
+        task=task,
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        interpolation=cfg["interpolation"],
+        pretrained=info.pretrained,
         weights=info.trained.weights if info.trained is not None else info.requested or "none",
         temperature=temperature,
-    )  # fmt: skip
+    )
 
 
-def save_weights(model: nn.Module, path: Path | str, img_size: int | None = None,
-                 class_names: Sequence[str] | None = None, task: str = "single-label") -> Path:  # fmt: skip
+def save_weights(
+    model: nn.Module,
+    path: Path | str,
+    img_size: int | None = None,
+    class_names: Sequence[str] | None = None,
+    task: str = "single-label",
+) -> Path:
     """Save ``model``'s weights as safetensors (timm layout) at ``path``, atomically; with ``img_size`` and
     ``class_names``, how it was trained goes into the file (:func:`trained_with`), so that ``load_model(arch, path)``
     knows its size, labels and preprocessing."""

@@ -49,8 +49,14 @@ def random_images(batch: int, img_size: int, device: torch.device, channels_last
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def inference_step(model: nn.Module, batch: int, img_size: int, device: torch.device, precision: str = "fp32",
-                   channels_last: bool = False) -> Callable[[], None]:  # fmt: skip
+def inference_step(
+    model: nn.Module,
+    batch: int,
+    img_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> Callable[[], None]:
     """One eval-mode forward of ``model`` on a fixed random ``batch`` at ``img_size`` on ``device`` under
     ``inference_mode`` (and autocast in ``precision`` unless fp32; ``channels_last`` input if asked)."""
     check_precision(precision)
@@ -70,9 +76,17 @@ class TrainingStep:
     ``zero_grad``. The optimizer's state (SGD's momentum, Adam's two moments) is created by the first call, so a
     warm-up step includes it; ``optimizer`` is kept for whoever needs to see that state."""
 
-    def __init__(self, model: nn.Module, batch: int, img_size: int, device: torch.device, precision: str = "fp32",
-                 channels_last: bool = False, num_classes: int = NUM_CLASSES,
-                 optimizer: str = "sgd") -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        batch: int,
+        img_size: int,
+        device: torch.device,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        num_classes: int = NUM_CLASSES,
+        optimizer: str = "sgd",
+    ) -> None:
         check_precision(precision)
         self.model, self.device, self.precision = model, device, precision
         self.x = random_images(batch, img_size, device, channels_last)
@@ -100,17 +114,31 @@ def make_optimizer(model: nn.Module, name: str = "sgd") -> torch.optim.Optimizer
     raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
 
 
-def training_step(model: nn.Module, batch: int, img_size: int, device: torch.device, precision: str = "fp32",
-                  channels_last: bool = False, num_classes: int = NUM_CLASSES,
-                  optimizer: str = "sgd") -> TrainingStep:  # fmt: skip
+def training_step(
+    model: nn.Module,
+    batch: int,
+    img_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    num_classes: int = NUM_CLASSES,
+    optimizer: str = "sgd",
+) -> TrainingStep:
     """One train-mode step of ``model`` on a fixed random ``batch`` at ``img_size`` on ``device`` in ``precision``
     (``channels_last`` input, ``num_classes`` targets, ``optimizer`` 'sgd' or 'adam'): see :class:`TrainingStep`."""
     return TrainingStep(model, batch, img_size, device, precision, channels_last, num_classes, optimizer)
 
 
-def search_max_batch(model: nn.Module, mode: str, img_size: int, device: torch.device, precision: str = "fp32",
-                     channels_last: bool = False, start: int = 8,
-                     limit: int = SEARCH_LIMIT) -> BatchSearch:  # fmt: skip
+def search_max_batch(
+    model: nn.Module,
+    mode: str,
+    img_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    start: int = 8,
+    limit: int = SEARCH_LIMIT,
+) -> BatchSearch:
     """The largest batch for which one bare ``mode`` ('train' or 'infer') step of ``model`` at ``img_size`` on
     ``device`` in ``precision`` runs without running out of memory, searched from ``start`` up to ``limit``
     (:func:`max_batch_size`: out-of-memory and allocation failures back off, any other error propagates; a search
@@ -131,10 +159,18 @@ def search_max_batch(model: nn.Module, mode: str, img_size: int, device: torch.d
         return max_batch_size(fits, start=min(start, limit), limit=limit)
 
 
-def _fit_step(model: nn.Module, img_size: int, device: torch.device, num_classes: int, precision: str = "fp16",
-              channels_last: bool = True, optimizer: str = "adam", ema: bool = True, valid_factor: int = 2,
-              observe: Callable[[TrainingStep, nn.Module | None], None] | None = None,
-              ) -> Callable[[int], None]:  # fmt: skip
+def _fit_step(
+    model: nn.Module,
+    img_size: int,
+    device: torch.device,
+    num_classes: int,
+    precision: str = "fp16",
+    channels_last: bool = True,
+    optimizer: str = "adam",
+    ema: bool = True,
+    valid_factor: int = 2,
+    observe: Callable[[TrainingStep, nn.Module | None], None] | None = None,
+) -> Callable[[int], None]:
     """The ``fits(batch)`` of :func:`find_max_batch`: one training step with ``optimizer``'s state, then a
     validation forward at ``valid_factor`` x the batch, an EMA copy of ``model`` held throughout when ``ema``.
     ``observe(step, ema_copy)`` is called at the end while everything is still held (for tests)."""
@@ -172,9 +208,18 @@ def _parameters_restored(model: nn.Module) -> Iterator[nn.Module]:
                 p.copy_(value)
 
 
-def find_max_batch(model: nn.Module, img_size: int, num_classes: int, precision: str = "fp16",
-                   device: torch.device | None = None, limit: int = SEARCH_LIMIT, channels_last: bool = True,
-                   optimizer: str = "adam", ema: bool = True, valid_factor: int = 2) -> BatchSearch:  # fmt: skip
+def find_max_batch(
+    model: nn.Module,
+    img_size: int,
+    num_classes: int,
+    precision: str = "fp16",
+    device: torch.device | None = None,
+    limit: int = SEARCH_LIMIT,
+    channels_last: bool = True,
+    optimizer: str = "adam",
+    ema: bool = True,
+    valid_factor: int = 2,
+) -> BatchSearch:
     """The largest training batch of ``model`` (``num_classes`` outputs) at ``img_size`` in ``precision`` on a CUDA
     ``device``, up to ``limit`` (``capped`` if that fitted), counting what a real fit holds: ``optimizer``'s state ('adam': two moments per
     parameter), an EMA copy of the model when ``ema``, and a validation forward at ``valid_factor`` x the batch

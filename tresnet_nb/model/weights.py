@@ -173,14 +173,19 @@ class TrainedWith:
         try:
             t = data.get("temperature")
             return cls(
-                arch=str(data["arch"]), tag=data.get("tag"), img_size=int(data["img_size"]),
-                class_names=tuple(str(n) for n in data["class_names"]), task=str(data["task"]),
-                mean=tuple(float(v) for v in data["mean"]), std=tuple(float(v) for v in data["std"]),
-                interpolation=str(data["interpolation"]), pretrained=bool(data["pretrained"]),
+                arch=str(data["arch"]),
+                tag=data.get("tag"),
+                img_size=int(data["img_size"]),
+                class_names=tuple(str(n) for n in data["class_names"]),
+                task=str(data["task"]),
+                mean=tuple(float(v) for v in data["mean"]),
+                std=tuple(float(v) for v in data["std"]),
+                interpolation=str(data["interpolation"]),
+                pretrained=bool(data["pretrained"]),
                 weights=str(data["weights"]),
                 temperature=None if t is None else float(t) if not isinstance(t, list) else tuple(map(float, t)),
                 source=source,
-            )  # fmt: skip
+            )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{source} does not describe a training run ({type(err).__name__}: {err})") from None
 

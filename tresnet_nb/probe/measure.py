@@ -81,8 +81,14 @@ def matmul_peak(device: torch.device, precision: str = "fp32", size: int | None 
     return 2 * size**3 / best
 
 
-def saved_bytes_slope(model: nn.Module, img_size: int, device: torch.device, precision: str = "fp32",
-                      channels_last: bool = False, batches: tuple[int, int] = (2, 4)) -> tuple[float, int]:  # fmt: skip
+def saved_bytes_slope(
+    model: nn.Module,
+    img_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    batches: tuple[int, int] = (2, 4),
+) -> tuple[float, int]:
     """(bytes saved for backward per image, bytes saved whatever the batch) of a training forward and loss of
     ``model`` at ``img_size`` on ``device`` in ``precision``, from :func:`tresnet_nb.model.memory.saved_tensor_bytes`
     at the two ``batches``. The fixed part is real: under autocast every weight is cast to bf16/fp16 and the copy is
@@ -121,8 +127,14 @@ def _budget_bytes(settings: ProbeSettings, device: torch.device) -> float:
     return V100_GIB * 2**30
 
 
-def probe_model(model: nn.Module, arch: str, settings: ProbeSettings, device: torch.device,
-                search: bool | None = None, budget_bytes: float | None = None) -> ArchResult:  # fmt: skip
+def probe_model(
+    model: nn.Module,
+    arch: str,
+    settings: ProbeSettings,
+    device: torch.device,
+    search: bool | None = None,
+    budget_bytes: float | None = None,
+) -> ArchResult:
     """Measure ``model`` (already built, named ``arch``) on ``device`` as ``settings`` say. ``search`` decides
     whether ``batch_size='max'`` searches the device's memory (default: on CUDA only; elsewhere a fixed batch of
     :data:`CPU_BATCH`); ``budget_bytes`` is the batch estimate's memory (default: the settings' or the device's)."""
@@ -140,8 +152,7 @@ def probe_model(model: nn.Module, arch: str, settings: ProbeSettings, device: to
             batches[mode] = int(settings.batch_size)
             result.batch_note = f"fixed {settings.batch_size}"
         elif search:
-            found = search_max_batch(model, mode, settings.img_size, device, settings.precision,
-                                     settings.channels_last)  # fmt: skip
+            found = search_max_batch(model, mode, settings.img_size, device, settings.precision, settings.channels_last)
             setattr(result, f"max_{mode}_batch", found.largest)
             setattr(result, f"max_{mode}_batch_capped", found.capped)
             batches[mode] = paper_batch(found.largest)
@@ -154,21 +165,23 @@ def probe_model(model: nn.Module, arch: str, settings: ProbeSettings, device: to
         result.batch_note += f" (the search reached its cap: {', '.join(capped)}, 90% of the cap)"
     step_model = torch.compile(model) if settings.compile else model
     if "infer" in batches:
-        step = inference_step(step_model, batches["infer"], settings.img_size, device, settings.precision,
-                              settings.channels_last)  # fmt: skip
+        step = inference_step(
+            step_model, batches["infer"], settings.img_size, device, settings.precision, settings.channels_last
+        )
         result.infer = time_steps(step, batches["infer"], device, settings.warmup, settings.repeats, settings.steps)
     if "train" in batches:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        step = training_step(step_model, batches["train"], settings.img_size, device, settings.precision,
-                             settings.channels_last)  # fmt: skip
+        step = training_step(
+            step_model, batches["train"], settings.img_size, device, settings.precision, settings.channels_last
+        )
         result.train = time_steps(step, batches["train"], device, settings.warmup, settings.repeats, settings.steps)
         if device.type == "cuda":
             result.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device))
         del step
-    result.saved_bytes_per_image, result.saved_bytes_fixed = saved_bytes_slope(model, settings.img_size, device,
-                                                                               settings.precision,
-                                                                               settings.channels_last)  # fmt: skip
+    result.saved_bytes_per_image, result.saved_bytes_fixed = saved_bytes_slope(
+        model, settings.img_size, device, settings.precision, settings.channels_last
+    )
     result.max_train_batch_estimate = estimate_max_batch(
         result.saved_bytes_per_image, resident_training_bytes(model) + result.saved_bytes_fixed, budget_bytes
     )
@@ -178,8 +191,12 @@ def probe_model(model: nn.Module, arch: str, settings: ProbeSettings, device: to
     return result
 
 
-def run_probe(settings: ProbeSettings, device: torch.device | None = None, progress: bool = True,
-              build: Callable[[str], nn.Module] | None = None) -> ProbeReport:  # fmt: skip
+def run_probe(
+    settings: ProbeSettings,
+    device: torch.device | None = None,
+    progress: bool = True,
+    build: Callable[[str], nn.Module] | None = None,
+) -> ProbeReport:
     """Probe every architecture of ``settings`` on ``device`` (default: the first GPU, else the CPU), with random
     weights (speed does not depend on them), printing each step when ``progress``. ``build(arch)`` makes the model
     (default: :func:`load_model` with a 1000-class head, as the paper's ImageNet models)."""
@@ -191,14 +208,20 @@ def run_probe(settings: ProbeSettings, device: torch.device | None = None, progr
     report = ProbeReport(settings, device_name(device), environment(), budget, peak)
     for i, arch in enumerate(settings.archs, 1):
         if progress:
-            print(f"[{i}/{len(settings.archs)}] {arch} at {settings.img_size} px, {settings.precision}"
-                  f"{', channels_last' if settings.channels_last else ''}, mode {settings.mode} ...", flush=True)  # fmt: skip
+            print(
+                f"[{i}/{len(settings.archs)}] {arch} at {settings.img_size} px, {settings.precision}"
+                f"{', channels_last' if settings.channels_last else ''}, mode {settings.mode} ...",
+                flush=True,
+            )
         model = build(arch)
         result = probe_model(model, arch, settings, device, budget_bytes=budget)
         report.results.append(result)
         if progress:
-            parts = [f"{m} {getattr(result, m).images_per_second:.1f} img/s (batch {getattr(result, m).batch_size})"
-                     for m in ("train", "infer") if getattr(result, m) is not None]  # fmt: skip
+            parts = [
+                f"{m} {getattr(result, m).images_per_second:.1f} img/s (batch {getattr(result, m).batch_size})"
+                for m in ("train", "infer")
+                if getattr(result, m) is not None
+            ]
             print(f"    {', '.join(parts)}", flush=True)
         del model
         if device.type == "cuda":

@@ -20,9 +20,15 @@ from .measure import estimate_max_batch, resident_training_bytes, saved_bytes_sl
 from .settings import V100_GIB
 
 
-def memory_comparison(arch: str = "tresnet_m", img_size: int = 224, precision: str = "fp32",
-                      channels_last: bool = False, budget_gib: float = V100_GIB, baseline: str | None = "resnet50",
-                      device: torch.device | None = None) -> pd.DataFrame:  # fmt: skip
+def memory_comparison(
+    arch: str = "tresnet_m",
+    img_size: int = 224,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    budget_gib: float = V100_GIB,
+    baseline: str | None = "resnet50",
+    device: torch.device | None = None,
+) -> pd.DataFrame:
     """Activation memory of a training step of ``arch`` at ``img_size`` in ``precision`` (``channels_last`` if
     asked) on ``device`` with plain BatchNorm, with InPlace-ABN (the pure-PyTorch backend,
     :mod:`tresnet_nb.model.iabn`) and with gradient checkpointing, and of ``baseline``: MiB saved for backward per
@@ -58,5 +64,5 @@ def memory_comparison(arch: str = "tresnet_m", img_size: int = 224, precision: s
                 paper_key: PAPER_V100[split_arch(a)[0]].max_batch if split_arch(a)[0] in PAPER_V100 else None,
             }
             for name, a, per_image, batch in rows
-        ]  # fmt: skip
+        ]
     ).set_index("variant")

@@ -84,15 +84,17 @@ class ProbeReport:
         rows = []
         for r in self.results:
             paper = PAPER_V100.get(split_arch(r.arch)[0])
-            rows.append({
-                "Model": r.arch,
-                TABLE_COLUMNS[0]: round(r.train.images_per_second, 1) if r.train else None,
-                TABLE_COLUMNS[1]: round(r.infer.images_per_second, 1) if r.infer else None,
-                batch_col: r.shown_max_batch("train") if measured else r.max_train_batch_estimate,
-                f"paper V100: {TABLE_COLUMNS[0]}": paper.train if paper else None,
-                f"paper V100: {TABLE_COLUMNS[1]}": paper.infer if paper else None,
-                f"paper V100: {TABLE_COLUMNS[2]}": paper.max_batch if paper else None,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "Model": r.arch,
+                    TABLE_COLUMNS[0]: round(r.train.images_per_second, 1) if r.train else None,
+                    TABLE_COLUMNS[1]: round(r.infer.images_per_second, 1) if r.infer else None,
+                    batch_col: r.shown_max_batch("train") if measured else r.max_train_batch_estimate,
+                    f"paper V100: {TABLE_COLUMNS[0]}": paper.train if paper else None,
+                    f"paper V100: {TABLE_COLUMNS[1]}": paper.infer if paper else None,
+                    f"paper V100: {TABLE_COLUMNS[2]}": paper.max_batch if paper else None,
+                }
+            )
         return pd.DataFrame(rows).set_index("Model")
 
     def details(self) -> pd.DataFrame:
@@ -125,11 +127,15 @@ class ProbeReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "settings": asdict(self.settings), "device": self.device, "environment": self.environment,
-            "budget_bytes": self.budget_bytes, "matmul_peak_flops": self.matmul_peak_flops, "seconds": self.seconds,
+            "settings": asdict(self.settings),
+            "device": self.device,
+            "environment": self.environment,
+            "budget_bytes": self.budget_bytes,
+            "matmul_peak_flops": self.matmul_peak_flops,
+            "seconds": self.seconds,
             "paper_v100": {k: asdict(v) for k, v in PAPER_V100.items()},
             "results": [r.to_dict() for r in self.results],
-        }  # fmt: skip
+        }
 
     def to_json(self, path: Path | str) -> Path:
         """The whole report as JSON at ``path``, written atomically; returns the path."""
@@ -182,8 +188,10 @@ def verdict(report: ProbeReport) -> str:
         return (
             f"Measured with the paper's protocol on {where}: comparable to the paper's V100 table up to the GPU model."
         )
-    return (f"Measured on {where}: not the paper's protocol (V100, mixed precision, 224 px, 90% of the maximal batch), "
-            "so the raw img/s are not comparable with the paper's; the ratios between architectures are.")  # fmt: skip
+    return (
+        f"Measured on {where}: not the paper's protocol (V100, mixed precision, 224 px, 90% of the maximal batch), "
+        "so the raw img/s are not comparable with the paper's; the ratios between architectures are."
+    )
 
 
 def metrics_record(report: ProbeReport, notebook: str = "01_throughput_probe", preset: str = "cpu") -> dict[str, Any]:
@@ -196,10 +204,21 @@ def metrics_record(report: ProbeReport, notebook: str = "01_throughput_probe", p
     paper = PAPER_V100.get(arch)
     target = (paper.train if first.train else paper.infer) if paper else None
     return {
-        "notebook": notebook, "preset": preset, "dataset": "none (random tensors)", "arch": first.arch,
-        "weights": "none", "weights_source": "random", "pretrained": False, "img_size": report.settings.img_size,
-        "epochs": None, "metric_name": name, "metric_value": float(timing.images_per_second),
-        "paper_target": target, "paper_device": SPEED_PROTOCOL,
-        "train_seconds": round(report.seconds, 2), "device": report.device,
-        "versions": report.environment["versions"], "probe": report.to_dict(),
-    }  # fmt: skip
+        "notebook": notebook,
+        "preset": preset,
+        "dataset": "none (random tensors)",
+        "arch": first.arch,
+        "weights": "none",
+        "weights_source": "random",
+        "pretrained": False,
+        "img_size": report.settings.img_size,
+        "epochs": None,
+        "metric_name": name,
+        "metric_value": float(timing.images_per_second),
+        "paper_target": target,
+        "paper_device": SPEED_PROTOCOL,
+        "train_seconds": round(report.seconds, 2),
+        "device": report.device,
+        "versions": report.environment["versions"],
+        "probe": report.to_dict(),
+    }

@@ -73,8 +73,15 @@ class ProbeSettings:
         return ("train", "infer") if self.mode == "both" else (self.mode,)
 
 
-def plan(device: torch.device, preset: str = "cpu", archs: Sequence[str] | None = None, img_size: int | None = None,
-         precision: str | None = None, batch_size: int | str | None = None, **overrides: Any) -> ProbeSettings:  # fmt: skip
+def plan(
+    device: torch.device,
+    preset: str = "cpu",
+    archs: Sequence[str] | None = None,
+    img_size: int | None = None,
+    precision: str | None = None,
+    batch_size: int | str | None = None,
+    **overrides: Any,
+) -> ProbeSettings:
     """The probe's settings for ``device`` and a notebook preset: on a GPU the paper's protocol (TResNet-M/L/XL and
     ResNet50 at 224, fp16, 90% of the maximal batch); on a CPU a reduced set with the same columns (TResNet-M and
     ResNet50, bf16 where the CPU computes it natively, else fp32, + channels_last, a fixed batch); ``smoke`` shrinks
@@ -82,18 +89,36 @@ def plan(device: torch.device, preset: str = "cpu", archs: Sequence[str] | None 
     gpu = device.type == "cuda"
     precision = None if precision == "auto" else precision  # RunConfig's 'auto': the plan's choice
     base: dict[str, Any] = (
-        {"archs": ("tresnet_m", "tresnet_l", "tresnet_xl", "resnet50"), "img_size": 224, "precision": "fp16",
-         "channels_last": True, "batch_size": "max", "repeats": 5}
-        if gpu else
-        {"archs": ("tresnet_m", "resnet50"), "img_size": 224, "precision": cpu_precision(), "channels_last": True,
-         "batch_size": CPU_BATCH, "warmup": 1, "repeats": 3}
-    )  # fmt: skip
+        {
+            "archs": ("tresnet_m", "tresnet_l", "tresnet_xl", "resnet50"),
+            "img_size": 224,
+            "precision": "fp16",
+            "channels_last": True,
+            "batch_size": "max",
+            "repeats": 5,
+        }
+        if gpu
+        else {
+            "archs": ("tresnet_m", "resnet50"),
+            "img_size": 224,
+            "precision": cpu_precision(),
+            "channels_last": True,
+            "batch_size": CPU_BATCH,
+            "warmup": 1,
+            "repeats": 3,
+        }
+    )
     if preset == "smoke":
         base.update(img_size=64, batch_size=4, warmup=1, repeats=2)
     elif preset not in ("cpu", "paper"):
         raise ValueError(f"Unknown preset {preset!r}; choose one of ('smoke', 'cpu', 'paper')")
-    given = {"archs": tuple(archs) if archs else None, "img_size": img_size, "precision": precision,
-             "batch_size": batch_size, **overrides}  # fmt: skip
+    given = {
+        "archs": tuple(archs) if archs else None,
+        "img_size": img_size,
+        "precision": precision,
+        "batch_size": batch_size,
+        **overrides,
+    }
     base.update({k: v for k, v in given.items() if v is not None})
     return ProbeSettings(**base)
 

@@ -41,13 +41,18 @@ class Timing:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "batch_size": self.batch_size, "steps": self.steps, "seconds": list(self.seconds),
-            "ms_per_step": self.ms_per_step, "images_per_second": self.images_per_second, "spread": self.spread,
-        }  # fmt: skip
+            "batch_size": self.batch_size,
+            "steps": self.steps,
+            "seconds": list(self.seconds),
+            "ms_per_step": self.ms_per_step,
+            "images_per_second": self.images_per_second,
+            "spread": self.spread,
+        }
 
 
-def time_steps(step: Callable[[], Any], batch_size: int, device: torch.device, warmup: int = 2, repeats: int = 5,
-               steps: int = 1) -> Timing:  # fmt: skip
+def time_steps(
+    step: Callable[[], Any], batch_size: int, device: torch.device, warmup: int = 2, repeats: int = 5, steps: int = 1
+) -> Timing:
     """Run ``step`` ``warmup`` times, then time ``repeats`` rounds of ``steps`` calls at ``batch_size`` on
     ``device``, synchronising it before and after each round so that queued CUDA kernels are counted in the round
     that launched them."""

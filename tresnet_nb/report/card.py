@@ -17,9 +17,11 @@ def _value(value: Any) -> str:
 def _front_matter(record: dict[str, Any]) -> str:
     family = ["tresnet"] if str(record["arch"]).startswith("tresnet") else []
     tags = ["image-classification", "timm", *family, "tresnet-nb", f"dataset:{record['dataset']}"]
-    return "---\nlibrary_name: timm\npipeline_tag: image-classification\ntags:\n" + "".join(
-        f"- {t}\n" for t in tags
-    ) + "---\n"  # fmt: skip
+    return (
+        "---\nlibrary_name: timm\npipeline_tag: image-classification\ntags:\n"
+        + "".join(f"- {t}\n" for t in tags)
+        + "---\n"
+    )
 
 
 def _scores(record: dict[str, Any]) -> str:

@@ -79,8 +79,9 @@ class RunModel:
         std = torch.tensor(self.trained.std).view(1, 3, 1, 1)
         return (x - mean) / std
 
-    def probabilities(self, images: Sequence, tta: bool = False, batch_size: int = 32, progress: bool = False
-                      ) -> np.ndarray:  # fmt: skip
+    def probabilities(
+        self, images: Sequence, tta: bool = False, batch_size: int = 32, progress: bool = False
+    ) -> np.ndarray:
         """Probabilities (softmax; sigmoid for multi-label) of ``images``, the logits divided by the temperature
         first; ``tta`` averages them with those of the left-right flipped images; ``progress`` shows a bar."""
         from tqdm.auto import tqdm
@@ -102,8 +103,15 @@ class RunModel:
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.sigmoid() if self.multi_label else logits.softmax(-1)
 
-    def predict(self, images: Sequence, top: int = 5, tta: bool = False, threshold: float = 0.5,
-                names: Sequence[str] | None = None, progress: bool = False) -> pd.DataFrame:  # fmt: skip
+    def predict(
+        self,
+        images: Sequence,
+        top: int = 5,
+        tta: bool = False,
+        threshold: float = 0.5,
+        names: Sequence[str] | None = None,
+        progress: bool = False,
+    ) -> pd.DataFrame:
         """One row per image: ``file``, ``label`` (top-1; multi-label: every label over ``threshold``, joined by
         '|'), ``probability`` (the top-1's), then the ``top`` labels and probabilities."""
         probs = self.probabilities(images, tta, progress=progress)
@@ -181,12 +189,22 @@ def _published(folder: Path) -> TrainedWith:
     pre = config.get("pretrained_cfg") or {}
     ours = config.get("tresnet_nb") or {}
     try:
-        return TrainedWith.from_dict({
-            "arch": config["architecture"], "tag": pre.get("tag"), "img_size": pre["input_size"][-1],
-            "class_names": config["label_names"], "task": ours.get("task", "single-label"), "mean": pre["mean"],
-            "std": pre["std"], "interpolation": pre["interpolation"], "pretrained": ours.get("pretrained", True),
-            "weights": ours.get("weights", "unknown"), "temperature": None,
-        }, source=str(folder / "config.json"))  # fmt: skip
+        return TrainedWith.from_dict(
+            {
+                "arch": config["architecture"],
+                "tag": pre.get("tag"),
+                "img_size": pre["input_size"][-1],
+                "class_names": config["label_names"],
+                "task": ours.get("task", "single-label"),
+                "mean": pre["mean"],
+                "std": pre["std"],
+                "interpolation": pre["interpolation"],
+                "pretrained": ours.get("pretrained", True),
+                "weights": ours.get("weights", "unknown"),
+                "temperature": None,
+            },
+            source=str(folder / "config.json"),
+        )
     except (KeyError, IndexError) as err:
         raise RunOpenError(f"{folder / 'config.json'} lacks {err}; publish the run again") from None
 
@@ -255,8 +273,11 @@ def predict_run_command(args: Any) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     t = run.temperature
-    print(f"{run.source}: {run.trained.arch}, {len(run.class_names)} classes ({run.trained.task}), "
-          f"{run.img_size} px, temperature {'none' if t is None else t}; {len(images)} images", flush=True)  # fmt: skip
+    print(
+        f"{run.source}: {run.trained.arch}, {len(run.class_names)} classes ({run.trained.task}), "
+        f"{run.img_size} px, temperature {'none' if t is None else t}; {len(images)} images",
+        flush=True,
+    )
     table = run.predict(images, top=args.top, tta=args.tta, threshold=args.threshold, progress=True)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 60):
         print(table.to_string(index=False))

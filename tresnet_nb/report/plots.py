@@ -114,13 +114,16 @@ def plot_throughput(report: Any, path: Path | str | None = None) -> None:
     x = np.arange(len(archs))
     for ax, mode, title in zip(axes, ("train", "infer"), ("training", "inference"), strict=True):
         ours = [getattr(r, mode).images_per_second if getattr(r, mode) else np.nan for r in report.results]
-        paper = [getattr(PAPER_V100[a.split(".")[0]], mode) if a.split(".")[0] in PAPER_V100 else np.nan
-                 for a in archs]  # fmt: skip
+        paper = [getattr(PAPER_V100[a.split(".")[0]], mode) if a.split(".")[0] in PAPER_V100 else np.nan for a in archs]
         bars = ax.bar(x - 0.2, ours, 0.4, label=f"ours ({report.device.split(':', 1)[-1].strip()[:28]})")
         ax.bar(x + 0.2, paper, 0.4, label="paper (V100, mixed precision)", color="0.7")
         ax.bar_label(bars, fmt="%.0f", fontsize=7)
-        ax.set(title=f"{title}, {report.settings.img_size} px, {report.settings.precision}", ylabel="img/s",
-               yscale="log", xticks=x)  # fmt: skip
+        ax.set(
+            title=f"{title}, {report.settings.img_size} px, {report.settings.precision}",
+            ylabel="img/s",
+            yscale="log",
+            xticks=x,
+        )
         ax.set_xticklabels(archs, fontsize=8)
         ax.legend(fontsize=7)
     finish(fig, path)
@@ -161,8 +164,15 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: Path
     if len(class_names) <= 20:
         for i in ticks:
             for j in ticks:
-                ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    int(confusion[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.colorbar(im, ax=ax, fraction=0.046)
@@ -200,6 +210,7 @@ def plot_predictions(
         ok = int(pred[i]) == int(targets[i])
         ax.set_title(
             f"{class_names[int(pred[i])]} {float(conf[i]):.2f}\n(true {class_names[int(targets[i])]})",
-            fontsize=6.5, color="green" if ok else "red",
-        )  # fmt: skip
+            fontsize=6.5,
+            color="green" if ok else "red",
+        )
     finish(fig, path)

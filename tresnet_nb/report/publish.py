@@ -99,9 +99,12 @@ def hub_config(cfg: RunConfig, record: dict[str, Any], names: list[str]) -> dict
         "label_names": names,
         "pretrained_cfg": {k: v for k, v in pretrained_cfg.items() if v is not None},
         # what timm does not read: how the run was trained (tnb.load_run and the card read it)
-        "tresnet_nb": {"task": options.get("task") or "single-label", "pretrained": bool(record["pretrained"]),
-                       "weights": str(record.get("weights", "none"))},
-    }  # fmt: skip
+        "tresnet_nb": {
+            "task": options.get("task") or "single-label",
+            "pretrained": bool(record["pretrained"]),
+            "weights": str(record.get("weights", "none")),
+        },
+    }
 
 
 def write_folder(run_dir: Path | str, folder: Path | str) -> Path:

@@ -18,9 +18,20 @@ if TYPE_CHECKING:
     from ..model.load import WeightsInfo
 
 REQUIRED_KEYS = (
-    "notebook", "dataset", "arch", "weights", "pretrained", "img_size", "epochs", "metric_name", "metric_value",
-    "paper_target", "train_seconds", "device", "versions",
-)  # fmt: skip
+    "notebook",
+    "dataset",
+    "arch",
+    "weights",
+    "pretrained",
+    "img_size",
+    "epochs",
+    "metric_name",
+    "metric_value",
+    "paper_target",
+    "train_seconds",
+    "device",
+    "versions",
+)
 
 
 def build_metrics(
@@ -105,13 +116,25 @@ def run_record(
 ) -> dict[str, Any]:
     """The metrics.json record of a notebook or job run: ``evaluation`` (an :class:`~tresnet_nb.evaluation.scores.
     Evaluation`) gives the dataset's metric and the secondary numbers, ``result`` (a FitResult) the training facts,
-    ``learn`` the precision and options; ``extra`` adds entries."""
+    ``learn`` (from :func:`tresnet_nb.build_learner`) its plan's precision and settings; ``extra`` adds entries."""
     from ..model.load import weights_info
 
+    plan = learn.plan
     return build_metrics(
-        cfg, weights_info(model), evaluation.metric_name, evaluation.metric_value, result.seconds,
-        paper_target=transfer(cfg.dataset).target, **evaluation.extras(), recipe=result.recipe, lr=result.lr,
-        precision=getattr(learn, "precision", None), resumed_from=result.resumed_from,
-        train_images_per_second=round(result.images_per_second, 1), epochs=result.epochs,
-        options=getattr(learn, "options", None), max_items=cfg.max_items, **extra,
-    )  # fmt: skip
+        cfg,
+        weights_info(model),
+        evaluation.metric_name,
+        evaluation.metric_value,
+        result.seconds,
+        paper_target=transfer(cfg.dataset).target,
+        **evaluation.extras(),
+        recipe=result.recipe,
+        lr=result.lr,
+        precision=plan.precision,
+        resumed_from=result.resumed_from,
+        train_images_per_second=round(result.images_per_second, 1),
+        epochs=result.epochs,
+        options=plan.settings(),
+        max_items=cfg.max_items,
+        **extra,
+    )

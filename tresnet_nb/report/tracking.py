@@ -37,8 +37,12 @@ WEIGHTS_ENV = "TRESNET_NB_TRACK_WEIGHTS"  # "1": upload model.safetensors as wel
 EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
 # MLflow retries a failed request up to 7 times with exponential back-off (minutes in all); a run should lose seconds
 # to a server that went away, not minutes. Set here only when the user has not set them.
-RETRY_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}  # fmt: skip
+RETRY_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+}
 SECRET_NAME = re.compile(r"token|secret|passw|key|credential|auth", re.IGNORECASE)
 REDACTED = "***"
 ARTIFACTS = ("metrics.json", "run_config.json", "calibration.json", "submission.csv")
@@ -62,10 +66,11 @@ def redact(value: Any, name: str = "") -> str:
 
 
 def flat_params(cfg: RunConfig, options: dict[str, Any] | None) -> dict[str, str]:
-    """The run's parameters for MLflow: the RunConfig (its ``extra`` as ``extra.KEY``) and the learner's options
-    (``option.KEY``), secrets redacted."""
-    params = {k: v for k, v in cfg.to_dict().items() if k != "extra"}
-    params |= {f"extra.{k}": v for k, v in cfg.extra.items()}
+    """The run's parameters for MLflow: the RunConfig (its training options as ``options.KEY``, the notebook's own
+    parameters as ``notebook.KEY``) and the learner's settings (``option.KEY``), secrets redacted."""
+    params = {k: v for k, v in cfg.to_dict().items() if k not in ("options", "notebook_params")}
+    params |= {f"options.{k}": v for k, v in cfg.options.to_dict().items()}
+    params |= {f"notebook.{k}": v for k, v in cfg.notebook_params.items()}
     params |= {f"option.{k}": v for k, v in (options or {}).items()}
     return {k: redact(v, k)[:6000] for k, v in sorted(params.items())}
 
@@ -153,13 +158,21 @@ class Tracker:
         root = artifact_root(self.uri)
         location = None if root is None else f"{root}/{name.replace('/', '_')}"
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name, location)
-        tags = {"notebook": self.cfg.notebook, "dataset": self.cfg.dataset, "arch": self.cfg.arch,
-                "preset": self.cfg.preset, "config_key": self.cfg.key}  # fmt: skip
+        tags = {
+            "notebook": self.cfg.notebook,
+            "dataset": self.cfg.dataset,
+            "arch": self.cfg.arch,
+            "preset": self.cfg.preset,
+            "config_key": self.cfg.key,
+        }
         trial = os.environ.get(TRIAL_ENV)
         if trial:
             tags["sweep_trial"] = str(json.loads(trial)["number"])
-        run = self.client.create_run(experiment_id, run_name=f"{self.cfg.notebook}-{self.cfg.key}",
-                                     tags={k: redact(v, k) for k, v in tags.items()})  # fmt: skip
+        run = self.client.create_run(
+            experiment_id,
+            run_name=f"{self.cfg.notebook}-{self.cfg.key}",
+            tags={k: redact(v, k) for k, v in tags.items()},
+        )
         self.run_id = run.info.run_id
         atexit.register(self.end, "FAILED")  # a notebook that fails before finish() leaves no run marked RUNNING
         params = [Param(k, v) for k, v in flat_params(self.cfg, options).items()]
@@ -209,8 +222,9 @@ class Tracker:
 
         now = int(time.time() * 1000)
         metrics = [Metric(f"final.{k}", v, now, self.epochs) for k, v in numbers.items()]
-        tags = [RunTag(k, redact(record[k], k)) for k in ("pretrained", "fixture_data", "weights", "device")
-                if k in record]  # fmt: skip
+        tags = [
+            RunTag(k, redact(record[k], k)) for k in ("pretrained", "fixture_data", "weights", "device") if k in record
+        ]
         self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
         files = [self.cfg.out / n for n in ARTIFACTS] + sorted(self.cfg.out.glob("*.png"))
         if os.environ.get(WEIGHTS_ENV) == "1":
@@ -279,7 +293,7 @@ class TrackEpochs(Callback):
 def track(cfg: RunConfig, learn: Learner | None = None) -> Tracker:
     """Start tracking the run of ``cfg``: TensorBoard always, MLflow when TRACKING or MLFLOW_TRACKING_URI names a
     store; with ``learn``, its options are logged and every trained epoch is sent (:class:`TrackEpochs`)."""
-    tracker = Tracker(cfg, getattr(learn, "options", None))
+    tracker = Tracker(cfg, None if learn is None else learn.plan.settings())
     if learn is not None:
         learn.add_cb(TrackEpochs(tracker))
     return tracker

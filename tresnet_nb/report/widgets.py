@@ -54,9 +54,14 @@ def _caption(probs: torch.Tensor, target: Any, class_names: Sequence[str], top: 
 
 
 def prediction_browser(
-    images: np.ndarray | Callable[[int], np.ndarray], probs: torch.Tensor, targets: torch.Tensor,
-    class_names: Sequence[str], interactive: bool | None = None, top: int = 3, scale: int = 3,
-) -> Any:  # fmt: skip
+    images: np.ndarray | Callable[[int], np.ndarray],
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    class_names: Sequence[str],
+    interactive: bool | None = None,
+    top: int = 3,
+    scale: int = 3,
+) -> Any:
     """Browse the predictions one image at a time: a slider, the image and its top classes (every label's
     probability for multi-label) in a live notebook; headless (``interactive`` False, or no notebook), the first ten
     as a table. ``images`` is an array, or a function giving item ``i``'s image (files are then read one at a

@@ -55,9 +55,18 @@ class Data:
             splits = load_splits(self.cfg.dataset, self.cfg.data_root, self.cfg.max_items)
             return array_dls(splits, size, batch_size, data_cfg, self.device)
         # every rank at once: prepare_file_dls shares the screening and caching over them (not main_first)
-        return prepare_file_dls(self.ds, self.spec.eval_split, size, batch_size, data_cfg, self.device,
-                                self.cfg.out, max_items=self.cfg.max_items, seed=self.cfg.seed,
-                                balanced=bool(self.cfg.extra.get("balanced")))  # fmt: skip
+        return prepare_file_dls(
+            self.ds,
+            self.spec.eval_split,
+            size,
+            batch_size,
+            data_cfg,
+            self.device,
+            self.cfg.out,
+            max_items=self.cfg.max_items,
+            seed=self.cfg.seed,
+            balanced=self.cfg.options.balanced,
+        )
 
     def images(self, which: str, indices: np.ndarray | list[int]) -> np.ndarray:
         """uint8 (n, S, S, 3) images of the ``which`` ('train' or 'valid') loader's items at ``indices``."""

@@ -17,14 +17,15 @@ from fastcore.basics import noop
 
 from ..config import DEFAULTS, PRESETS, RunConfig
 from ..data import DatasetError, get_dataset
-from ..model.load import load_model, save_weights, weights_info
+from ..model.load import load_model, save_weights
+from ..options import OPTION_NAMES
 from ..report.record import run_record, summary_line, write_metrics
 from ..report.tracking import track
 from ..runtime import main_first
 from ..train.callbacks import EpochLog
 from ..train.distributed import DistInfo, check_sync_bn, cleanup, distribute, init_distributed
 from ..train.fit import fit
-from ..train.learner import TRAIN_OPTIONS, build_learner, check_train_options, learner_options, seed_everything
+from ..train.learner import build_learner, seed_everything
 from .data import open_data
 from .results import evaluate
 
@@ -34,7 +35,7 @@ JOB_NAME = "train"  # the run's name in metrics.json; OUTPUT_DIR defaults to run
 def config_from_cli(preset: str | None, params: dict[str, Any], out: str | None) -> RunConfig:
     """The RunConfig of a ``train`` command: ``params`` (RunConfig keys, upper or lower case, or PRESET) over
     ``preset`` (default 'cpu'), with ``out`` as OUTPUT_DIR."""
-    names = sorted(k.upper() for k in DEFAULTS) + ["PRESET"] + sorted(k.upper() for k in TRAIN_OPTIONS)
+    names = sorted(k.upper() for k in DEFAULTS) + ["PRESET"] + sorted(k.upper() for k in OPTION_NAMES)
     seen: dict[str, str] = {}
     for key in params:
         if key.upper() not in names:
@@ -43,7 +44,6 @@ def config_from_cli(preset: str | None, params: dict[str, Any], out: str | None)
             raise ValueError(f"Parameter {key!r} is given twice (also as {seen[key.upper()]!r}); give it once")
         seen[key.upper()] = key
     values = {k.lower(): v for k, v in params.items()}
-    options = check_train_options({k: values.pop(k) for k in list(values) if k in TRAIN_OPTIONS})  # refused now
     if "preset" in values:
         if preset is not None and values["preset"] != preset:
             raise ValueError(f"--preset {preset!r} and -p PRESET {values['preset']!r} disagree; give one")
@@ -55,7 +55,7 @@ def config_from_cli(preset: str | None, params: dict[str, Any], out: str | None)
     preset = "cpu" if preset is None else preset
     if not isinstance(preset, str) or preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return RunConfig.from_params(JOB_NAME, preset=preset, extra=options, **values)
+    return RunConfig.from_params(JOB_NAME, preset=preset, **values)
 
 
 def headless(learn: Learner, label: str) -> Learner:
@@ -81,16 +81,22 @@ def train_job(cfg: RunConfig, sync_bn: bool = False) -> dict[str, Any]:
         ds = spec.read(cfg.data_root)
         model = load_model(cfg.arch, cfg.weights, num_classes=len(ds.class_names))
     data = open_data(cfg, model, info.device, ds)
-    learn = headless(build_learner(cfg, data.dls, model, task=ds.task, **learner_options(cfg.extra)), cfg.notebook)
+    learn = headless(build_learner(cfg, data.dls, model, task=ds.task), cfg.notebook)
     distribute(learn, info, sync_bn)
     tracker = track(cfg, learn)  # rank 0 only: TensorBoard, and MLflow when TRACKING / MLFLOW_TRACKING_URI is set
-    progressive = cfg.extra.get("progressive")
-    result = fit(learn, cfg, pretrained=weights_info(model).pretrained, phases=progressive,
-                 dls_for=data.dls_for if progressive else None)  # fmt: skip
-    evaluation = evaluate(learn, data, tta=bool(cfg.extra.get("tta")))
-    record = run_record(cfg, model, evaluation, result, learn, world_size=info.world_size,
-                         batch_size_per_process=cfg.batch_size, global_batch_size=cfg.batch_size * info.world_size,
-                         sync_bn=sync_bn)  # fmt: skip
+    result = fit(learn, cfg, dls_for=data.dls_for)
+    evaluation = evaluate(learn, data)
+    record = run_record(
+        cfg,
+        model,
+        evaluation,
+        result,
+        learn,
+        world_size=info.world_size,
+        batch_size_per_process=cfg.batch_size,
+        global_batch_size=cfg.batch_size * info.world_size,
+        sync_bn=sync_bn,
+    )
     if info.is_main:
         save_weights(learn.model, cfg.out / "model.safetensors", cfg.img_size, data.class_names, data.task)
         write_metrics(record, cfg.out / "metrics.json", evaluation)

@@ -20,9 +20,10 @@ from ..train.learner import predict
 from .data import Data, data_config_at
 
 
-def evaluate(learn: Learner, data: Data, tta: bool = False) -> Evaluation:
-    """Predict the evaluation split (flip TTA if ``tta``) and score it with the dataset's metric."""
-    probs, targets = predict(learn, tta=tta)
+def evaluate(learn: Learner, data: Data, tta: bool | None = None) -> Evaluation:
+    """Predict the evaluation split (flip TTA if ``tta``; None: as the run's TTA option says) and score it with the
+    dataset's metric."""
+    probs, targets = predict(learn, tta=data.cfg.options.tta if tta is None else tta)
     return score(probs, targets, data.class_names, data.task, data.metric)
 
 
@@ -49,8 +50,14 @@ def show_evaluation(evaluation: Evaluation, data: Data, out: Path | str, n_worst
     if not worst:
         print("No mistakes on the evaluation split")
         return
-    plot_predictions(data.images("valid", worst), evaluation.probs[worst], evaluation.targets[worst], names,
-                     out / "mistakes.png", n=n_worst)  # fmt: skip
+    plot_predictions(
+        data.images("valid", worst),
+        evaluation.probs[worst],
+        evaluation.targets[worst],
+        names,
+        out / "mistakes.png",
+        n=n_worst,
+    )
 
 
 def kaggle_submission(learn: Learner, data: Data, path: Path | str, tta: bool = False) -> Path | None:
@@ -59,8 +66,9 @@ def kaggle_submission(learn: Learner, data: Data, path: Path | str, tta: bool = 
     if data.cfg.dataset not in ("herbarium2020", "plant_pathology") or "test" not in data.ds.splits:
         return None
     test = data.ds["test"]
-    dl = predict_dl(test, data.cfg.img_size, data.cfg.batch_size * 2, data_config_at(data.data_cfg, data.cfg.img_size),
-                    data.device)  # fmt: skip
+    dl = predict_dl(
+        test, data.cfg.img_size, data.cfg.batch_size * 2, data_config_at(data.data_cfg, data.cfg.img_size), data.device
+    )
     probs, _ = predict(learn, dl=dl, tta=tta)
     return write_submission(data.cfg.dataset, Path(path), test.ids, probs.numpy(), data.ds.meta, test.ids)
 
@@ -68,16 +76,21 @@ def kaggle_submission(learn: Learner, data: Data, path: Path | str, tta: bool = 
 def paper_table(record: dict[str, Any]) -> pd.DataFrame:
     """Our result beside the paper's, with what was actually run (preset, architecture, size, epochs, weights)."""
     spec = get_dataset(record["dataset"])
-    ours = (f"{record['metric_value']:.4f} {record['metric_name']}; {record['arch']} at {record['img_size']} px, "
-            f"{record['epochs']} epochs, preset {record['preset']}, "
-            f"{'pretrained' if record['pretrained'] else 'RANDOM weights (not pretrained)'}")  # fmt: skip
+    ours = (
+        f"{record['metric_value']:.4f} {record['metric_name']}; {record['arch']} at {record['img_size']} px, "
+        f"{record['epochs']} epochs, preset {record['preset']}, "
+        f"{'pretrained' if record['pretrained'] else 'RANDOM weights (not pretrained)'}"
+    )
     if record.get("max_items"):
         ours += f", at most {record['max_items']} training items"
     paper = spec.paper_result
     if spec.paper_target is not None:
         gap = record["metric_value"] - spec.paper_target
-        verdict = (f"{gap:+.4f} against the paper" if record["pretrained"] and record["preset"] == "paper"
-                   else "not comparable: a reduced run (see what was run)")  # fmt: skip
+        verdict = (
+            f"{gap:+.4f} against the paper"
+            if record["pretrained"] and record["preset"] == "paper"
+            else "not comparable: a reduced run (see what was run)"
+        )
     elif spec.paper_result == "-":
         verdict = "the paper has no result on this dataset: nothing to compare with"
     else:

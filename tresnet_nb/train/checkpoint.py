@@ -53,8 +53,11 @@ def set_rng_state(learn: Learner, state: dict[str, Any], loader: bool = True) ->
 
 def join_history(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
     """The history of earlier fits followed by ``later`` (a stage, or the epochs of one so far)."""
-    return {"train_losses": earlier["train_losses"] + later["train_losses"],
-            "epochs": earlier["epochs"] + later["epochs"], "metric_names": later["metric_names"]}  # fmt: skip
+    return {
+        "train_losses": earlier["train_losses"] + later["train_losses"],
+        "epochs": earlier["epochs"] + later["epochs"],
+        "metric_names": later["metric_names"],
+    }
 
 
 def history(learn: Learner) -> dict[str, Any]:

@@ -89,8 +89,10 @@ def dist_timeout(timeout_min: float | None = None) -> timedelta:
         except ValueError:
             timeout_min = math.nan
     if not (math.isfinite(timeout_min) and timeout_min > 0):
-        raise ValueError(f"{source} is not a positive number of minutes for the process group's timeout; set e.g. "
-                         f"{TIMEOUT_ENV}=90, or leave it unset for {DEFAULT_TIMEOUT_MIN:g}")  # fmt: skip
+        raise ValueError(
+            f"{source} is not a positive number of minutes for the process group's timeout; set e.g. "
+            f"{TIMEOUT_ENV}=90, or leave it unset for {DEFAULT_TIMEOUT_MIN:g}"
+        )
     return timedelta(minutes=timeout_min)
 
 
@@ -113,14 +115,18 @@ def init_distributed(timeout_min: float | None = None) -> DistInfo:
         return DistInfo(0, 1, 0, None, torch.device("cuda" if cuda else "cpu"))
     missing = [name for name in LAUNCH_ENV if name not in os.environ]
     if missing:
-        raise ValueError(f"WORLD_SIZE is set but {missing} are not; launch with `torchrun --nproc_per_node=N -m "
-                         f"tresnet_nb train ...` (or accelerate launch), which sets all of {list(LAUNCH_ENV)}")  # fmt: skip
+        raise ValueError(
+            f"WORLD_SIZE is set but {missing} are not; launch with `torchrun --nproc_per_node=N -m "
+            f"tresnet_nb train ...` (or accelerate launch), which sets all of {list(LAUNCH_ENV)}"
+        )
     rank, world, local = _env_int("RANK"), _env_int("WORLD_SIZE"), _env_int("LOCAL_RANK")
     device = torch.device("cpu")
     if cuda:
         if local >= torch.cuda.device_count():
-            raise ValueError(f"LOCAL_RANK {local} but this machine has {torch.cuda.device_count()} CUDA devices; "
-                             "start at most that many processes per node")  # fmt: skip
+            raise ValueError(
+                f"LOCAL_RANK {local} but this machine has {torch.cuda.device_count()} CUDA devices; "
+                "start at most that many processes per node"
+            )
         torch.cuda.set_device(local)  # before the group: NCCL and the object collectives use the current device
         device = torch.device("cuda", local)
     if not dist.is_initialized():
@@ -157,8 +163,10 @@ class ShardIndices:
         finally:
             self.dl.n = self.shard_len
         if len(idxs) != self.n:
-            raise ValueError(f"the training loader's get_idxs gave {len(idxs)} indices for {self.n} items; sharding "
-                             "needs one index per item per epoch")  # fmt: skip
+            raise ValueError(
+                f"the training loader's get_idxs gave {len(idxs)} indices for {self.n} items; sharding "
+                "needs one index per item per epoch"
+            )
         order = torch.tensor(idxs, dtype=torch.int64, device=_collective_device())
         dist.broadcast(order, src=0)
         idxs = order.tolist()
@@ -192,9 +200,11 @@ class DistributedDDP(Callback):
         dl = self.learn.dls.train
         shard = ShardIndices(dl, dist.get_rank(), dist.get_world_size())
         if dl.drop_last and shard.shard_len < dl.bs:
-            raise ValueError(f"{shard.n} training items over {shard.world} processes leave {shard.shard_len} per "
-                             f"process, fewer than BATCH_SIZE {dl.bs} (per process): no full batch to train on. "
-                             "Lower BATCH_SIZE, use more items or fewer processes")  # fmt: skip
+            raise ValueError(
+                f"{shard.n} training items over {shard.world} processes leave {shard.shard_len} per "
+                f"process, fewer than BATCH_SIZE {dl.bs} (per process): no full batch to train on. "
+                "Lower BATCH_SIZE, use more items or fewer processes"
+            )
         ids = [self.device.index] if self.device.type == "cuda" else None
         # DDP's constructor broadcasts rank 0's parameters and buffers, so every rank starts identical; by default it
         # also gives every training forward rank 0's buffers (torch: "rank 0 is the authoritative copy")
@@ -237,8 +247,10 @@ class DistributedDDP(Callback):
 def check_sync_bn(sync_bn: bool, device: torch.device) -> None:
     """Raise unless SyncBatchNorm, if asked for (``sync_bn``), can run on ``device``."""
     if sync_bn and device.type != "cuda":
-        raise ValueError(f"sync_bn needs CUDA devices (torch implements SyncBatchNorm for CUDA only); this job runs "
-                         f"on {device.type}: leave sync_bn off")  # fmt: skip
+        raise ValueError(
+            f"sync_bn needs CUDA devices (torch implements SyncBatchNorm for CUDA only); this job runs "
+            f"on {device.type}: leave sync_bn off"
+        )
 
 
 def distribute(learn: Learner, info: DistInfo, sync_bn: bool = False) -> Learner:
@@ -250,8 +262,10 @@ def distribute(learn: Learner, info: DistInfo, sync_bn: bool = False) -> Learner
     if any(isinstance(cb, DistributedDDP) for cb in learn.cbs):
         raise ValueError("This learner is already distributed; call distribute() once per learner")
     if not dist.is_initialized():
-        raise ValueError(f"{info} describes {info.world_size} processes but no process group exists; get the "
-                         "DistInfo from init_distributed()")  # fmt: skip
+        raise ValueError(
+            f"{info} describes {info.world_size} processes but no process group exists; get the "
+            "DistInfo from init_distributed()"
+        )
     if sync_bn:
         from timm.layers import convert_sync_batchnorm  # keeps timm's BatchNormAct2d activation, unlike torch's
 

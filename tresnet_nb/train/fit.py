@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +24,18 @@ from fastai.learner import Learner
 
 from ..config import LOCATION_FIELDS, RunConfig
 from ..data.arrays import augment_of, set_augment
+from ..options import TrainOptions, split_extra
+from ..recipes import Phase, Recipe, get_recipe
 from .callbacks import EMA
 from .checkpoint import Checkpoint, history, join_history, set_rng_state
+from .learner import LEARNER_FIELDS, PlannedLearner, TrainingPlan
 from .optim import state_to_params
-from .recipes import Phase, Recipe, get_recipe, parse_phases
 
 CHECKPOINT = "checkpoint.pth"
 DlsFactory = Callable[[int, int], DataLoaders]  # (img_size, batch_size) -> DataLoaders
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Stage:
     """One fastai fit of a plan: frozen body or not, epochs, learning rate, schedule, and the DataLoaders' size and
     batch (None: keep the learner's). A (start, stop) learning rate is fastai's ``slice(start, stop)``, and
@@ -60,7 +62,7 @@ def plan_stages(
     pretrained bodies when the recipe has one. Later phases scale the learning rate with their batch size (the
     linear scaling rule, Goyal et al. 2017) and keep the optimizer state (Adam's moments do not depend on size)."""
     lr = recipe.lr if lr is None else lr
-    phases = list(phases or [Phase(0, epochs, 0)])
+    phases = list(phases or [Phase(size=0, epochs=epochs, batch_size=0)])
     stages = []
     frozen_first = pretrained and recipe.freeze_epochs > 0
     for i, phase in enumerate(phases):
@@ -68,13 +70,46 @@ def plan_stages(
         scale = phase.batch_size / phases[0].batch_size if phase.size else 1.0
         if frozen_first and i == 0:  # fastai's fine_tune: fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99)
             frozen_lr = (None, lr)  # the body's trainable norm layers (train_bn=True) at base_lr / 10, as in fastai
-            stages.append(Stage(True, recipe.freeze_epochs, frozen_lr, recipe.schedule, 0.99, 25.0, size, batch))
+            stages.append(
+                Stage(
+                    frozen=True,
+                    epochs=recipe.freeze_epochs,
+                    lr=frozen_lr,
+                    schedule=recipe.schedule,
+                    pct_start=0.99,
+                    div=25.0,
+                    size=size,
+                    batch_size=batch,
+                )
+            )
         if frozen_first:
             body_lr = lr * scale / 2  # fastai's fine_tune halves base_lr after the frozen epochs
             peak: float | tuple[float, float] = (body_lr / recipe.lr_mult, body_lr)
-            stages.append(Stage(False, phase.epochs, peak, recipe.schedule, recipe.warmup_pct, 5.0, size, batch))
+            stages.append(
+                Stage(
+                    frozen=False,
+                    epochs=phase.epochs,
+                    lr=peak,
+                    schedule=recipe.schedule,
+                    pct_start=recipe.warmup_pct,
+                    div=5.0,
+                    size=size,
+                    batch_size=batch,
+                )
+            )
         else:
-            stages.append(Stage(False, phase.epochs, lr * scale, recipe.schedule, recipe.warmup_pct, 25.0, size, batch))
+            stages.append(
+                Stage(
+                    frozen=False,
+                    epochs=phase.epochs,
+                    lr=lr * scale,
+                    schedule=recipe.schedule,
+                    pct_start=recipe.warmup_pct,
+                    div=25.0,
+                    size=size,
+                    batch_size=batch,
+                )
+            )
     return stages
 
 
@@ -120,11 +155,51 @@ class FitResult:
     resumed_from: str | None = None
 
 
+def learner_plan(learn: Learner, cfg: RunConfig) -> TrainingPlan:
+    """The plan of a Learner from :func:`build_learner`, checked against ``cfg``'s learner options."""
+    plan = getattr(learn, "plan", None)
+    if not isinstance(plan, TrainingPlan):
+        raise TypeError(
+            f"fit needs a Learner from tresnet_nb.build_learner (it has the plan), not a {type(learn).__name__}"
+        )
+    built, given = plan.options, cfg.options
+    differ = [
+        f.name
+        for f in fields(TrainOptions)
+        if f.name in LEARNER_FIELDS and getattr(built, f.name) != getattr(given, f.name)
+    ]
+    if differ:
+        raise ValueError(
+            f"The learner was built with other training options than fit was given ({', '.join(differ)}): build it "
+            "from the same RunConfig (tnb.build_learner(cfg, ...)) that fit receives"
+        )
+    return plan
+
+
+def same_run(stored: str, expected: str) -> bool:
+    """Whether a checkpoint's fingerprint ``stored`` is the run ``expected`` describes: equal, or written before
+    the training options became :class:`TrainOptions` (its config held them as an ``extra`` dict) and the same
+    once read as they are now."""
+    if stored == expected:
+        return True
+    try:
+        old, new = json.loads(stored), json.loads(expected)
+        config = dict(old["config"])
+        if "extra" not in config:
+            return False
+        config["options"], config["notebook_params"] = split_extra(config.pop("extra"))
+        upgraded = RunConfig(**config, output_dir="", tracking=None).to_dict()
+    except (ValueError, TypeError, KeyError):
+        return False
+    old["config"] = json.loads(json.dumps({k: v for k, v in upgraded.items() if k not in LOCATION_FIELDS}, default=str))
+    return json.dumps(old, sort_keys=True, default=str) == json.dumps(new, sort_keys=True, default=str)
+
+
 def _load_checkpoint(path: Path, expected: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("fingerprint") != expected:
+    if not same_run(state.get("fingerprint") or "", expected):
         raise ValueError(
             f"{path} holds a checkpoint of a different configuration or plan, so it cannot be resumed. Fix: use "
             f"another OUTPUT_DIR for this run, or delete {path} to start this one afresh."
@@ -157,50 +232,59 @@ def _restore(learn: Learner, state: dict[str, Any], stage: Stage, loader_rng: bo
     set_rng_state(learn, state["rng"], loader=loader_rng)
 
 
+def _resume(
+    learn: Learner, state: dict[str, Any], stages: list[Stage], ckpt: Checkpoint, dls_for: DlsFactory | None
+) -> tuple[int, int, tuple[int, int] | None]:
+    """Restore ``learn`` and ``ckpt`` from the checkpoint ``state``; returns the stage and epoch to go on from and
+    the loaders' (size, batch) key when they were swapped."""
+    start_stage, start_epoch, loaders = state["stage"], state["epoch"] + 1, None
+    if start_epoch >= stages[start_stage].epochs:
+        start_stage, start_epoch = start_stage + 1, 0
+    target = stages[min(start_stage, len(stages) - 1)]
+    # the training loader's generator goes on from the checkpoint unless this stage starts on new loaders,
+    # which (as in an uninterrupted run) are built after the checkpoint's global RNG state is restored
+    same_loaders = start_epoch > 0 or target.loader_key == stages[state["stage"]].loader_key
+    if target.loader_key is not None and same_loaders:
+        _swap_loaders(learn, target.loader_key, dls_for)
+        loaders = target.loader_key
+    # frozen as when the checkpoint was written: _run_stage then makes the same transition an uninterrupted run
+    # makes (unfreezing clears the optimizer state, as fastai's fine_tune does)
+    _restore(learn, state, stages[state["stage"]], loader_rng=same_loaders)
+    ckpt.prefix = state["history"]
+    ckpt.scaler_state = state.get("scaler")  # fp16 on CUDA: the loss scale goes on where it was
+    if start_epoch > 0:  # mid-stage: the running train loss goes on; a new stage starts it afresh, as fastai does
+        ckpt.smooth_loss = (state["smooth_loss"][0], state["smooth_loss"][1])
+    return start_stage, start_epoch, loaders
+
+
 def fit(
-    learn: Learner,
+    learn: PlannedLearner,
     cfg: RunConfig,
-    pretrained: bool,
+    *,
     checkpoint_dir: Path | str | None = None,
-    phases: Sequence[Phase] | str | None = None,
     dls_for: DlsFactory | None = None,
 ) -> FitResult:
-    """Train with the learner's recipe, checkpointing every epoch in ``checkpoint_dir`` (default OUTPUT_DIR) and
-    resuming from a checkpoint of the same configuration found there.
+    """Train ``learn`` (from :func:`build_learner`) as its plan and ``cfg`` say, checkpointing every epoch in
+    ``checkpoint_dir`` (default OUTPUT_DIR) and resuming from a checkpoint of the same configuration found there.
 
-    ``phases`` (see :func:`parse_phases`) trains progressively at growing sizes; ``dls_for(size, batch_size)``
-    then builds each phase's DataLoaders (given the augmentation of the learner's current ones), and the phases'
-    epochs replace ``cfg.epochs``.
+    A pretrained body trains frozen first when the recipe says so. ``cfg.options.progressive`` trains in phases at
+    growing sizes; ``dls_for(size, batch_size)`` then builds each phase's DataLoaders (given the augmentation of
+    the learner's current ones), and the phases' epochs replace ``cfg.epochs``.
     """
-    recipe = get_recipe(learn.recipe_name)
-    phases = parse_phases(phases)
+    plan = learner_plan(learn, cfg)
+    recipe = get_recipe(plan.recipe)
+    phases = cfg.options.progressive
     if phases and dls_for is None:
         raise ValueError("A progressive schedule needs dls_for(size, batch_size) to build each phase's DataLoaders")
-    stages = plan_stages(recipe, cfg.epochs, cfg.lr, pretrained, phases)
+    stages = plan_stages(recipe, cfg.epochs, cfg.lr, plan.pretrained, phases)
     path = Path(checkpoint_dir or cfg.out) / CHECKPOINT
-    print_ = fingerprint(cfg, stages, learn.recipe_name, getattr(learn, "options", None))
+    print_ = fingerprint(cfg, stages, plan.recipe, plan.settings())
     state = _load_checkpoint(path, print_)
     ckpt = Checkpoint(path, print_)
     learn.add_cb(ckpt)
     start_stage, start_epoch, resumed, loaders = 0, 0, None, None
     if state is not None:
-        start_stage, start_epoch = state["stage"], state["epoch"] + 1
-        if start_epoch >= stages[start_stage].epochs:
-            start_stage, start_epoch = start_stage + 1, 0
-        target = stages[min(start_stage, len(stages) - 1)]
-        # the training loader's generator goes on from the checkpoint unless this stage starts on new loaders,
-        # which (as in an uninterrupted run) are built after the checkpoint's global RNG state is restored
-        same_loaders = start_epoch > 0 or target.loader_key == stages[state["stage"]].loader_key
-        if target.loader_key is not None and same_loaders:
-            _swap_loaders(learn, target.loader_key, dls_for)
-            loaders = target.loader_key
-        # frozen as when the checkpoint was written: _run_stage then makes the same transition an uninterrupted run
-        # makes (unfreezing clears the optimizer state, as fastai's fine_tune does)
-        _restore(learn, state, stages[state["stage"]], loader_rng=same_loaders)
-        ckpt.prefix = state["history"]
-        ckpt.scaler_state = state.get("scaler")  # fp16 on CUDA: the loss scale goes on where it was
-        if start_epoch > 0:  # mid-stage: the running train loss goes on; a new stage starts it afresh, as fastai does
-            ckpt.smooth_loss = (state["smooth_loss"][0], state["smooth_loss"][1])
+        start_stage, start_epoch, loaders = _resume(learn, state, stages, ckpt, dls_for)
         resumed = f"stage {state['stage'] + 1} epoch {state['epoch'] + 1} of {path}"
         print(f"Resuming after {resumed}" if start_stage < len(stages) else f"Training already complete in {path}")
     start = time.perf_counter()
@@ -226,4 +310,12 @@ def fit(
     seconds = time.perf_counter() - start
     lr = cfg.lr if cfg.lr is not None else recipe.lr
     epochs = sum(p.epochs for p in phases) if phases else cfg.epochs
-    return FitResult(learn.recipe_name, lr, epochs, seconds, images / max(seconds, 1e-9), ckpt.prefix, resumed)
+    return FitResult(
+        recipe=plan.recipe,
+        lr=lr,
+        epochs=epochs,
+        seconds=seconds,
+        images_per_second=images / max(seconds, 1e-9),
+        history=ckpt.prefix,
+        resumed_from=resumed,
+    )

@@ -1,6 +1,6 @@
 """Training: the recipes table, learner construction (precision, EMA, augmentation, MixUp/CutMix, gradient clipping
 and accumulation, gradient checkpointing, torch.compile), the learning-rate finder and predictions with optional
-test-time augmentation. The recipes are in :mod:`tresnet_nb.train.recipes`, the staged, resumable fit in :mod:`tresnet_nb.train.fit`.
+test-time augmentation. The recipes are in :mod:`tresnet_nb.recipes`, the staged, resumable fit in :mod:`tresnet_nb.train.fit`.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from torch import nn
 from ..config import RunConfig
 from ..data import get_dataset
 from ..data.arrays import set_augment
-from ..data.augment import check_augment
 from ..evaluation.metrics import mean_average_precision, mean_column_auc
 from ..model.load import TEMPERATURE_ATTR
+from ..options import TrainOptions
+from ..recipes import Recipe, default_recipe, get_recipe
 from ..runtime import ECHO_ENV
 from .callbacks import EMA, EpochLog, NoDecayOnVectors, precision_callbacks, resolve_precision
 from .losses import AsymmetricLoss
 from .mix import FlipInputs, MixupCutmix
 from .optim import ForeachAdam
-from .recipes import Recipe, default_recipe, get_recipe, parse_phases
 
 
 def head_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
@@ -53,8 +53,9 @@ def _map(preds: torch.Tensor, targets: torch.Tensor) -> float:
     return mean_average_precision(preds.float().numpy(), targets.float().numpy())
 
 
-def task_loss_and_metrics(task: str, recipe: Recipe, multi_label_loss: str = "bce", metric: str = "accuracy"
-                          ) -> tuple[nn.Module, list]:  # fmt: skip
+def task_loss_and_metrics(
+    task: str, recipe: Recipe, multi_label_loss: str = "bce", metric: str = "accuracy"
+) -> tuple[nn.Module, list]:
     """Loss and fastai metrics for ``task`` ('single-label' or 'multi-label') and the dataset's ``metric``
     (single-label 'mean_roc_auc', e.g. Plant Pathology 2020: per-column ROC-AUC of the softmax beside accuracy)."""
     if task == "single-label":
@@ -67,8 +68,10 @@ def task_loss_and_metrics(task: str, recipe: Recipe, multi_label_loss: str = "bc
     losses = {"bce": BCEWithLogitsLossFlat(), "asl": AsymmetricLoss()}
     if multi_label_loss not in losses:
         raise ValueError(f"Unknown multi-label loss {multi_label_loss!r}; choose one of {sorted(losses)}")
-    metrics = [AccumMetric(_roc_auc, activation="sigmoid", flatten=False, name="roc_auc"),
-               AccumMetric(_map, activation="sigmoid", flatten=False, name="mAP")]  # fmt: skip
+    metrics = [
+        AccumMetric(_roc_auc, activation="sigmoid", flatten=False, name="roc_auc"),
+        AccumMetric(_map, activation="sigmoid", flatten=False, name="mAP"),
+    ]
     return losses[multi_label_loss], metrics
 
 
@@ -80,55 +83,85 @@ def seed_everything(seed: int) -> None:
 # Training switches beside the RunConfig parameters (notebook parameters and `train -p` keys, upper case there) and
 # their defaults: build_learner's keyword arguments, the progressive schedule for fit, and TTA for predict.
 TRAIN_OPTIONS: dict[str, Any] = {
-    "recipe": None, "augment": None, "erasing": None, "mixup": 0.0, "cutmix": 0.0, "clip_grad": None,
-    "accumulate": 1, "grad_checkpointing": False, "compile": False, "progressive": None, "tta": False,
+    "recipe": None,
+    "augment": None,
+    "erasing": None,
+    "mixup": 0.0,
+    "cutmix": 0.0,
+    "clip_grad": None,
+    "accumulate": 1,
+    "grad_checkpointing": False,
+    "compile": False,
+    "progressive": None,
+    "tta": False,
     "balanced": False,  # class-balanced sampling of image-file training sets (long tails, e.g. Herbarium 2020)
-}  # fmt: skip
-LEARNER_OPTIONS = ("recipe", "augment", "erasing", "mixup", "cutmix", "clip_grad", "accumulate", "grad_checkpointing",
-                   "compile")  # fmt: skip
+}
+LEARNER_OPTIONS = (
+    "recipe",
+    "augment",
+    "erasing",
+    "mixup",
+    "cutmix",
+    "clip_grad",
+    "accumulate",
+    "grad_checkpointing",
+    "compile",
+)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+# the TrainOptions fields build_learner reads (the others, progressive, tta and balanced, are fit's and the data's)
+LEARNER_FIELDS = (
+    "recipe",
+    "augment",
+    "erasing",
+    "mixup",
+    "cutmix",
+    "clip_grad",
+    "accumulate",
+    "grad_checkpointing",
+    "compile",
+    "multi_label_loss",
+)
 
 
-def check_train_options(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` (keys of TRAIN_OPTIONS in any case) lower-cased and checked before anything runs: an unknown key
-    or a bad value raises ValueError naming it."""
-    lowered = {k.lower(): v for k, v in options.items()}
-    unknown = sorted(set(lowered) - set(TRAIN_OPTIONS))
-    if unknown:
-        raise ValueError(f"Unknown training options {unknown}; choose from {sorted(k.upper() for k in TRAIN_OPTIONS)}")
-    o = {**TRAIN_OPTIONS, **{k: v for k, v in lowered.items() if v is not None}}
-    if o["recipe"] is not None:
-        get_recipe(o["recipe"])
-    if o["augment"] is not None and o["augment"] != "as_built":
-        check_augment(o["augment"], 0.0 if o["erasing"] is None else o["erasing"])
-    checks = [
-        ("mixup", _is_number(o["mixup"]) and o["mixup"] >= 0, "a Beta alpha >= 0 (0: off)"),
-        ("cutmix", _is_number(o["cutmix"]) and o["cutmix"] >= 0, "a Beta alpha >= 0 (0: off)"),
-        ("clip_grad", o["clip_grad"] is None or (_is_number(o["clip_grad"]) and o["clip_grad"] > 0),
-         "a positive gradient norm or None"),
-        ("accumulate", isinstance(o["accumulate"], int) and not isinstance(o["accumulate"], bool)
-         and o["accumulate"] >= 1, "a whole number of batches >= 1"),
-        ("grad_checkpointing", isinstance(o["grad_checkpointing"], bool), "True or False"),
-        ("compile", isinstance(o["compile"], (bool, str)), "True, False or a torch.compile backend name"),
-        ("tta", isinstance(o["tta"], bool), "True or False"),
-        ("balanced", isinstance(o["balanced"], bool), "True or False"),
-    ]  # fmt: skip
-    for name, ok, wanted in checks:
-        if not ok:
-            raise ValueError(f"{name.upper()} must be {wanted}, not {o[name]!r}")
-    if o["erasing"] is not None:
-        check_augment("flip", o["erasing"])
-    if o["progressive"] is not None:
-        parse_phases(o["progressive"])
-    return lowered
+@dataclass(frozen=True, kw_only=True)
+class TrainingPlan:
+    """What :func:`build_learner` decided from the config, the model and the data: the recipe (by name), the
+    precision, the task, whether the body is pretrained, and the augmentation the loaders apply. :func:`fit`, the
+    run record and tracking read it from ``learn.plan``."""
+
+    recipe: str
+    precision: str
+    task: str
+    pretrained: bool
+    augment: str
+    flip: bool
+    erasing: float
+    options: TrainOptions
+
+    def settings(self) -> dict[str, Any]:
+        """The learner's settings as the run record, tracking and the checkpoint fingerprint list them."""
+        o = self.options
+        return {
+            "augment": self.augment,
+            "flip": self.flip,
+            "erasing": self.erasing,
+            "mixup": o.mixup,
+            "cutmix": o.cutmix,
+            "clip_grad": o.clip_grad,
+            "accumulate": o.accumulate,
+            "grad_checkpointing": o.grad_checkpointing,
+            "task": self.task,
+            "multi_label_loss": o.multi_label_loss,
+        }
 
 
-def learner_options(options: dict[str, Any]) -> dict[str, Any]:
-    """The build_learner keyword arguments among ``options`` (checked by :func:`check_train_options`)."""
-    return {k: v for k, v in check_train_options(options).items() if k in LEARNER_OPTIONS and v is not None}
+class PlannedLearner(Learner):
+    """fastai's Learner with the :class:`TrainingPlan` it was built with (``plan``)."""
+
+    def __init__(self, dls: DataLoaders, model: nn.Module, *, plan: TrainingPlan, **kwargs: Any) -> None:
+        super().__init__(dls, model, **kwargs)
+        self.plan = plan
 
 
 class AccumulateGradients(Callback):
@@ -156,80 +189,66 @@ class AccumulateGradients(Callback):
             raise CancelBatchException()  # keeps the gradients: fastai zeroes them only after a step
 
 
-def build_learner(
-    cfg: RunConfig,
-    dls: DataLoaders,
-    model: nn.Module,
-    task: str = "single-label",
-    recipe: str | None = None,
-    multi_label_loss: str = "bce",
-    *,
-    augment: str | None = None,
-    erasing: float | None = None,
-    mixup: float = 0.0,
-    cutmix: float = 0.0,
-    clip_grad: float | None = None,
-    accumulate: int = 1,
-    grad_checkpointing: bool = False,
-    compile: bool | str = False,
-) -> Learner:
-    """A fastai Learner for ``model`` on ``dls`` with the precision of ``cfg`` and the loss, optimizer, EMA and
-    augmentation of ``recipe`` (default: by whether the weights are pretrained) for ``task``.
-
-    ``augment`` and ``erasing`` override the recipe's augmentation policy (one of ``AUGMENTS``, or 'as_built' to
-    keep the loaders' own) and random-erasing probability; ``mixup``/``cutmix`` are Beta alphas (0: off);
-    ``clip_grad`` clips the global gradient norm; ``accumulate`` steps every that many batches (effective batch
-    ``accumulate`` x BATCH_SIZE); ``grad_checkpointing`` recomputes block activations in backward (timm's
-    set_grad_checkpointing); ``compile`` applies ``torch.compile`` in place (True, or a backend name).
-    """
+def build_learner(cfg: RunConfig, dls: DataLoaders, model: nn.Module, task: str = "single-label") -> PlannedLearner:
+    """A fastai Learner for ``model`` on ``dls`` for ``task``, trained as ``cfg`` says: its precision, and from
+    ``cfg.options`` the recipe (default: by whether the weights are pretrained) with its loss, optimizer and EMA,
+    the augmentation (set on ``dls``, the loaders the Learner trains on), MixUp/CutMix, gradient clipping and
+    accumulation, gradient checkpointing and ``torch.compile`` (in place). A pretrained body starts frozen."""
+    o = cfg.options
     pretrained = bool(getattr(getattr(model, "weights_info", None), "pretrained", False))
-    name = recipe or default_recipe(pretrained)
+    name = o.recipe or default_recipe(pretrained)
     rec = get_recipe(name)
-    loss, metrics = task_loss_and_metrics(task, rec, multi_label_loss, get_dataset(cfg.dataset).metric)
-    precision = resolve_precision(cfg.precision, dls.device)
-    policy = rec.augment if augment is None else augment
-    erase = rec.erasing if erasing is None else erasing
+    loss, metrics = task_loss_and_metrics(task, rec, o.multi_label_loss, get_dataset(cfg.dataset).metric)
+    policy = rec.augment if o.augment is None else o.augment
+    erase = rec.erasing if o.erasing is None else o.erasing
     # the recipe's policy flips only datasets whose classes survive a mirror image; a policy asked for by name does
-    flip = policy != "none" and (augment is not None or get_dataset(cfg.dataset).flips_keep_class)
+    flip = policy != "none" and (o.augment is not None or get_dataset(cfg.dataset).flips_keep_class)
     if policy != "as_built":
         set_augment(dls, policy, erase, flip)  # checks both, naming the bad value
-    elif erasing:
-        raise ValueError("erasing needs a tresnet_nb augmentation policy; with augment='as_built' leave it None")
-    check_train_options({"mixup": mixup, "cutmix": cutmix, "clip_grad": clip_grad, "accumulate": accumulate,
-                         "grad_checkpointing": grad_checkpointing, "compile": compile})  # fmt: skip
-    if grad_checkpointing and compile:
-        raise ValueError(
-            "grad_checkpointing and compile cannot be combined: with torch 2.14 the recomputed BatchNorm counters of "
-            "a compiled, checkpointed TResNet fail autograd's in-place check. Choose one (checkpointing saves "
-            "memory, compile saves time)."
-        )
-    if grad_checkpointing:
+    if o.grad_checkpointing:
         if not hasattr(model, "set_grad_checkpointing"):
             raise TypeError(f"{type(model).__name__} has no set_grad_checkpointing; use a timm model")
         model.set_grad_checkpointing(True)
     opt = partial(ForeachAdam, sqr_mom=rec.sqr_mom, eps=rec.eps, wd=rec.weight_decay, decouple_wd=rec.decoupled_wd)
+    precision = resolve_precision(cfg.precision, dls.device)
     cbs: list[Callback] = [*precision_callbacks(precision, dls.device), NoDecayOnVectors()]
     if rec.ema_decay:
         cbs.append(EMA(rec.ema_decay))
-    if mixup or cutmix:
-        cbs.append(MixupCutmix(mixup, cutmix))
-    if accumulate != 1:
-        cbs.append(AccumulateGradients(accumulate))
-    if clip_grad is not None:
-        cbs.append(GradientClip(float(clip_grad)))
+    if o.mixup or o.cutmix:
+        cbs.append(MixupCutmix(o.mixup, o.cutmix))
+    if o.accumulate != 1:
+        cbs.append(AccumulateGradients(o.accumulate))
+    if o.clip_grad is not None:
+        cbs.append(GradientClip(float(o.clip_grad)))
     if os.environ.get(ECHO_ENV):
         cbs.append(EpochLog(cfg.notebook))
     model = model.to(dls.device)
-    if compile:
-        model.compile(**({} if compile is True else {"backend": compile}))  # in place: state_dict keys unchanged
-    learn = Learner(dls, model, loss_func=loss, opt_func=opt, metrics=metrics, splitter=head_splitter,
-                    wd=rec.weight_decay, cbs=cbs, path=cfg.out)  # fmt: skip
+    if o.compile:
+        model.compile(**({} if o.compile is True else {"backend": o.compile}))  # in place: state_dict keys unchanged
+    plan = TrainingPlan(
+        recipe=name,
+        precision=precision,
+        task=task,
+        pretrained=pretrained,
+        augment=policy,
+        flip=flip,
+        erasing=erase,
+        options=o,
+    )
+    learn = PlannedLearner(
+        dls,
+        model,
+        plan=plan,
+        loss_func=loss,
+        opt_func=opt,
+        metrics=metrics,
+        splitter=head_splitter,
+        wd=rec.weight_decay,
+        cbs=cbs,
+        path=cfg.out,
+    )
     if pretrained:  # as fastai's vision_learner: the head alone trains until fit unfreezes (lr_find included)
         learn.freeze()
-    learn.precision, learn.recipe_name, learn.task = precision, name, task
-    learn.options = {"augment": policy, "flip": flip, "erasing": erase, "mixup": mixup, "cutmix": cutmix, "clip_grad": clip_grad,
-                     "accumulate": accumulate, "grad_checkpointing": grad_checkpointing, "task": task,
-                     "multi_label_loss": multi_label_loss}  # fmt: skip
     return learn
 
 

@@ -69,9 +69,16 @@ class ForeachAdam(Optimizer):
     or foreach Adam over each parameter group at once."""
 
     def __init__(
-        self, params: Any, lr: float, mom: float = 0.9, sqr_mom: float = 0.99, eps: float = 1e-5, wd: float = 0.01,
-        decouple_wd: bool = True, fused: bool = True,
-    ) -> None:  # fmt: skip
+        self,
+        params: Any,
+        lr: float,
+        mom: float = 0.9,
+        sqr_mom: float = 0.99,
+        eps: float = 1e-5,
+        wd: float = 0.01,
+        decouple_wd: bool = True,
+        fused: bool = True,
+    ) -> None:
         super().__init__(params, [noop], lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)
         self.decouple_wd, self.fused = decouple_wd, fused
 
@@ -104,8 +111,11 @@ class ForeachAdam(Optimizer):
             group = id(pg)
             hypers[group] = hyper
             # a model moved to channels_last after its state was made (or the reverse) takes the foreach path
-            fused = (self.fused and fused_supported(p.device, p.dtype)
-                     and same_dense_layout(p, p.grad, state["grad_avg"], state["sqr_avg"]))  # fmt: skip
+            fused = (
+                self.fused
+                and fused_supported(p.device, p.dtype)
+                and same_dense_layout(p, p.grad, state["grad_avg"], state["sqr_avg"])
+            )
             buckets[group, bool(state.get("do_wd", True)), state["step"], fused, p.device].append((p, state))
         for (group, do_wd, step, fused, device), items in buckets.items():
             h = hypers[group]
@@ -113,12 +123,23 @@ class ForeachAdam(Optimizer):
             # checkpointed one. Fused kernels read it on the parameters' device, foreach Adam on the CPU.
             steps = torch.full((len(items),), float(step - 1), dtype=torch.float32, device=device if fused else "cpu")
             adam_functional(
-                [p for p, _ in items], [p.grad for p, _ in items], [s["grad_avg"] for _, s in items],
-                [s["sqr_avg"] for _, s in items], [], list(steps.unbind()), foreach=not fused, fused=fused,
-                decoupled_weight_decay=self.decouple_wd, amsgrad=False, beta1=float(h["mom"]),
-                beta2=float(h["sqr_mom"]), lr=float(h["lr"]), weight_decay=float(h["wd"]) if do_wd else 0.0,
-                eps=float(h["eps"]), maximize=False,
-            )  # fmt: skip
+                [p for p, _ in items],
+                [p.grad for p, _ in items],
+                [s["grad_avg"] for _, s in items],
+                [s["sqr_avg"] for _, s in items],
+                [],
+                list(steps.unbind()),
+                foreach=not fused,
+                fused=fused,
+                decoupled_weight_decay=self.decouple_wd,
+                amsgrad=False,
+                beta1=float(h["mom"]),
+                beta2=float(h["sqr_mom"]),
+                lr=float(h["lr"]),
+                weight_decay=float(h["wd"]) if do_wd else 0.0,
+                eps=float(h["eps"]),
+                maximize=False,
+            )
 
 
 def adam(params: Any, lr: float, **kwargs: Any) -> ForeachAdam:

@@ -155,10 +155,12 @@ class Calibration:
         t = self.temperature
         shown = f"T={t:.3f}" if isinstance(t, float) else f"T per label {min(t):.3f}..{max(t):.3f}"
         sizes = " and ".join(str(h["n_fit"]) for h in self.halves)
-        return (f"{self.method}: {shown} (fitted on all {self.n_eval} evaluation items). Reported cross-fitted, each "
-                f"half ({sizes} items) scaled by the temperature fitted on the other: ECE {self.ece_before:.4f} -> "
-                f"{self.ece_after:.4f}, NLL {self.nll_before:.4f} -> {self.nll_after:.4f}, Brier "
-                f"{self.brier_before:.4f} -> {self.brier_after:.4f}")  # fmt: skip
+        return (
+            f"{self.method}: {shown} (fitted on all {self.n_eval} evaluation items). Reported cross-fitted, each "
+            f"half ({sizes} items) scaled by the temperature fitted on the other: ECE {self.ece_before:.4f} -> "
+            f"{self.ece_after:.4f}, NLL {self.nll_before:.4f} -> {self.nll_after:.4f}, Brier "
+            f"{self.brier_before:.4f} -> {self.brier_after:.4f}"
+        )
 
 
 def calibration_split(targets: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -172,10 +174,13 @@ def calibration_split(targets: np.ndarray, seed: int = 0) -> tuple[np.ndarray, n
 
 def _numbers(before: np.ndarray, after: np.ndarray, y: np.ndarray, multi_label: bool) -> dict[str, float]:
     return {
-        "ece_before": ece(before, y, multi_label), "ece_after": ece(after, y, multi_label),
-        "nll_before": nll(before, y, multi_label), "nll_after": nll(after, y, multi_label),
-        "brier_before": brier(before, y, multi_label), "brier_after": brier(after, y, multi_label),
-    }  # fmt: skip
+        "ece_before": ece(before, y, multi_label),
+        "ece_after": ece(after, y, multi_label),
+        "nll_before": nll(before, y, multi_label),
+        "nll_after": nll(after, y, multi_label),
+        "brier_before": brier(before, y, multi_label),
+        "brier_after": brier(after, y, multi_label),
+    }
 
 
 def calibrate(probs: np.ndarray, targets: np.ndarray, multi_label: bool, seed: int = 0) -> Calibration:
@@ -190,16 +195,25 @@ def calibrate(probs: np.ndarray, targets: np.ndarray, multi_label: bool, seed: i
     for fit, held in ((first, second), (second, first)):
         t = fit_temperature(logits[fit], targets[fit], multi_label)
         after[held] = scaled_probs(logits[held], t, multi_label)
-        halves.append({
-            "n_fit": len(fit), "n_eval": len(held),
-            "temperature": [float(v) for v in t] if multi_label else float(t),
-            **_numbers(probs[held], after[held], targets[held], multi_label),
-        })  # fmt: skip
+        halves.append(
+            {
+                "n_fit": len(fit),
+                "n_eval": len(held),
+                "temperature": [float(v) for v in t] if multi_label else float(t),
+                **_numbers(probs[held], after[held], targets[held], multi_label),
+            }
+        )
     kept = fit_temperature(logits, targets, multi_label)
     return Calibration(
         method="temperature per label" if multi_label else "temperature",
         temperature=[float(v) for v in kept] if multi_label else float(kept),
         **_numbers(probs, after, targets, multi_label),
-        n_bins=N_BINS, n_fit=max(len(first), len(second)), n_eval=len(targets), seed=seed, halves=halves,
-        first_half=first.tolist(), second_half=second.tolist(), after=after,
-    )  # fmt: skip
+        n_bins=N_BINS,
+        n_fit=max(len(first), len(second)),
+        n_eval=len(targets),
+        seed=seed,
+        halves=halves,
+        first_half=first.tolist(),
+        second_half=second.tolist(),
+        after=after,
+    )

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation.scores import score
-from .hashing import check_pixel_weight, content_hashes, duplicate_pairs, leaked_items, signatures
+from .hashing import check_pixel_weight, content_hashes, signatures
 from .items import Items, plain_dl, pooled_features, split_items
+from .pairs import duplicate_pairs, leaked_items
 from .plots import plot_pairs
 from .run import AnalysedRun
 
@@ -64,24 +65,42 @@ def duplicate_step(
 def _duplicates(run: AnalysedRun, near: float, n_show: int, max_pairs: int | None, pixel_weight: float) -> Duplicates:
     data = run.data
     train, valid = split_items(data, "train"), split_items(data, "valid")
-    features = np.concatenate([pooled_features(run.model, plain_dl(data, "train"), "train features"),
-                               pooled_features(run.model, plain_dl(data, "valid"), "evaluation features")])  # fmt: skip
+    features = np.concatenate(
+        [
+            pooled_features(run.model, plain_dl(data, "train"), "train features"),
+            pooled_features(run.model, plain_dl(data, "valid"), "evaluation features"),
+        ]
+    )
     # centred: pooled features after a ReLU share a large common part, which puts the raw cosine of almost any two
     # items near 1; without it the cosine says little about copies
     features -= features.mean(0, keepdims=True)
     sources = originals(run, train) + originals(run, valid)
     splits = [train.split] * len(train) + [valid.split] * len(valid)
     perceptual, thumbnails = signatures(sources)
-    pairs = duplicate_pairs(features, splits, content_hashes(sources), perceptual, train=train.split,
-                            max_pairs=max_pairs, thumbnails=thumbnails, pixel_weight=pixel_weight)  # fmt: skip
+    pairs = duplicate_pairs(
+        features,
+        splits,
+        content_hashes(sources),
+        perceptual,
+        train=train.split,
+        max_pairs=max_pairs,
+        thumbnails=thumbnails,
+        pixel_weight=pixel_weight,
+    )
     refs = list(train.refs) + list(valid.refs)
-    table = pd.DataFrame({
-        "path_a": [refs[i] for i in pairs.index_a], "split_a": pairs.split_a,
-        "path_b": [refs[i] for i in pairs.index_b], "split_b": pairs.split_b,
-        "similarity": pairs.similarity.astype(float), "kind": pairs.kind,
-        **{name: pairs[name] for name in DETAIL_COLUMNS},
-        "index_a": pairs.index_a, "index_b": pairs.index_b,
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "path_a": [refs[i] for i in pairs.index_a],
+            "split_a": pairs.split_a,
+            "path_b": [refs[i] for i in pairs.index_b],
+            "split_b": pairs.split_b,
+            "similarity": pairs.similarity.astype(float),
+            "kind": pairs.kind,
+            **{name: pairs[name] for name in DETAIL_COLUMNS},
+            "index_a": pairs.index_a,
+            "index_b": pairs.index_b,
+        }
+    )
     out = run.cfg.out
     table[DUPLICATE_COLUMNS + DETAIL_COLUMNS].to_csv(out / "duplicates.csv", index=False, float_format="%.6g")
     leaked = leaked_items(pairs, near, train=train.split) - len(train)  # evaluation items come after train's
@@ -90,13 +109,20 @@ def _duplicates(run: AnalysedRun, near: float, n_show: int, max_pairs: int | Non
     dedup = None
     if len(keep):
         dedup = score(ev.probs[keep], ev.targets[keep], data.class_names, data.task, data.metric).metric_value
-    print(f"{len(table)} pairs ranked ({int((table.kind == 'exact').sum())} exact); {len(leaked)} of {len(ev.targets)} "
-          f"evaluation items have a copy in train (exact, or similarity >= {near}); {ev.metric_name} "
-          f"{ev.metric_value:.4f} with them, {'n/a' if dedup is None else f'{dedup:.4f}'} without")  # fmt: skip
+    print(
+        f"{len(table)} pairs ranked ({int((table.kind == 'exact').sum())} exact); {len(leaked)} of {len(ev.targets)} "
+        f"evaluation items have a copy in train (exact, or similarity >= {near}); {ev.metric_name} "
+        f"{ev.metric_value:.4f} with them, {'n/a' if dedup is None else f'{dedup:.4f}'} without"
+    )
     top = table.head(n_show)
     if len(top):
-        images = lambda idx: [data.images("train", [i])[0] if i < len(train) else data.images("valid", [i - len(train)])[0]  # noqa: E731
-                              for i in idx]  # fmt: skip
+
+        def images(idx):
+            return [
+                data.images("train", [i])[0] if i < len(train) else data.images("valid", [i - len(train)])[0]
+                for i in idx
+            ]
+
         titles = [
             f"{k} {s:.3f}: {a} / {b}"
             for k, s, a, b in zip(top.kind, top.similarity, top.split_a, top.split_b, strict=True)

@@ -82,8 +82,16 @@ def fold_dls(data: Data, keep: np.ndarray, held: np.ndarray) -> DataLoaders:
     cfg = data.cfg
     data_cfg = data_config_at(data.data_cfg, items.size if isinstance(items, FileItems) else cfg.img_size)
     if isinstance(items, FileItems):
-        return file_dls(items.split.subset(keep), items.split.subset(held), items.size, cfg.batch_size, data_cfg,
-                        data.device, balanced=bool(cfg.extra.get("balanced")), seed=cfg.seed)  # fmt: skip
+        return file_dls(
+            items.split.subset(keep),
+            items.split.subset(held),
+            items.size,
+            cfg.batch_size,
+            data_cfg,
+            data.device,
+            balanced=cfg.options.balanced,
+            seed=cfg.seed,
+        )
     labels = items.labels.numpy()
     train = TensorItems(items.images[torch.as_tensor(keep)], labels[keep])
     valid = TensorItems(items.images[torch.as_tensor(held)], labels[held])

@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..data.base import stratified_holdout
-from ..model.load import load_model, weights_info
+from ..model.load import load_model
 from ..steps.data import Data
 from ..train.fit import fit
 from ..train.learner import build_learner, predict
@@ -44,13 +43,13 @@ def fold_indices(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
 def crossfit_probs(
     data: Data,
     folds: int = 4,
-    options: dict[str, Any] | None = None,
     out: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> np.ndarray:
     """Out-of-sample probabilities of the run's training items (in loader order) from a ``folds``-fold cross-fit
-    of the run's recipe; each fold's checkpoints and predictions under ``out`` (default OUTPUT_DIR/crossfit)."""
-    cfg = data.cfg
+    of the run's recipe and training options (one size: without its progressive phases); each fold's checkpoints and
+    predictions under ``out`` (default OUTPUT_DIR/crossfit)."""
+    cfg = data.cfg.with_changes(progressive=None)
     out = Path(out or cfg.out / "crossfit")
     labels = data.dls.train.dataset.labels.numpy()
     parts = fold_indices(labels, folds, cfg.seed)
@@ -69,9 +68,9 @@ def crossfit_probs(
         keep = np.sort(np.concatenate([p for j, p in enumerate(parts) if j != i]))
         log(f"fold {i + 1}/{folds}: training on {len(keep)} items, predicting the {len(held)} left out")
         model = load_model(cfg.arch, cfg.weights, num_classes=n_out)
-        learn = build_learner(cfg, fold_dls(data, keep, held), model, task=data.task, **(options or {}))
+        learn = build_learner(cfg, fold_dls(data, keep, held), model, task=data.task)
         with learn.no_logging():
-            fit(learn, cfg, weights_info(model).pretrained, checkpoint_dir=where)
+            fit(learn, cfg, checkpoint_dir=where)
         fold_probs, _ = predict(learn)
         where.mkdir(parents=True, exist_ok=True)
         np.savez(saved, index=held, probs=fold_probs.numpy())
@@ -127,11 +126,16 @@ def find_label_issues(items: Items, probs: np.ndarray, class_names: tuple[str, .
             np.where(rows > 0, 1 - np.diag(joint) / np.maximum(rows, 1e-12), 0.0), index=list(class_names)
         )
     flagged = np.asarray(flagged, dtype=np.int64)
-    table = pd.DataFrame({
-        "path": [items.refs[i] for i in flagged], "split": items.split,
-        "given": [given_text[i] for i in flagged], "suggested": [suggested[i] for i in flagged],
-        "score": np.asarray(score)[flagged].astype(float), "item": flagged,
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "path": [items.refs[i] for i in flagged],
+            "split": items.split,
+            "given": [given_text[i] for i in flagged],
+            "suggested": [suggested[i] for i in flagged],
+            "score": np.asarray(score)[flagged].astype(float),
+            "item": flagged,
+        }
+    )
     table = table.sort_values("score", kind="stable").reset_index(drop=True)
     noise.name = "noise_rate"
     method = "cleanlab find_label_issues (prune_by_noise_rate), self-confidence ranking"

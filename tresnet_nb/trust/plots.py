@@ -26,8 +26,14 @@ def plot_reliability(
         conf, freq, count = reliability(probs, targets, multi_label)
         used = count > 0
         ax.plot(conf[used], freq[used], marker="o", color=colour, label=f"{name} temperature scaling")
-        counts.bar(edges[:-1] + (0.25 if name == "after" else 0.0) / N_BINS, count, width=0.5 / N_BINS,
-                   align="edge", color=colour, alpha=0.7)  # fmt: skip
+        counts.bar(
+            edges[:-1] + (0.25 if name == "after" else 0.0) / N_BINS,
+            count,
+            width=0.5 / N_BINS,
+            align="edge",
+            color=colour,
+            alpha=0.7,
+        )
     ax.set(ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1), title="Reliability (evaluation half)")
     ax.legend(loc="upper left", fontsize=8)
     counts.set(xlabel="confidence" if not multi_label else "predicted probability", ylabel="items")

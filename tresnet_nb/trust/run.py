@@ -25,7 +25,7 @@ from ..steps.data import Data, open_data
 from ..steps.job import train_job
 from ..steps.results import evaluate
 from ..train.distributed import cleanup
-from ..train.learner import build_learner, learner_options
+from ..train.learner import build_learner
 
 TRAINED_HERE = "run"  # without RUN_DIR: the run trained first, in OUTPUT_DIR/run
 
@@ -41,7 +41,6 @@ class AnalysedRun:
     data: Data
     model: nn.Module
     learn: Learner
-    options: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each analysis step, for metrics.json
     _evaluation: Evaluation | None = None
 
@@ -93,9 +92,8 @@ def open_run(run_dir: Path | str, out: Path | str, device: torch.device | None =
             f"now reads {list(ds.class_names)[:10]}; point DATA_ROOT at the data it was trained on"
         )
     data = open_data(cfg, opened.model, device or default_device(), ds)
-    options = learner_options(cfg.extra)
-    learn = build_learner(cfg, data.dls, opened.model, task=data.task, **options)
-    return AnalysedRun(run_dir, cfg, opened.record or {}, data, opened.model, learn, options)
+    learn = build_learner(cfg, data.dls, opened.model, task=data.task)
+    return AnalysedRun(run_dir, cfg, opened.record or {}, data, opened.model, learn)
 
 
 def run_to_analyse(cfg: RunConfig, run_dir: Path | str | None) -> Path:

@@ -56,12 +56,14 @@ def label_issue_step(run: AnalysedRun, folds: int = 4, n_show: int = 18) -> Labe
 
 def _label_issues(run: AnalysedRun, folds: int, n_show: int) -> LabelIssues:
     items = split_items(run.data, "train")
-    probs = crossfit_probs(run.data, folds, run.options, out=run.cfg.out / "crossfit")
+    probs = crossfit_probs(run.data, folds, out=run.cfg.out / "crossfit")
     issues = find_label_issues(items, probs, run.data.class_names, run.multi_label)
     out = run.cfg.out
     issues.table[LABEL_ISSUE_COLUMNS].to_csv(out / "label_issues.csv", index=False)
-    print(f"{len(issues.table)} of {len(items)} training labels flagged ({issues.method}); cost: {folds} trainings "
-          f"on {folds - 1}/{folds} of the items")  # fmt: skip
+    print(
+        f"{len(issues.table)} of {len(items)} training labels flagged ({issues.method}); cost: {folds} trainings "
+        f"on {folds - 1}/{folds} of the items"
+    )
     top = issues.table.head(n_show)
     if len(top):
         images = run.data.images("train", top["item"].tolist())
@@ -80,8 +82,13 @@ def suspect_browser(run: AnalysedRun, issues: LabelIssues, interactive: bool | N
     order = np.argsort(issues.scores, kind="stable")
     labels = run.data.dls.train.dataset.labels
     image = lambda i: run.data.images("train", [int(order[i])])[0]  # noqa: E731
-    return prediction_browser(image, torch.from_numpy(issues.probs[order]), labels[torch.from_numpy(order)],
-                              run.data.class_names, interactive=interactive)  # fmt: skip
+    return prediction_browser(
+        image,
+        torch.from_numpy(issues.probs[order]),
+        labels[torch.from_numpy(order)],
+        run.data.class_names,
+        interactive=interactive,
+    )
 
 
 def confident_mistakes(run: AnalysedRun, n: int) -> list[int]:
