@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("heads21k", "trust"),
     ("commands", "runner", "gpucheck"),
     ("sweep",),
+    ("cli",),
     ("__main__",),
 )
 

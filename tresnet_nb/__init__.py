@@ -55,11 +55,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "convert_from_iabn",
         "convert_to_iabn",
     ),
+    ".model.describe": (
+        "count_parameters",
+        "describe_model",
+    ),
     ".model.load": (
         "WeightsInfo",
-        "count_parameters",
         "data_config",
-        "describe_model",
         "load_model",
         "save_weights",
         "trained_with",
@@ -211,6 +213,7 @@ _ALIASES: dict[str, tuple[str, str]] = {
 }
 _SUBPACKAGES = (
     "bundle",
+    "cli",
     "commands",
     "config",
     "data",

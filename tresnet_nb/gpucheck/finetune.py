@@ -73,6 +73,32 @@ class StepClock(Callback):
             raise CancelFitException()
 
 
+def phase_row(size: int, batch: int, clock: StepClock, warmup: int, cache_s: float) -> dict[str, Any]:
+    """One row of the finetune table: the phase's training rate, the share of time spent waiting for data, the
+    median step and wait, and the seconds its cache took."""
+    timed = clock.busy[warmup:]
+    waits = clock.waits[: len(timed)]
+    step_s, wait_s = float(np.sum(timed)), float(np.sum(waits))
+    return {"px": size, "batch": batch, "steps": len(timed),
+            "train img/s": round(batch * len(timed) / (step_s + wait_s), 1),
+            "data_wait_fraction": round(wait_s / (step_s + wait_s), 4),
+            "step ms (median)": round(1000 * float(np.median(timed)), 1),
+            "wait ms (median)": round(1000 * float(np.median(waits)), 1) if waits else None,
+            "cache s": round(cache_s, 1)}  # fmt: skip
+
+
+def phases_summary(rows: list[dict[str, Any]], goal: bool | None) -> str:
+    """The finetune section's one line: each phase's rate and data wait, and the goal's verdict on a GPU."""
+    first = rows[0]
+    summary = (
+        f"{first['train img/s']} img/s at {first['px']} px, data_wait_fraction {first['data_wait_fraction']}"
+        + "".join(f"; {r['train img/s']} img/s at {r['px']} px, wait {r['data_wait_fraction']}" for r in rows[1:])
+    )
+    if goal is not None:
+        summary += f"; goal wait <= {DATA_WAIT_GOAL}: {'met' if goal else 'NOT met'}"
+    return summary
+
+
 def section_finetune(device: torch.device, sz: Sizes, out: Path, state: dict[str, Any]) -> dict[str, Any]:
     """The miil recipe through the file pipeline at each size of the progressive plan, timed per step."""
     from ..config import RunConfig
@@ -90,17 +116,10 @@ def section_finetune(device: torch.device, sz: Sizes, out: Path, state: dict[str
     written_s = time.perf_counter() - start
     classes = int(labels.max()) + 1
     split = Split(tuple(p.stem for p in paths), labels, paths=tuple(paths))
+    size, batch = sz.phases[0][:2]
+    run = {"dataset": "folder", "weights": "none", "arch": "tresnet_m", "precision": "auto", "recipe": "miil"}
     cfg = RunConfig.from_params(
-        "gpu_check",
-        preset="cpu",
-        dataset="folder",
-        weights="none",
-        arch="tresnet_m",
-        img_size=sz.phases[0][0],
-        batch_size=sz.phases[0][1],
-        precision="auto",
-        recipe="miil",
-        output_dir=str(out / "finetune_run"),
+        "gpu_check", img_size=size, batch_size=batch, output_dir=str(out / "finetune_run"), **run
     )
     model = load_model(cfg.arch, "none", num_classes=classes)
     rows, learn = [], None
@@ -120,39 +139,12 @@ def section_finetune(device: torch.device, sz: Sizes, out: Path, state: dict[str
         clock = StepClock(steps, sz.warmup_steps, device)
         epochs = math.ceil((sz.warmup_steps + steps) / max(1, len(dls.train)))
         learn.fit(epochs, lr=get_recipe(learn.plan.recipe).lr, cbs=[clock])
-        timed = clock.busy[sz.warmup_steps :]
-        waits = clock.waits[: len(timed)]
-        step_s, wait_s = float(np.sum(timed)), float(np.sum(waits))
-        rows.append(
-            {
-                "px": size,
-                "batch": batch,
-                "steps": len(timed),
-                "train img/s": round(batch * len(timed) / (step_s + wait_s), 1),
-                "data_wait_fraction": round(wait_s / (step_s + wait_s), 4),
-                "step ms (median)": round(1000 * float(np.median(timed)), 1),
-                "wait ms (median)": round(1000 * float(np.median(waits)), 1) if waits else None,
-                "cache s": round(cache_s, 1),
-            }
-        )
-    state["model"], state["img_size"], state["class_names"] = (
-        learn.model,
-        sz.phases[-1][0],
-        [str(c) for c in range(classes)],
-    )
-    first = rows[0]
-    goal = None
-    if device.type == "cuda":
-        goal = all(r["data_wait_fraction"] <= DATA_WAIT_GOAL for r in rows)
-    summary = (
-        f"{first['train img/s']} img/s at {first['px']} px, data_wait_fraction {first['data_wait_fraction']}"
-        + "".join(f"; {r['train img/s']} img/s at {r['px']} px, wait {r['data_wait_fraction']}" for r in rows[1:])
-    )
-    if goal is not None:
-        summary += f"; goal wait <= {DATA_WAIT_GOAL}: {'met' if goal else 'NOT met'}"
+        rows.append(phase_row(size, batch, clock, sz.warmup_steps, cache_s))
+    state.update(model=learn.model, img_size=sz.phases[-1][0], class_names=[str(c) for c in range(classes)])
+    goal = all(r["data_wait_fraction"] <= DATA_WAIT_GOAL for r in rows) if device.type == "cuda" else None
     return {
         "status": "ok",
-        "summary": summary,
+        "summary": phases_summary(rows, goal),
         "table": rows,
         "recipe": learn.plan.recipe,
         "precision": learn.plan.precision,

@@ -203,6 +203,13 @@ def section_compile(device: torch.device, sz: Sizes, out: Path, state: dict[str,
     }
 
 
+def export_row(fmt: str, runs_on: str, diff: float, exported: Any) -> dict[str, Any]:
+    """One row of the export table: where the exported file ran, its largest difference from the eager model there
+    and at export (on the CPU), and the export's seconds."""
+    return {"format": fmt, "runs on": runs_on, "max abs diff on the device": diff,
+            "max abs diff at export (CPU)": exported.max_abs_diff, "export s": round(exported.seconds, 1)}  # fmt: skip
+
+
 def section_export(device: torch.device, sz: Sizes, out: Path, state: dict[str, Any]) -> dict[str, Any]:
     """TorchScript and ONNX files of the fine-tuned model (checked on the CPU as they are written), then run on the
     device: TorchScript loaded onto it, ONNX through onnxruntime's CUDA provider where it has one."""
@@ -223,15 +230,7 @@ def section_export(device: torch.device, sz: Sizes, out: Path, state: dict[str, 
     with torch.no_grad(), full_fp32():  # TF32 off: the device's eager output is the fp32 reference
         reference = eager(x.to(device)).float().cpu()
         diff = (scripted(x.to(device)).float().cpu() - reference).abs().max().item()
-    rows.append(
-        {
-            "format": "torchscript",
-            "runs on": str(device),
-            "max abs diff on the device": diff,
-            "max abs diff at export (CPU)": ts.max_abs_diff,
-            "export s": round(ts.seconds, 1),
-        }
-    )
+    rows.append(export_row("torchscript", str(device), diff, ts))
     ox = export_onnx(model, out / "export" / "model.onnx", size, names)
     import onnxruntime as ort
 
@@ -240,15 +239,7 @@ def section_export(device: torch.device, sz: Sizes, out: Path, state: dict[str, 
     session = ort.InferenceSession(str(ox.path), providers=[provider])
     got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
     diff_onnx = (got.float() - reference).abs().max().item()
-    rows.append(
-        {
-            "format": "onnx",
-            "runs on": provider,
-            "max abs diff on the device": diff_onnx,
-            "max abs diff at export (CPU)": ox.max_abs_diff,
-            "export s": round(ox.seconds, 1),
-        }
-    )
+    rows.append(export_row("onnx", provider, diff_onnx, ox))
     scale = reference.abs().max().item()
     # TorchScript runs the same kernels as the eager model; onnxruntime's CUDA provider may use TF32 (10-bit
     # mantissas) and other convolution algorithms, its CPU provider other summation orders

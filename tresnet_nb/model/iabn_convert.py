@@ -198,6 +198,29 @@ def outputs_kept(model: nn.Module, names: list[str], example_input: torch.Tensor
     }
 
 
+def convertible_norms(model: nn.Module):
+    """The norms of ``model``'s ConvNormAct blocks by name, those InPlace-ABN can replace (name -> (activation, its
+    parameter)), and the others with the reason (name, why)."""
+    # Only the norms of ConvNormAct blocks (all of TResNet's): their input is the block's own fresh convolution
+    # output, read by nothing else, which the inplace_abn package overwrites with the result.
+    blocks = {
+        f"{name}.bn" if name else "bn": m
+        for name, m in model.named_modules()
+        if isinstance(m, ConvNormAct) and type(m.bn) is BatchNormAct2d
+    }
+    candidates: dict[str, tuple[str, float]] = {}
+    skipped: list[tuple[str, str]] = []
+    for name, block in blocks.items():
+        act = _activation_of(block.bn.act)
+        if act is None:
+            skipped.append((name, f"{type(block.bn.act).__name__} activation is not invertible"))
+        elif type(block.bn.drop) is not nn.Identity:
+            skipped.append((name, f"{type(block.bn.drop).__name__} between the norm and the activation"))
+        else:
+            candidates[name] = act
+    return blocks, candidates, skipped
+
+
 def convert_to_iabn(
     model: nn.Module,
     backend: str = "auto",
@@ -222,23 +245,7 @@ def convert_to_iabn(
     resolved = resolve_backend(backend, params[0].device if params else None, precision)  # before the probe forward
     if any(_is_iabn(m) for m in model.modules()):
         raise ValueError(f"{type(model).__name__} already has InPlace-ABN layers; call convert_from_iabn(model) first")
-    # Only the norms of ConvNormAct blocks (all of TResNet's): their input is the block's own fresh convolution
-    # output, read by nothing else, which the inplace_abn package overwrites with the result.
-    blocks = {
-        f"{name}.bn" if name else "bn": m
-        for name, m in model.named_modules()
-        if isinstance(m, ConvNormAct) and type(m.bn) is BatchNormAct2d
-    }
-    candidates: dict[str, tuple[str, float]] = {}
-    skipped: list[tuple[str, str]] = []
-    for name, block in blocks.items():
-        act = _activation_of(block.bn.act)
-        if act is None:
-            skipped.append((name, f"{type(block.bn.act).__name__} activation is not invertible"))
-        elif type(block.bn.drop) is not nn.Identity:
-            skipped.append((name, f"{type(block.bn.drop).__name__} between the norm and the activation"))
-        else:
-            candidates[name] = act
+    blocks, candidates, skipped = convertible_norms(model)
     if not candidates:
         raise ValueError(
             f"{type(model).__name__} has no BatchNorm + LeakyReLU/Identity pair to convert (timm ConvNormAct with a "

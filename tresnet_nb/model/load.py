@@ -167,6 +167,29 @@ def _check_trained(arch: str, name: str, tag: str | None, trained: TrainedWith |
     return tag or trained.tag
 
 
+def _tagged_weights(arch: str, name: str, arch_tag: str | None, requested: str):
+    """(state_dict, source, location, tag, note) of the weights a tag names (in ``arch`` or ``requested``; 'auto':
+    the architecture's default tag), from the hub or its cache. A tag the user named and cannot have raises
+    :class:`WeightsUnavailableError`; 'auto' without a tag falls back to random initialisation with a warning."""
+    tag = arch_tag
+    if requested != "auto":
+        _, tag = split_arch(requested if requested.startswith(f"{name}.") else f"{name}.{requested}")
+        if arch_tag is not None and tag != arch_tag:
+            raise ValueError(f"ARCH {arch!r} and WEIGHTS {requested!r} name two weight tags; give the tag once")
+    tag = tag or arch_spec(name).default_tag
+    try:
+        if tag is None:
+            raise WeightsUnavailableError(f"timm has no pretrained weights for {name}")
+        path, source = fetch_pretrained(name, tag)
+        return read_state_dict(path), source, str(path), tag, ""
+    except WeightsUnavailableError as err:
+        if requested != "auto" or arch_tag is not None:
+            raise  # a tag the user named: not having it is an error, not a silent random model
+        note = f"pretrained weights unavailable, RANDOM initialisation: {err}"
+        warnings.warn(note, stacklevel=3)
+        return None, "random", None, None, note
+
+
 def load_model(
     arch: str, weights: str | Path | None = "auto", num_classes: int | None = None, **timm_kwargs: Any
 ) -> nn.Module:
@@ -194,22 +217,7 @@ def load_model(
             source, location = "file", requested
             tag = _check_trained(arch, name, arch_tag, trained, requested)
         else:
-            if requested != "auto":
-                _, tag = split_arch(requested if requested.startswith(f"{name}.") else f"{name}.{requested}")
-                if arch_tag is not None and tag != arch_tag:
-                    raise ValueError(f"ARCH {arch!r} and WEIGHTS {requested!r} name two weight tags; give the tag once")
-            tag = tag or arch_spec(name).default_tag
-            try:
-                if tag is None:
-                    raise WeightsUnavailableError(f"timm has no pretrained weights for {name}")
-                path, source = fetch_pretrained(name, tag)
-                state_dict, location = read_state_dict(path), str(path)
-            except WeightsUnavailableError as err:
-                if requested != "auto" or arch_tag is not None:
-                    raise  # a tag the user named: not having it is an error, not a silent random model
-                note = f"pretrained weights unavailable, RANDOM initialisation: {err}"
-                warnings.warn(note, stacklevel=2)
-                source, tag = "random", None
+            state_dict, source, location, tag, note = _tagged_weights(arch, name, arch_tag, requested)
     full_name = f"{name}.{tag}" if tag else name
     if state_dict is None:
         model = timm.create_model(full_name, pretrained=False, num_classes=num_classes or 1000, **timm_kwargs)
@@ -319,28 +327,3 @@ def data_config(model: nn.Module, img_size: int | None = None) -> dict[str, Any]
         size = check_img_size(img_size, info.arch if isinstance(info, WeightsInfo) else None)
         cfg["input_size"] = (3, size, size)
     return cfg
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters of ``model``."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def describe_model(model: nn.Module, img_size: int | None = None) -> dict[str, Any]:
-    """Architecture, parameter count, weights' origin and preprocessing of ``model``, for a notebook table."""
-    info = weights_info(model)
-    cfg = data_config(model, img_size)
-    return {
-        "arch": info.arch,
-        "parameters": f"{count_parameters(model) / 1e6:.2f}M",
-        "weights": info.requested or "none",
-        "pretrained": info.pretrained,
-        "source": info.source if info.location is None else f"{info.source}: {info.location}",
-        "head": f"{info.head} ({info.num_classes} classes)",
-        "input_size": cfg["input_size"],
-        "mean": cfg["mean"],
-        "std": cfg["std"],
-        "interpolation": cfg["interpolation"],
-        # as timm.data.create_transform takes it: 'squash 1.0' is the whole image resized to size x size, no crop
-        "crop": f"{cfg['crop_mode']} {cfg['crop_pct']}",
-    }

@@ -27,7 +27,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..model.load import count_parameters, load_model
+from ..model.describe import count_parameters
+from ..model.load import load_model
 from ..model.memory import saved_tensor_bytes
 from ..model.steps import (
     NUM_CLASSES,
@@ -127,24 +128,11 @@ def _budget_bytes(settings: ProbeSettings, device: torch.device) -> float:
     return V100_GIB * 2**30
 
 
-def probe_model(
-    model: nn.Module,
-    arch: str,
-    settings: ProbeSettings,
-    device: torch.device,
-    search: bool | None = None,
-    budget_bytes: float | None = None,
-) -> ArchResult:
-    """Measure ``model`` (already built, named ``arch``) on ``device`` as ``settings`` say. ``search`` decides
-    whether ``batch_size='max'`` searches the device's memory (default: on CUDA only; elsewhere a fixed batch of
-    :data:`CPU_BATCH`); ``budget_bytes`` is the batch estimate's memory (default: the settings' or the device's)."""
-    model = model.to(device)
-    if settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    search = device.type == "cuda" if search is None else search
-    result = ArchResult(arch, count_parameters(model), "")
-    if budget_bytes is None:
-        budget_bytes = _budget_bytes(settings, device)
+def probe_batches(
+    model: nn.Module, result: ArchResult, settings: ProbeSettings, device: torch.device, search: bool
+) -> dict[str, int]:
+    """The batch of each mode: the settings' fixed one, 90% of the maximal batch found on the device (``search``),
+    or :data:`CPU_BATCH`; ``result`` records the search and says which in its batch note."""
     batches: dict[str, int] = {}
     capped: list[str] = []  # modes whose search reached its cap, shown '>= N'
     for mode in settings.modes:
@@ -163,6 +151,28 @@ def probe_model(
             result.batch_note = f"fixed {CPU_BATCH} ('max' needs a CUDA device)"
     if capped:
         result.batch_note += f" (the search reached its cap: {', '.join(capped)}, 90% of the cap)"
+    return batches
+
+
+def probe_model(
+    model: nn.Module,
+    arch: str,
+    settings: ProbeSettings,
+    device: torch.device,
+    search: bool | None = None,
+    budget_bytes: float | None = None,
+) -> ArchResult:
+    """Measure ``model`` (already built, named ``arch``) on ``device`` as ``settings`` say. ``search`` decides
+    whether ``batch_size='max'`` searches the device's memory (default: on CUDA only; elsewhere a fixed batch of
+    :data:`CPU_BATCH`); ``budget_bytes`` is the batch estimate's memory (default: the settings' or the device's)."""
+    model = model.to(device)
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    search = device.type == "cuda" if search is None else search
+    result = ArchResult(arch, count_parameters(model), "")
+    if budget_bytes is None:
+        budget_bytes = _budget_bytes(settings, device)
+    batches = probe_batches(model, result, settings, device, search)
     step_model = torch.compile(model) if settings.compile else model
     if "infer" in batches:
         step = inference_step(

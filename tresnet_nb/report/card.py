@@ -55,9 +55,9 @@ def _recipe(cfg: RunConfig, record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def model_card(cfg: RunConfig, record: dict[str, Any], config: dict[str, Any], temperature: float | None) -> str:
-    """The README.md of a published run: ``record`` is its metrics.json, ``config`` the config.json written beside
-    it, ``temperature`` the calibration temperature saved with the run (None if it has none)."""
+def card_texts(record: dict[str, Any], config: dict[str, Any], temperature: float | None) -> dict[str, str]:
+    """The model card's sentences that depend on the run: the fixture warning, the calibration, the classes shown,
+    what the model is, how it started, and what its inputs are."""
     pre = config["pretrained_cfg"]
     fixture = record.get("fixture_data")
     warning = (
@@ -88,10 +88,25 @@ def model_card(cfg: RunConfig, record: dict[str, Any], config: dict[str, Any], t
         if raw
         else f"RGB pixels in [0, 1] normalised with mean {pre['mean']} and std {pre['std']}"
     )
+    return {
+        "warning": warning,
+        "calibration": calibration,
+        "shown": shown,
+        "what": what,
+        "start": start,
+        "pixels": pixels,
+    }
+
+
+def model_card(cfg: RunConfig, record: dict[str, Any], config: dict[str, Any], temperature: float | None) -> str:
+    """The README.md of a published run: ``record`` is its metrics.json, ``config`` the config.json written beside
+    it, ``temperature`` the calibration temperature saved with the run (None if it has none)."""
+    t = card_texts(record, config, temperature)
+    pre, names = config["pretrained_cfg"], config["label_names"]
     return f"""{_front_matter(record)}
-# {cfg.arch} {start} on {record["dataset"]} ({record["notebook"]})
-{warning}
-{what} trained with [tresnet-nb](https://github.com/tresnet-nb/tresnet-nb). Its score on the dataset's
+# {cfg.arch} {t["start"]} on {record["dataset"]} ({record["notebook"]})
+{t["warning"]}
+{t["what"]} trained with [tresnet-nb](https://github.com/tresnet-nb/tresnet-nb). Its score on the dataset's
 evaluation split is **{record["metric_name"]} = {_value(record["metric_value"])}** ({record.get("n_eval", "?")} images).
 
 ## Scores
@@ -100,14 +115,14 @@ evaluation split is **{record["metric_name"]} = {_value(record["metric_value"])}
 
 ## Training
 
-- dataset: `{record["dataset"]}` ({len(names)} classes: {shown})
+- dataset: `{record["dataset"]}` ({len(names)} classes: {t["shown"]})
 {_recipe(cfg, record)}
 
-{calibration}
+{t["calibration"]}
 
 ## Preprocessing
 
-{pixels}, the whole image resized to {pre["input_size"][1]} x {pre["input_size"][2]} with {pre["interpolation"]}
+{t["pixels"]}, the whole image resized to {pre["input_size"][1]} x {pre["input_size"][2]} with {pre["interpolation"]}
 interpolation and no crop (timm's `crop_mode="{pre["crop_mode"]}"`, `crop_pct={pre["crop_pct"]}`), as in training.
 `timm.data.resolve_data_config(model=model)` and `timm.data.create_transform(**config)` rebuild it from `config.json`.
 

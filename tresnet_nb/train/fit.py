@@ -308,14 +308,7 @@ def fit(
         # which Adam's moments belong to, so a run resumed at a phase boundary is the uninterrupted one
         ema.use_average()
     seconds = time.perf_counter() - start
-    lr = cfg.lr if cfg.lr is not None else recipe.lr
     epochs = sum(p.epochs for p in phases) if phases else cfg.epochs
-    return FitResult(
-        recipe=plan.recipe,
-        lr=lr,
-        epochs=epochs,
-        seconds=seconds,
-        images_per_second=images / max(seconds, 1e-9),
-        history=ckpt.prefix,
-        resumed_from=resumed,
-    )
+    rate = images / max(seconds, 1e-9)
+    lr = cfg.lr if cfg.lr is not None else recipe.lr
+    return FitResult(plan.recipe, lr, epochs, seconds, rate, history=ckpt.prefix, resumed_from=resumed)

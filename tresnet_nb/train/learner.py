@@ -189,6 +189,25 @@ class AccumulateGradients(Callback):
             raise CancelBatchException()  # keeps the gradients: fastai zeroes them only after a step
 
 
+def training_callbacks(cfg: RunConfig, rec: Recipe, precision: str, device: torch.device) -> list[Callback]:
+    """The callbacks of a run of ``cfg`` with recipe ``rec``: precision (and channels_last), no weight decay on
+    vectors, the recipe's EMA, MixUp/CutMix, gradient accumulation and clipping, and the one-line epoch log when
+    the runner asks for it."""
+    o = cfg.options
+    cbs: list[Callback] = [*precision_callbacks(precision, device), NoDecayOnVectors()]
+    if rec.ema_decay:
+        cbs.append(EMA(rec.ema_decay))
+    if o.mixup or o.cutmix:
+        cbs.append(MixupCutmix(o.mixup, o.cutmix))
+    if o.accumulate != 1:
+        cbs.append(AccumulateGradients(o.accumulate))
+    if o.clip_grad is not None:
+        cbs.append(GradientClip(float(o.clip_grad)))
+    if os.environ.get(ECHO_ENV):
+        cbs.append(EpochLog(cfg.notebook))
+    return cbs
+
+
 def build_learner(cfg: RunConfig, dls: DataLoaders, model: nn.Module, task: str = "single-label") -> PlannedLearner:
     """A fastai Learner for ``model`` on ``dls`` for ``task``, trained as ``cfg`` says: its precision, and from
     ``cfg.options`` the recipe (default: by whether the weights are pretrained) with its loss, optimizer and EMA,
@@ -211,17 +230,7 @@ def build_learner(cfg: RunConfig, dls: DataLoaders, model: nn.Module, task: str 
         model.set_grad_checkpointing(True)
     opt = partial(ForeachAdam, sqr_mom=rec.sqr_mom, eps=rec.eps, wd=rec.weight_decay, decouple_wd=rec.decoupled_wd)
     precision = resolve_precision(cfg.precision, dls.device)
-    cbs: list[Callback] = [*precision_callbacks(precision, dls.device), NoDecayOnVectors()]
-    if rec.ema_decay:
-        cbs.append(EMA(rec.ema_decay))
-    if o.mixup or o.cutmix:
-        cbs.append(MixupCutmix(o.mixup, o.cutmix))
-    if o.accumulate != 1:
-        cbs.append(AccumulateGradients(o.accumulate))
-    if o.clip_grad is not None:
-        cbs.append(GradientClip(float(o.clip_grad)))
-    if os.environ.get(ECHO_ENV):
-        cbs.append(EpochLog(cfg.notebook))
+    cbs = training_callbacks(cfg, rec, precision, dls.device)
     model = model.to(dls.device)
     if o.compile:
         model.compile(**({} if o.compile is True else {"backend": o.compile}))  # in place: state_dict keys unchanged

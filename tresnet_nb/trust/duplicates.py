@@ -14,7 +14,7 @@ import pandas as pd
 from ..evaluation.scores import score
 from .hashing import check_pixel_weight, content_hashes, signatures
 from .items import Items, plain_dl, pooled_features, split_items
-from .pairs import duplicate_pairs, leaked_items
+from .pairs import PairSettings, duplicate_pairs, leaked_items
 from .plots import plot_pairs
 from .run import AnalysedRun
 
@@ -62,31 +62,24 @@ def duplicate_step(
         return _duplicates(run, near, n_show, max_pairs, pixel_weight)
 
 
+def centred_features(run: AnalysedRun) -> np.ndarray:
+    """The model's pooled features of the training then the evaluation items, less their mean: pooled features
+    after a ReLU share a large common part, which puts the raw cosine of almost any two items near 1; without it
+    the cosine says little about copies."""
+    data = run.data
+    features = np.concatenate([pooled_features(run.model, plain_dl(data, "train"), "train features"),
+                               pooled_features(run.model, plain_dl(data, "valid"), "evaluation features")])  # fmt: skip
+    return features - features.mean(0, keepdims=True)
+
+
 def _duplicates(run: AnalysedRun, near: float, n_show: int, max_pairs: int | None, pixel_weight: float) -> Duplicates:
     data = run.data
     train, valid = split_items(data, "train"), split_items(data, "valid")
-    features = np.concatenate(
-        [
-            pooled_features(run.model, plain_dl(data, "train"), "train features"),
-            pooled_features(run.model, plain_dl(data, "valid"), "evaluation features"),
-        ]
-    )
-    # centred: pooled features after a ReLU share a large common part, which puts the raw cosine of almost any two
-    # items near 1; without it the cosine says little about copies
-    features -= features.mean(0, keepdims=True)
     sources = originals(run, train) + originals(run, valid)
     splits = [train.split] * len(train) + [valid.split] * len(valid)
     perceptual, thumbnails = signatures(sources)
-    pairs = duplicate_pairs(
-        features,
-        splits,
-        content_hashes(sources),
-        perceptual,
-        train=train.split,
-        max_pairs=max_pairs,
-        thumbnails=thumbnails,
-        pixel_weight=pixel_weight,
-    )
+    settings = PairSettings(train=train.split, max_pairs=max_pairs, pixel_weight=pixel_weight)
+    pairs = duplicate_pairs(centred_features(run), splits, content_hashes(sources), perceptual, thumbnails, settings)
     refs = list(train.refs) + list(valid.refs)
     table = pd.DataFrame(
         {
