@@ -80,35 +80,6 @@ def seed_everything(seed: int) -> None:
     set_seed(seed, reproducible=True)
 
 
-# Training switches beside the RunConfig parameters (notebook parameters and `train -p` keys, upper case there) and
-# their defaults: build_learner's keyword arguments, the progressive schedule for fit, and TTA for predict.
-TRAIN_OPTIONS: dict[str, Any] = {
-    "recipe": None,
-    "augment": None,
-    "erasing": None,
-    "mixup": 0.0,
-    "cutmix": 0.0,
-    "clip_grad": None,
-    "accumulate": 1,
-    "grad_checkpointing": False,
-    "compile": False,
-    "progressive": None,
-    "tta": False,
-    "balanced": False,  # class-balanced sampling of image-file training sets (long tails, e.g. Herbarium 2020)
-}
-LEARNER_OPTIONS = (
-    "recipe",
-    "augment",
-    "erasing",
-    "mixup",
-    "cutmix",
-    "clip_grad",
-    "accumulate",
-    "grad_checkpointing",
-    "compile",
-)
-
-
 # the TrainOptions fields build_learner reads (the others, progressive, tta and balanced, are fit's and the data's)
 LEARNER_FIELDS = (
     "recipe",
