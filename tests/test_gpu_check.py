@@ -93,6 +93,25 @@ def test_the_report_is_written_after_each_section_and_a_failure_does_not_stop_th
     assert "| probe | failed |" in md and "RuntimeError: planted failure" in md and "| finetune | not run |" in md
 
 
+def test_another_network_replaces_tresnet_m_and_iabn_says_why_it_skips(tmp_path):
+    report = run_gpu_check(torch.device("cpu"), True, tmp_path, ("probe", "iabn", "export"), arch="resnet18.a1_in1k")
+    s = report.sections
+    assert report.ok and report.environment["arch"] == "resnet18"  # the tag is dropped: the check trains from scratch
+    assert {(r["model"], r["px"]) for r in s["probe"]["table"]} == {("resnet18", 64), ("resnet18", 96)}
+    assert s["iabn"]["status"] == "skipped" and "resnet18 is not a TResNet" in s["iabn"]["summary"]
+    assert s["export"]["status"] == "ok" and "a fresh resnet18" in s["export"]["summary"]
+    assert "| iabn | skipped |" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_an_unknown_arch_is_refused_before_any_section_runs(tmp_path, capsys):
+    from tresnet_nb.__main__ import main
+
+    assert main(["gpu-check", "--device", "cpu", "--quick", "--arch", "resnet51", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--arch resnet51: Unknown architecture 'resnet51'" in err and "did you mean" in err
+    assert not (tmp_path / "gpu_check.json").exists()
+
+
 def test_junit_outcomes_reads_each_kind(tmp_path):
     xml = tmp_path / "r.xml"
     xml.write_text(

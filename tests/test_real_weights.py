@@ -268,6 +268,36 @@ def test_the_runs_predictions_agree_through_every_loading_path(runs, folder, tmp
     check(dict(zip(ds_valid, alone, strict=True)), "load_model + data_config")
 
 
+def test_a_run_published_to_the_hub_opens_from_it_as_the_card_says(runs, folder, tmp_path, closed_hub, monkeypatch):
+    """Both card snippets' hf-hub:USER/REPO form, through a local hub endpoint serving the published files: the same
+    probabilities as the published folder, and timm alone loads it too."""
+    from hubserver import HubServer, point_hub_at
+
+    run_dir, _ = runs["pretrained"]
+    published = tmp_path / "pub"
+    assert main(["publish", str(run_dir), "--to", str(published)]) == 0
+    files = {name: (published / name).read_bytes() for name in ("config.json", "model.safetensors")}
+    images = sorted((folder / "valid").rglob("*.png"))[:24]
+    local = tnb.load_run(published)
+    with HubServer({"someone/fashion-lite0": files}) as server:
+        point_hub_at(monkeypatch, server.url)
+        run = tnb.load_run("hf-hub:someone/fashion-lite0")
+        hub_timm = timm.create_model("hf-hub:someone/fashion-lite0", pretrained=True).eval()
+    assert ("GET", "/someone/fashion-lite0/resolve/main/model.safetensors") in server.seen
+    assert run.class_names == local.class_names and run.img_size == local.img_size == SIZE
+    assert np.allclose(run.probabilities(images), local.probabilities(images), atol=1e-6)
+    local_timm = timm.create_model(f"local-dir:{published}", pretrained=True).eval()
+    assert (
+        tuple(hub_timm.pretrained_cfg["input_size"])
+        == tuple(local_timm.pretrained_cfg["input_size"])
+        == (3, SIZE, SIZE)
+    )
+    transform = timm.data.create_transform(**timm.data.resolve_data_config(model=hub_timm))
+    with torch.no_grad():
+        x = torch.stack([transform(Image.open(p).convert("RGB")) for p in images])
+        assert torch.equal(hub_timm(x), local_timm(x))
+
+
 def test_a_run_written_before_weights_carried_metadata_opens_from_its_folder(runs, folder, tmp_path):
     import shutil
 

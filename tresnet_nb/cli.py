@@ -117,6 +117,11 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--quick", action="store_true", help="fixed batches, fewer steps (on a CPU: toy sizes)")
     check.add_argument("--out", default="runs/gpu_check", help="report folder (default: runs/gpu_check)")
     check.add_argument(
+        "--arch",
+        default=None,
+        help="a timm CNN to check instead of TResNet-M (and of the paper's set in the probe); iabn then skips",
+    )
+    check.add_argument(
         "--sections",
         nargs="+",
         default=None,

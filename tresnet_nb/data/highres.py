@@ -38,7 +38,10 @@ CACHE_QUALITY = 93  # JPEG quality of cached images: visually lossless at these 
 # copies of the 64 px digits while validating on the images themselves cost it 0.575 against 0.706 accuracy
 # (benchmarks/bench_vs_fastai.py --arch tf_efficientnet_lite0 --weights LITE0 --datasets digits, seed 0).
 LOSSLESS_SUFFIX = ".png"  # an evaluation split's copies; training copies are '.img', PNG or JPEG as above
-RESAMPLE = Image.Resampling.BILINEAR  # TResNet's pretrained cfgs use bilinear interpolation (timm tresnet.py)
+# Bilinear for every network: TResNet's pretrained cfgs use it (timm tresnet.py); for weights whose cfg says bicubic
+# (tf_efficientnet_lite0) bicubic resizing did worse here (benchmarks/bench_vs_fastai.py --datasets digits_redrawn,
+# 3 seeds, ImageNet weights: mean accuracy 0.7454 bicubic against 0.7926 bilinear), so the loaders do not follow it.
+RESAMPLE = Image.Resampling.BILINEAR
 
 
 def decode_resized(

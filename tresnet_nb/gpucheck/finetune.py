@@ -117,7 +117,7 @@ def section_finetune(device: torch.device, sz: Sizes, out: Path, state: dict[str
     classes = int(labels.max()) + 1
     split = Split(tuple(p.stem for p in paths), labels, paths=tuple(paths))
     size, batch = sz.phases[0][:2]
-    run = {"dataset": "folder", "weights": "none", "arch": "tresnet_m", "precision": "auto", "recipe": "miil"}
+    run = {"dataset": "folder", "weights": "none", "arch": state["arch"], "precision": "auto", "recipe": "miil"}
     cfg = RunConfig.from_params(
         "gpu_check", img_size=size, batch_size=batch, output_dir=str(out / "finetune_run"), **run
     )

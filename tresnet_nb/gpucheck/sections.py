@@ -120,17 +120,24 @@ def _tera(flops: float | None) -> float | None:
 
 
 def section_iabn(device: torch.device, sz: Sizes, out: Path, state: dict[str, Any]) -> dict[str, Any]:
-    """TResNet-M with BatchNorm and with InPlace-ABN: the largest training batch (CUDA search; ``--quick`` and a
+    """The TResNet with BatchNorm and with InPlace-ABN: the largest training batch (CUDA search; ``--quick`` and a
     CPU skip it) and the step time at a fixed batch, fp16 on CUDA (fp32 on a CPU)."""
+    from ..model.archs import arch_spec
     from ..model.iabn_convert import convert_to_iabn, resolve_backend
     from ..model.load import load_model
     from ..model.steps import search_max_batch, training_step
     from ..probe.timing import time_steps
 
+    arch = state["arch"]
+    if arch_spec(arch).family != "tresnet":
+        return {
+            "status": "skipped",
+            "summary": f"{arch} is not a TResNet: InPlace-ABN replaces TResNet's BatchNorm and activation pairs",
+        }
     precision = "fp16" if device.type == "cuda" else "fp32"
     rows = []
     for kind in ("BatchNorm", "InPlace-ABN"):
-        model = load_model("tresnet_m", "none", num_classes=1000).to(device)
+        model = load_model(arch, "none", num_classes=1000).to(device)
         backend = None
         if kind == "InPlace-ABN":
             backend = resolve_backend("auto", device, precision)
@@ -164,7 +171,7 @@ def section_iabn(device: torch.device, sz: Sizes, out: Path, state: dict[str, An
 
 
 def section_compile(device: torch.device, sz: Sizes, out: Path, state: dict[str, Any]) -> dict[str, Any]:
-    """Training images/s of TResNet-M eager and under ``torch.compile`` (the compile time apart)."""
+    """Training images/s of the checked network (TResNet-M by default) eager and under ``torch.compile`` (the compile time apart)."""
     from ..model.load import load_model
     from ..model.steps import synchronize, training_step
     from ..probe.timing import time_steps
@@ -172,7 +179,7 @@ def section_compile(device: torch.device, sz: Sizes, out: Path, state: dict[str,
     precision = "fp16" if device.type == "cuda" else "fp32"
     rows = []
     for compiled in (False, True):
-        model = load_model("tresnet_m", "none", num_classes=1000).to(device=device, memory_format=torch.channels_last)
+        model = load_model(state["arch"], "none", num_classes=1000).to(device=device, memory_format=torch.channels_last)
         if compiled:
             torch._dynamo.reset()
             model = torch.compile(model, **({"backend": sz.compile_backend} if sz.compile_backend else {}))
@@ -219,7 +226,8 @@ def section_export(device: torch.device, sz: Sizes, out: Path, state: dict[str, 
     model = state.get("model")
     source = "the finetune section's model"
     if model is None:
-        model, source = load_model("tresnet_m", "none", num_classes=8), "a fresh tresnet_m (finetune did not finish)"
+        arch = state.get("arch", "tresnet_m")
+        model, source = load_model(arch, "none", num_classes=8), f"a fresh {arch} (finetune did not finish)"
     size = state.get("img_size", sz.model_size)
     names = state.get("class_names") or [str(c) for c in range(model.get_classifier().out_features)]
     eager = model.to(device).float().eval()
