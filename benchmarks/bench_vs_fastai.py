@@ -29,11 +29,14 @@ digits is scikit-learn's ``load_digits`` (1,797 8x8 images, 17 grey levels 0-16)
 split 1,437 / 360 stratified, and read by ours as DATASET "folder". ``--holdout`` draws items the main draw does not
 hold (fashion: the embedded items ``load_splits`` leaves out; digits: another split seed), to confirm defaults tuned
 on the main draw. digits_redrawn renders the same digits another way (nearest-neighbour blocks at 96 px, other split
-seeds), which no default was chosen on.
+seeds), which no default was chosen on. fashion_cifar is the fashion draw as 32 px RGB images, which ours reads
+from CIFAR-10 python batches in the official format (the CIFAR notebook's path, DATASET "cifar10") and fastai and
+timm from PNG files.
 
 Training img/s counts the training phases only (batch fetching inside; validation, set-up and checkpoints outside;
 the device synchronised at each end), the median over seeds; wall is one whole run (data set-up to evaluation).
-Usage: python benchmarks/bench_vs_fastai.py [--arch A] [--datasets fashion_mnist digits digits_redrawn] [--items N] [--size 64]
+Usage: python benchmarks/bench_vs_fastai.py [--arch A] [--datasets fashion_mnist digits digits_redrawn fashion_cifar]
+       [--items N] [--size 64]
        [--epochs N] [--batch-size 32] [--seeds 0 1 2] [--weights PATH] [--holdout] [--only ours,fastai,timm] [--json P]
 """
 
@@ -66,6 +69,7 @@ DATASET_DEFAULTS: dict[str, dict[str, int | None]] = {
     "fashion_mnist": {"items": 3000, "epochs": 2},
     "digits": {"items": None, "epochs": 3},
     "digits_redrawn": {"items": None, "epochs": 3},
+    "fashion_cifar": {"items": 3000, "epochs": 2},
 }
 DIGITS_VALID, DIGITS_PX = 360, 64  # load_digits: 1,797 items -> 1,437 train / 360 valid, upscaled to 64 px
 SPLIT_SEED, HOLDOUT_SPLIT_SEED = 0, 1  # digits' train/valid split: the main draw, and --holdout's
@@ -130,13 +134,16 @@ DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "vs_fastai.json"
 
 @dataclass
 class Draw:
-    """One dataset's items: uint8 grey (N, H, W) train and valid images with labels, and the class names."""
+    """One dataset's items: uint8 grey (N, H, W) or RGB (N, H, W, 3) train and valid images with labels, and the
+    class names."""
 
     name: str
     splits: tnb.ArraySplits
-    in_memory: bool  # ours reads the arrays (the quickstart) rather than the PNG tree (DATASET "folder")
+    in_memory: bool  # ours reads the arrays (the quickstart) rather than files (DATASET "folder" or "cifar10")
     note: str
-    root: Path | None = None  # the PNG tree, once written
+    root: Path | None = None  # the PNG tree, once written (fastai and timm read it; ours too for DATASET "folder")
+    ours_dataset: str = "folder"  # what ours reads from files: "folder" (the PNG tree) or "cifar10" (cifar_root)
+    cifar_root: Path | None = None  # the same items as CIFAR-10 python batches, for ours with DATASET "cifar10"
 
     @property
     def n_classes(self) -> int:
@@ -207,6 +214,51 @@ def digits_draw(items: int | None, holdout: bool, redrawn: bool = False) -> Draw
     return Draw(name, tnb.ArraySplits(tx[keep_t], ty[keep_t], vx[keep_v], vy[keep_v], names), False, note)
 
 
+def cifar_draw(items: int | None, holdout: bool) -> Draw:
+    """The Fashion-MNIST draw as CIFAR-10 sees images: 32 x 32 RGB (the 28 px photos centred on 2 px of their black
+    background, the grey copied to three channels). Ours reads it as the CIFAR notebook does, from python batches in
+    the official format (:func:`write_cifar_batches`); fastai and timm read the same images as PNG files."""
+    fashion = fashion_draw(items, holdout)
+    s = fashion.splits
+
+    def rgb32(images: np.ndarray) -> np.ndarray:
+        return np.repeat(np.pad(images, ((0, 0), (2, 2), (2, 2)))[..., None], 3, axis=-1)
+
+    splits = tnb.ArraySplits(rgb32(s.train_x), s.train_y, rgb32(s.valid_x), s.valid_y, s.class_names)
+    note = f"{fashion.note}, as 32 px RGB CIFAR-10 python batches (ours: DATASET cifar10)"
+    return Draw("fashion_cifar", splits, False, note, ours_dataset="cifar10")
+
+
+def write_cifar_batches(draw: Draw, root: Path) -> Path:
+    """The draw's training split as ``data_batch_1..5`` and its validation split as ``test_batch`` under
+    ``root/cifar-10-batches-py`` (protocol-2 pickles of byte-string keys, the colour planes one after another in
+    each 3,072-byte row, as the official tarball holds them), with ``batches.meta`` naming its classes."""
+    from tresnet_nb.data.cifar import VARIANTS
+    from tresnet_nb.data.py2pickle import write_py2_pickle
+
+    v, s = VARIANTS["cifar10"], draw.splits
+    folder = root / v.folder
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def rows(images: np.ndarray) -> np.ndarray:
+        return images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+
+    def batch(label: str, images: np.ndarray, labels: np.ndarray, start: int) -> dict:
+        names = [f"{draw.name}_{start + i:06d}.png".encode() for i in range(len(labels))]
+        return {b"batch_label": label.encode(), b"labels": labels.tolist(), b"data": rows(images), b"filenames": names}
+
+    per = -(-len(s.train_y) // len(v.train_files))
+    for b, name in enumerate(v.train_files):
+        part = slice(b * per, (b + 1) * per)
+        label = f"training batch {b + 1} of {len(v.train_files)}"
+        write_py2_pickle(folder / name, batch(label, s.train_x[part], s.train_y[part], b * per))
+    write_py2_pickle(folder / v.test_file, batch("testing batch 1 of 1", s.valid_x, s.valid_y, 900000))
+    meta = {b"num_cases_per_batch": per, b"label_names": [n.encode() for n in s.class_names], b"num_vis": 3072}
+    write_py2_pickle(folder / v.meta_file, meta)
+    draw.cifar_root = root
+    return root
+
+
 def class_folder(index: int, name: str) -> str:
     """A folder name for class ``index`` that sorts in class order and holds no path separator."""
     return f"{index:02d}_" + "".join(c if c.isalnum() else "_" for c in name)
@@ -263,14 +315,15 @@ def own_backend_flags():
 
 def run_ours(draw: Draw, args: argparse.Namespace, seed: int, epochs: int, out: Path) -> tuple[float, float, dict]:
     """The notebook path with the library's defaults: quickstart (arrays) or own-data notebook (DATASET "folder")."""
-    dataset = "fashion_mnist" if draw.in_memory else "folder"
+    dataset = "fashion_mnist" if draw.in_memory else draw.ours_dataset
+    root = {"fashion_mnist": None, "folder": draw.root, "cifar10": draw.cifar_root}[dataset]
     cfg = tnb.RunConfig.from_params(
         "bench_vs_fastai",
         preset="cpu",
         arch=args.arch,
         weights=args.weights or "none",
         dataset=dataset,
-        data_root=None if draw.in_memory else str(draw.root),
+        data_root=None if root is None else str(root),
         img_size=args.size,
         batch_size=args.batch_size,
         epochs=epochs,
@@ -288,7 +341,7 @@ def run_ours(draw: Draw, args: argparse.Namespace, seed: int, epochs: int, out: 
         dls = tnb.array_dls(draw.splits, cfg.img_size, cfg.batch_size, tnb.data_config(model, cfg.img_size), device)
         learn = tnb.build_learner(cfg, dls, model)
         data = None
-    else:  # 08_your_own_data: read the folder, open_data (the resize-once cache), build_learner with the data's task
+    else:  # 08_your_own_data (the folder, resized once into the cache) or 02_cifar (the batches): open_data
         ds = tnb.get_dataset(cfg.dataset).read(cfg.data_root)
         model = tnb.load_model(cfg.arch, cfg.weights, num_classes=len(ds.class_names), **args.ours_models)
         data = tnb.open_data(cfg, model, device, ds)
@@ -580,10 +633,10 @@ def parse_args() -> argparse.Namespace:
         "--items",
         type=int,
         default=None,
-        help="training items cap (default: fashion_mnist 3000, digits all); valid: max(classes, N // 2)",
+        help="training items cap (default: fashion_mnist and fashion_cifar 3000, digits all); valid: max(classes, N // 2)",
     )
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=None, help="default: fashion_mnist 2, digits 3")
+    p.add_argument("--epochs", type=int, default=None, help="default: fashion_mnist and fashion_cifar 2, digits 3")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--weights", default=None, help="a checkpoint to start from (default: random initialisation)")
@@ -723,6 +776,9 @@ def main() -> None:
         for name in args.datasets:
             if name == "fashion_mnist":
                 draw = fashion_draw(args.items_for[name], args.holdout)
+            elif name == "fashion_cifar":
+                draw = cifar_draw(args.items_for[name], args.holdout)
+                write_cifar_batches(draw, work / "cifar")
             else:
                 draw = digits_draw(args.items_for[name], args.holdout, redrawn=name == "digits_redrawn")
             write_tree(draw, work / name)

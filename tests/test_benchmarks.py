@@ -138,8 +138,8 @@ SMOKE = [
 ]  # fmt: skip
 # the tuning flags of bench_vs_fastai: a notebook parameter and a timm keyword for ours (the results go to JSON), and
 # the flag it refuses
-TUNED = ("--datasets", "digits", "--items", "32", "--epochs", "1", "--seeds", "0", "--size", "32", "--batch-size", "16",
-         "--only", "ours", "--ours-param", "lr=0.002", "--ours-model", "drop_rate=0.1")  # fmt: skip
+TUNED = ("--datasets", "digits", "fashion_cifar", "--items", "32", "--epochs", "1", "--seeds", "0", "--size", "32",
+         "--batch-size", "16", "--only", "ours", "--ours-param", "lr=0.002", "--ours-model", "drop_rate=0.1")  # fmt: skip
 REFUSED = ("--ours-param", "seed=3")
 
 
@@ -176,8 +176,11 @@ def test_bench_vs_fastai_runs_ours_with_a_parameter_and_a_timm_keyword_it_names(
     result = smoke_runs[len(SMOKE)]
     assert result["rc"] == 0, result["stderr"][-2000:]
     assert "ours with parameters {'lr': 0.002}; ours with timm keywords {'drop_rate': 0.1}" in result["stdout"]
-    run_ = json.loads(result["json"].read_text())["results"]["digits"]["ours"]["runs"][0]
-    assert run_["extra"]["lr"] == 0.002
+    results = json.loads(result["json"].read_text())["results"]
+    assert results["digits"]["ours"]["runs"][0]["extra"]["lr"] == 0.002
+    # the CIFAR notebook's path: the same parameter reaches its fit, from the batches (DATASET cifar10)
+    assert "as 32 px RGB CIFAR-10 python batches (ours: DATASET cifar10)" in result["stdout"]
+    assert results["fashion_cifar"]["ours"]["runs"][0]["extra"]["lr"] == 0.002
 
 
 @pytest.mark.slow
@@ -205,12 +208,35 @@ def test_the_script_runner_keeps_each_script_apart(tmp_path):
 def load_benchmark(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     return module
+
+
+def test_the_cifar_draw_reads_back_through_the_cifar_reader_pixel_for_pixel(tmp_path):
+    """bench_vs_fastai's fashion_cifar: the batches it writes are what DATASET cifar10 reads (the reader's own
+    checks: files, keys, shapes, labels), the same images the PNG tree gives fastai and timm."""
+    import numpy as np
+    from PIL import Image
+
+    from tresnet_nb.data import get_dataset
+
+    bench = load_benchmark("bench_vs_fastai")
+    draw = bench.cifar_draw(60, False)
+    bench.write_cifar_batches(draw, tmp_path / "cifar")
+    bench.write_tree(draw, tmp_path / "tree")
+    ds = get_dataset("cifar10").read(tmp_path / "cifar")
+    s = draw.splits
+    assert ds.class_names == s.class_names and draw.ours_dataset == "cifar10"
+    assert np.array_equal(ds["train"].images, s.train_x) and np.array_equal(ds["train"].labels, s.train_y)
+    assert np.array_equal(ds["test"].images, s.valid_x) and np.array_equal(ds["test"].labels, s.valid_y)
+    assert s.train_x.shape[1:] == (32, 32, 3) and (s.train_x[:, :2] == 0).all()  # the 28 px photo, centred
+    first = tmp_path / "tree" / "train" / bench.class_folder(int(s.train_y[0]), s.class_names[s.train_y[0]]) / "0.png"
+    assert np.array_equal(np.asarray(Image.open(first)), s.train_x[0])
 
 
 def test_full_scale_herbarium_is_written_in_the_official_schema_with_the_official_counts(tmp_path):

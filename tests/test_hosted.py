@@ -29,6 +29,7 @@ BINDER = ROOT / "binder"
 # Top-level requirements that binder/requirements.txt leaves out, each with its reason.
 BINDER_EXCLUDED = {
     "pytest": "the test runner: a Binder session runs the notebooks, not the test suite",
+    "pytest-xdist": "runs the test suite's files in parallel processes: the test suite's",
     "ruff": "the linter and formatter: development only",
     "playwright": "drives Chromium in the browser test: the test suite's, not a Binder session's",
 }
