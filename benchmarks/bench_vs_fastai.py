@@ -231,30 +231,16 @@ def cifar_draw(items: int | None, holdout: bool) -> Draw:
 
 def write_cifar_batches(draw: Draw, root: Path) -> Path:
     """The draw's training split as ``data_batch_1..5`` and its validation split as ``test_batch`` under
-    ``root/cifar-10-batches-py`` (protocol-2 pickles of byte-string keys, the colour planes one after another in
-    each 3,072-byte row, as the official tarball holds them), with ``batches.meta`` naming its classes."""
-    from tresnet_nb.data.cifar import VARIANTS
-    from tresnet_nb.data.py2pickle import write_py2_pickle
+    ``root/cifar-10-batches-py``, in the official format (``tresnet_nb.data.cifar.write_cifar10``)."""
+    from tresnet_nb.data.cifar import VARIANTS, write_cifar10
 
-    v, s = VARIANTS["cifar10"], draw.splits
-    folder = root / v.folder
-    folder.mkdir(parents=True, exist_ok=True)
+    s = draw.splits
 
-    def rows(images: np.ndarray) -> np.ndarray:
+    def rows(images: np.ndarray) -> np.ndarray:  # (N, 32, 32, 3) -> (N, 3072), the colour planes one after another
         return images.transpose(0, 3, 1, 2).reshape(len(images), -1)
 
-    def batch(label: str, images: np.ndarray, labels: np.ndarray, start: int) -> dict:
-        names = [f"{draw.name}_{start + i:06d}.png".encode() for i in range(len(labels))]
-        return {b"batch_label": label.encode(), b"labels": labels.tolist(), b"data": rows(images), b"filenames": names}
-
-    per = -(-len(s.train_y) // len(v.train_files))
-    for b, name in enumerate(v.train_files):
-        part = slice(b * per, (b + 1) * per)
-        label = f"training batch {b + 1} of {len(v.train_files)}"
-        write_py2_pickle(folder / name, batch(label, s.train_x[part], s.train_y[part], b * per))
-    write_py2_pickle(folder / v.test_file, batch("testing batch 1 of 1", s.valid_x, s.valid_y, 900000))
-    meta = {b"num_cases_per_batch": per, b"label_names": [n.encode() for n in s.class_names], b"num_vis": 3072}
-    write_py2_pickle(folder / v.meta_file, meta)
+    train, test = (rows(s.train_x), s.train_y.tolist()), (rows(s.valid_x), s.valid_y.tolist())
+    write_cifar10(root / VARIANTS["cifar10"].folder, train, test, s.class_names)
     draw.cifar_root = root
     return root
 

@@ -249,10 +249,16 @@ def _filenames(labels: list[int], names: tuple[str, ...], start: int) -> list[by
     return [f"{names[c]}_s_{start + k:06d}.png".encode() for k, c in enumerate(labels)]
 
 
-def _write_cifar10(folder: Path, rng: np.random.Generator, per_class: tuple[int, int]) -> None:
+def write_cifar10(
+    folder: Path, train: tuple[np.ndarray, list[int]], test: tuple[np.ndarray, list[int]], names: tuple[str, ...]
+) -> Path:
+    """``train`` and ``test`` (N x 3072 uint8 rows in the format's plane order, and their labels) as CIFAR-10 python
+    batches in ``folder``, byte for byte as the official tarball lays them out: the training items over data_batch_1
+    to data_batch_5, the test items in test_batch, and batches.meta naming the classes ``names``."""
     v = VARIANTS["cifar10"]
-    data, labels = _fixture_items(rng, len(CIFAR10_NAMES), per_class[0], "train")
-    names = _filenames(labels, CIFAR10_NAMES, 1)
+    folder.mkdir(parents=True, exist_ok=True)
+    data, labels = train
+    files = _filenames(labels, names, 1)
     per_batch = -(-len(labels) // len(v.train_files))
     for b, name in enumerate(v.train_files):
         part = slice(b * per_batch, (b + 1) * per_batch)
@@ -260,14 +266,21 @@ def _write_cifar10(folder: Path, rng: np.random.Generator, per_class: tuple[int,
             b"batch_label": f"training batch {b + 1} of {len(v.train_files)}".encode(),
             b"labels": labels[part],
             b"data": data[part],
-            b"filenames": names[part],
+            b"filenames": files[part],
         }
         write_py2_pickle(folder / name, batch)
-    data, labels = _fixture_items(rng, len(CIFAR10_NAMES), per_class[1], "test")
+    data, labels = test
     batch = {b"batch_label": b"testing batch 1 of 1", b"labels": labels, b"data": data}
-    write_py2_pickle(folder / v.test_file, {**batch, b"filenames": _filenames(labels, CIFAR10_NAMES, 900000)})
-    meta = {b"num_cases_per_batch": per_batch, b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_vis": PIXELS}
+    write_py2_pickle(folder / v.test_file, {**batch, b"filenames": _filenames(labels, names, 900000)})
+    meta = {b"num_cases_per_batch": per_batch, b"label_names": [n.encode() for n in names], b"num_vis": PIXELS}
     write_py2_pickle(folder / v.meta_file, meta)
+    return folder
+
+
+def _write_cifar10(folder: Path, rng: np.random.Generator, per_class: tuple[int, int]) -> None:
+    train = _fixture_items(rng, len(CIFAR10_NAMES), per_class[0], "train")
+    test = _fixture_items(rng, len(CIFAR10_NAMES), per_class[1], "test")
+    write_cifar10(folder, train, test, CIFAR10_NAMES)
 
 
 def _write_cifar100(folder: Path, rng: np.random.Generator, per_class: tuple[int, int]) -> None:

@@ -157,10 +157,11 @@ def run_gpu_check(
     if arch is not None:
         arch = split_arch(arch)[0]  # the check trains from random initialisation: a tag would change nothing
         sz = replace(sz, probe_archs=(arch,))
+    checked = arch or "tresnet_m"
     report = CheckReport(Path(out).resolve(), device_name(device), quick, check_environment(device))
-    report.environment["arch"] = arch or "tresnet_m"
+    report.environment["arch"] = checked
     report.write()
-    state: dict[str, Any] = {"arch": arch or "tresnet_m"}
+    state: dict[str, Any] = {"arch": checked}  # every section's network; the probe's are sz.probe_archs
     for name in sections:
         print(f"== gpu-check: {name}", flush=True)
         report.sections[name] = {"status": "running"}

@@ -171,7 +171,8 @@ def section_iabn(device: torch.device, sz: Sizes, out: Path, state: dict[str, An
 
 
 def section_compile(device: torch.device, sz: Sizes, out: Path, state: dict[str, Any]) -> dict[str, Any]:
-    """Training images/s of the checked network (TResNet-M by default) eager and under ``torch.compile`` (the compile time apart)."""
+    """Training images/s of the checked network (TResNet-M by default) eager and under ``torch.compile`` (the
+    compile time apart)."""
     from ..model.load import load_model
     from ..model.steps import synchronize, training_step
     from ..probe.timing import time_steps
@@ -226,7 +227,7 @@ def section_export(device: torch.device, sz: Sizes, out: Path, state: dict[str, 
     model = state.get("model")
     source = "the finetune section's model"
     if model is None:
-        arch = state.get("arch", "tresnet_m")
+        arch = state["arch"]
         model, source = load_model(arch, "none", num_classes=8), f"a fresh {arch} (finetune did not finish)"
     size = state.get("img_size", sz.model_size)
     names = state.get("class_names") or [str(c) for c in range(model.get_classifier().out_features)]
