@@ -41,6 +41,9 @@ LAUNCH_ENV = (
     "MASTER_PORT",
     "TORCHELASTIC_RUN_ID",
 )
+# the train command's tests: what they check (launch, sharding, one record, rescoring) does not depend on the network,
+# so a small timm ResNet keeps each process short (the DDP equivalence test trains TResNet-M itself)
+SMALL_ARCH = "resnet10t"
 SEED, LR, BATCH, ITEMS, SIZE, FITS, WORLD, EMA_DECAY = 7, 1e-3, 8, 48, 32, 2, 2, 0.8
 # fp32 on CPU, one thread, the same kernels on the same shard shapes: here the two runs agree to the last bit (halving
 # a loss is exact in binary floating point). The tolerances leave room for another summation order (DDP's bucketed
@@ -304,12 +307,9 @@ def _metric_of_saved_model(out: Path, tta: bool = False) -> float:
     learner for its run_config.json, predicting the whole evaluation split on one thread (as torchrun's workers)."""
     from tresnet_nb import RunConfig, build_learner, load_model, open_data, predict
     from tresnet_nb.evaluation.scores import score
-    from tresnet_nb.model.weights import read_state_dict
 
     cfg = RunConfig.load(out / "run_config.json")
-    state = read_state_dict(out / "model.safetensors")
-    model = load_model(cfg.arch, "none", num_classes=len(state["head.fc.bias"]))
-    model.load_state_dict(state)
+    model = load_model(cfg.arch, str(out / "model.safetensors"))  # its class count from the file's metadata
     data = open_data(cfg, model, torch.device("cpu"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -335,6 +335,9 @@ def test_train_command_under_torchrun_writes_one_metrics_file(tmp_path):
         "-p",
         "MAX_ITEMS",
         "64",
+        "-p",
+        "ARCH",
+        SMALL_ARCH,
         "--out",
         str(out),
     ]
@@ -384,6 +387,9 @@ def test_train_command_under_torchrun_on_an_image_file_dataset(tmp_path, monkeyp
         "-p",
         "DATA_ROOT",
         str(root),
+        "-p",
+        "ARCH",
+        SMALL_ARCH,
         "--out",
         str(out),
     ]
@@ -415,6 +421,9 @@ def test_train_command_alone(tmp_path):
             "-p",
             "max_items",
             "32",
+            "-p",
+            "ARCH",
+            SMALL_ARCH,
             "-p",
             "RECIPE",
             "miil",

@@ -1,4 +1,8 @@
-"""Never lose a run: a checkpoint every epoch, and a resumed run ends where an uninterrupted one does."""
+"""Never lose a run: a checkpoint every epoch, and a resumed run ends where an uninterrupted one does.
+
+What is saved and restored (weights, optimizer moments, EMA, loss scale, RNG, schedule position) does not depend on
+the network, so the in-process tests train helpers.TinyNet (a fit in about a second); the SIGKILL test trains the
+smoke preset's TResNet-M in its own processes, so that a real network's checkpoint is the file the kill lands on."""
 
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ def run(
     interrupt: tuple[int, int] | None = None,
     phases=None,
     cbs=(),
-    model_fn=None,
+    model_fn=TinyNet,
 ):
     cfg, learn, dls_for = make_learner(out, recipe, epochs, cbs, model_fn, pretrained=pretrained, progressive=phases)
     if interrupt:

@@ -46,8 +46,17 @@ class GroupProbe(Callback):
 
 
 def tiny_learner(precision: str, tmp_path, recipe=None, epochs=1):
+    # TResNet-M at 32 px on 16 items: the dtypes and memory format under test do not depend on the size, and bf16 is
+    # emulated (slow) on a CPU without native bf16
     cfg = RunConfig.from_params(
-        "t", preset="smoke", precision=precision, max_items=32, epochs=epochs, output_dir=str(tmp_path), recipe=recipe
+        "t",
+        preset="smoke",
+        precision=precision,
+        max_items=16,
+        img_size=32,
+        epochs=epochs,
+        output_dir=str(tmp_path),
+        recipe=recipe,
     )
     seed_everything(cfg.seed)
     model = load_model(cfg.arch, cfg.weights, num_classes=10)
