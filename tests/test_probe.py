@@ -330,3 +330,21 @@ def test_probe_notebook_smoke_run(tmp_path, closed_hub):
         assert (run_dir / name).is_file(), name
     executed = (run_dir / "01_throughput_probe.ipynb").read_text()
     assert "not the paper's protocol" in executed and "no high-resolution run on cpu" in executed
+
+
+def test_a_training_batch_batchnorm_cannot_train_on_is_refused_before_any_timing(capsys, monkeypatch):
+    from tresnet_nb.probe import measure
+
+    timed = []
+    monkeypatch.setattr(measure, "time_steps", lambda *a, **k: timed.append(a) or pytest.fail("timed"))
+    # TResNet-M at 32 px ends on a 1x1 map: one image is one value per BatchNorm channel
+    assert main(["probe", "--arch", "tresnet_m", "--img-size", "32", "--batch-size", "1", "--no-flops"]) == 2
+    err = capsys.readouterr().err
+    assert "tresnet_m at 32 px ends on a 1x1 feature map" in err and "--batch-size 2 or more" in err
+    assert "Traceback" not in err and not timed
+    from tresnet_nb.model.load import load_model
+
+    model = load_model("tresnet_m", None, num_classes=10)
+    assert measure.smallest_norm_input(model, 64, torch.device("cpu")) == 4  # a 2x2 map at 64 px
+    measure.check_trainable(model, "tresnet_m", 32, 2, torch.device("cpu"))  # two images: two values, trainable
+    measure.check_trainable(model, "tresnet_m", 64, 1, torch.device("cpu"))

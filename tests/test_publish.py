@@ -13,6 +13,7 @@ import torch
 
 import tresnet_nb as tnb
 from tresnet_nb.__main__ import main
+from tresnet_nb.files import atomic_write_text
 from tresnet_nb.report.publish import PublishError, publish, publish_hint
 
 CLASSES = ["cat", "dog", "bird"]
@@ -94,3 +95,24 @@ def test_uploading_without_a_reachable_hub_fails_fast_with_the_fix(run, closed_h
     assert time.perf_counter() - start < 3.0
     with pytest.raises(PublishError, match="write it as hf-hub:USER/REPO"):
         publish(out, "hf-hub:no-slash")
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)], ids=["umask-022", "umask-027"])
+def test_a_run_and_its_published_folder_get_the_mode_the_umask_gives_new_files(run, tmp_path, umask, mode):
+    """What a run writes (the weights, metrics.json, run_config.json) and what publish writes are readable by whoever
+    the umask lets read new files: a teammate on a shared server, under the usual 0o022."""
+    import os
+    import stat
+
+    out, model = run
+    before = os.umask(umask)
+    try:
+        target = tmp_path / "run"
+        tnb.save_weights(model, target / "model.safetensors")
+        atomic_write_text(target / "notes.txt", "written by the library\n")
+        assert main(["publish", str(out), "--to", str(tmp_path / "pub")]) == 0
+    finally:
+        os.umask(before)
+    written = [*target.iterdir(), *(tmp_path / "pub").iterdir()]
+    assert {p.name for p in written} >= {"model.safetensors", "notes.txt", "README.md", "config.json"}
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in written} == {p.name: mode for p in written}

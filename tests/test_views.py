@@ -123,3 +123,18 @@ def test_a_terminal_ipython_is_no_notebook(monkeypatch):
     from tresnet_nb.report.display import in_notebook
 
     assert not in_notebook() and not use_widgets(None)
+
+
+def test_the_confusion_matrix_says_what_its_colours_and_numbers_are(monkeypatch):
+    import tresnet_nb.report.plots as plots
+
+    shown = []
+    monkeypatch.setattr(plots, "finish", lambda fig, path: shown.append(fig))
+    confusion = np.array([[8, 2, 0], [1, 3, 0], [0, 0, 5]])
+    plots.plot_confusion(confusion, NAMES)
+    (fig,) = shown
+    heat, bar = fig.axes
+    assert bar.get_ylabel() == "share of the true class's images (row)"
+    assert "numbers: images" in heat.get_title() and "share of the true class" in heat.get_title()
+    assert [t.get_text() for t in heat.texts][:3] == ["8", "2", "0"]  # counts in the cells
+    assert heat.images[0].get_array()[1, 1] == pytest.approx(0.75)  # 3 of 4 true 'dog' images: the colour

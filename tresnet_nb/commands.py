@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from .probe import batch_arg, plan, run_probe
+from .probe.measure import UnmeasurableError
 from .runtime import device as default_device
 from .runtime import device_name
 
@@ -39,7 +40,11 @@ def probe_command(args: Any) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"probe on {device_name(device)}: {settings}", flush=True)
-    report = run_probe(settings, device)
+    try:
+        report = run_probe(settings, device)
+    except UnmeasurableError as err:  # found before that network was timed
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(report.table().to_string())
         print(report.details().to_string())

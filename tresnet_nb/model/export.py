@@ -24,7 +24,7 @@ import timm
 import torch
 from torch import nn
 
-from ..files import atomic_write_text
+from ..files import atomic_write_text, file_mode
 from .load import TEMPERATURE_ATTR, WeightsInfo, check_img_size, data_config
 
 RTOL = 1e-4  # allowed difference, relative to the largest |logit| of the eager model (fp32 reorderings give ~1e-6)
@@ -215,6 +215,7 @@ def _checked_export(
             diff, tol = _compare(eager, reload(tmp), inputs, fmt)
         sidecar = sidecar_path(path)
         sidecar.unlink(missing_ok=True)  # a stale sidecar must never describe the new file
+        os.chmod(tmp, file_mode())  # as the umask gives new files, not mkstemp's 0o600
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -82,6 +82,45 @@ def matmul_peak(device: torch.device, precision: str = "fp32", size: int | None 
     return 2 * size**3 / best
 
 
+class UnmeasurableError(ValueError):
+    """A measurement the settings ask for that the network cannot run at that size and batch."""
+
+
+def smallest_norm_input(model: nn.Module, img_size: int, device: torch.device) -> int:
+    """Values per channel that the smallest-map BatchNorm layer of ``model`` sees for one image of side ``img_size``
+    (1 where the last feature map is 1x1); 0 when the model has no BatchNorm. One eval-mode forward."""
+    sizes: list[int] = []
+    hooks = [
+        m.register_forward_pre_hook(lambda _m, args: sizes.append(args[0][0, 0].numel()))
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.rand(1, 3, img_size, img_size, device=device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return min(sizes, default=0)
+
+
+def check_trainable(model: nn.Module, arch: str, img_size: int, batch: int, device: torch.device) -> None:
+    """Refuse, before anything is timed, a training measurement that BatchNorm cannot run: in training mode it needs
+    more than one value per channel, so a batch of ``batch`` at ``img_size`` px must give more than one at the
+    network's smallest feature map (TResNet-M at 32 px ends on a 1x1 map: batch 1 cannot train there)."""
+    per_image = smallest_norm_input(model, img_size, device)
+    if per_image and batch * per_image < 2:
+        least = -(-2 // per_image)
+        raise UnmeasurableError(
+            f"{arch} at {img_size} px ends on a {math.isqrt(per_image)}x{math.isqrt(per_image)} feature map, so a "
+            f"training batch of {batch} gives its BatchNorm one value per channel, which it cannot train on. "
+            f"Fix: --batch-size {least} or more (or 'max' on a GPU), or a larger --img-size"
+        )
+
+
 def saved_bytes_slope(
     model: nn.Module,
     img_size: int,
@@ -172,6 +211,8 @@ def probe_model(
     result = ArchResult(arch, count_parameters(model), "")
     if budget_bytes is None:
         budget_bytes = _budget_bytes(settings, device)
+    if "train" in settings.modes and settings.batch_size != "max":  # before any timing ('max' searches from 8)
+        check_trainable(model, arch, settings.img_size, settings.batch_size, device)
     batches = probe_batches(model, result, settings, device, search)
     step_model = torch.compile(model) if settings.compile else model
     if "infer" in batches:

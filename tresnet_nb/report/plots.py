@@ -153,7 +153,8 @@ def plot_lr_find(
 
 
 def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: Path | str | None = None) -> None:
-    """The confusion matrix, rows normalised (true class), with counts in the cells."""
+    """The confusion matrix: each cell's colour is the share of its true class (rows sum to 1, the colour bar says
+    so), the number in it the count of images."""
     norm = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
     size = max(4.0, 0.5 * len(class_names))
     fig, ax = plt.subplots(figsize=(size + 1, size))
@@ -175,7 +176,10 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: Path
                 )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    if len(class_names) <= 20:
+        ax.set_title("numbers: images; colour: share of the true class", fontsize=9)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046)
+    bar.set_label("share of the true class's images (row)")
     finish(fig, path)
 
 
