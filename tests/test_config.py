@@ -69,6 +69,8 @@ def test_smoke_without_data_root_runs_on_a_marked_fixture(tmp_path, monkeypatch,
     ("params", "message"),
     [
         ({"preset": "fast"}, "Unknown preset 'fast'"),
+        ({"preset": "smok"}, r"Unknown preset 'smok' \(did you mean 'smoke'\?\); choose one of"),
+        ({"epoch": 3}, r"Unknown parameters 'EPOCH' \(did you mean 'EPOCHS'\?\)"),
         ({"img_size": 102}, "Image size 102 is not a multiple of 4"),
         ({"img_size": "224"}, "IMG_SIZE must be an integer, not '224'"),
         ({"batch_size": 0}, "BATCH_SIZE must be at least 1, not 0"),
@@ -78,7 +80,7 @@ def test_smoke_without_data_root_runs_on_a_marked_fixture(tmp_path, monkeypatch,
         ({"dataset": "mnist"}, "Unknown dataset 'mnist'"),
         ({"arch": "tresnet_s"}, "Unknown architecture 'tresnet_s'"),
         ({"max_items": 0}, "MAX_ITEMS must be at least 1"),
-        ({"colour": "red"}, r"Unknown parameters \['colour'\]"),
+        ({"colour": "red"}, r"Unknown parameters 'COLOUR'; RunConfig takes"),
     ],
 )
 def test_bad_values_are_refused_with_the_value_and_the_choices(params, message):
@@ -148,3 +150,13 @@ def test_training_options_are_checked_on_creation_and_travel_with_the_config():
     changed = cfg.with_changes(tta=True, epochs=3)
     assert changed.options == replace(cfg.options, tta=True) and changed.epochs == 3 and cfg.options.tta is False
     assert changed.key != cfg.key  # an option is part of the configuration
+
+
+def test_did_you_mean_names_the_close_choices_in_their_own_spelling_and_nothing_else():
+    from tresnet_nb.hints import did_you_mean, unknown_names
+
+    assert did_you_mean("fashion_mnst", ["fashion_mnist", "cifar10"]) == " (did you mean 'fashion_mnist'?)"
+    assert did_you_mean("cifar", ["cifar10", "cifar100", "folder"]) == " (did you mean 'cifar10' or 'cifar100'?)"
+    assert did_you_mean("lr", ["LR", "EPOCHS"]) == " (did you mean 'LR'?)"  # case ignored, the choice's case given
+    assert did_you_mean("imagenet", ["cifar10", "folder"]) == ""
+    assert unknown_names(["EPOCS", "ZZZ"], ["EPOCHS", "LR"]) == "'EPOCS' (did you mean 'EPOCHS'?), 'ZZZ'"

@@ -18,7 +18,7 @@ MAX_LINES = 350
 # Bottom first. A unit (a top-level module or subpackage of tresnet_nb) may import its own modules and units of lower
 # ranks only; units of one rank are independent of each other. The README's "Architecture" section draws this.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("paper", "files", "runtime", "bundle"),
+    ("paper", "files", "runtime", "bundle", "hints"),
     ("data", "model"),
     ("recipes",),
     ("options",),

@@ -39,9 +39,11 @@ pathlib.Path(OUTPUT_DIR, "metrics.json").write_text(json.dumps(record))"""
 
 def test_unknown_parameter_and_preset_are_refused_before_running(tmp_path):
     nb = write_notebook(tmp_path / "ok.ipynb", OK_BODY)
-    with pytest.raises(ValueError, match=r"has no parameters \['EPOCS'\]"):
+    with pytest.raises(ValueError, match=r"has no parameters 'EPOCS'; its parameters are"):
         check_run([nb], None, {"EPOCS": 3})
-    with pytest.raises(ValueError, match="Unknown preset 'turbo'"):
+    with pytest.raises(ValueError, match=r"has no parameters 'PRESTE' \(did you mean 'PRESET'\?\)"):
+        check_run([nb], None, {"PRESTE": "cpu"})
+    with pytest.raises(ValueError, match=r"Unknown preset 'turbo'; choose one of"):
         check_run([nb], "turbo", {})
     assert main(["run", str(nb), "-p", "EPOCS", "3", "--out", str(tmp_path / "runs")]) == 2
     assert not (tmp_path / "runs").exists()

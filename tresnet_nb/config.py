@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import DATASETS
+from .hints import did_you_mean, unknown_names
 from .model.archs import check_img_size, split_arch
 from .options import OPTION_NAMES, TrainOptions, split_extra
 from .paper import transfer
@@ -144,7 +145,9 @@ class RunConfig:
             raise ValueError(f"Unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         split_arch(self.arch)
         if self.dataset not in DATASETS:
-            raise ValueError(f"Unknown dataset {self.dataset!r}; choose one of {sorted(DATASETS)}")
+            raise ValueError(
+                f"Unknown dataset {self.dataset!r}{did_you_mean(self.dataset, DATASETS)}; choose one of {sorted(DATASETS)}"
+            )
         for name in INT_FIELDS:
             value = getattr(self, name)
             if value is None and name == "max_items":
@@ -195,13 +198,16 @@ class RunConfig:
         ``options.tta``); ``options`` gives the training options as one object instead. ``notebook_params``: the
         notebook's own parameters, saved with the config and part of its key."""
         if preset not in PRESETS:
-            raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+            raise ValueError(
+                f"Unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; choose one of {sorted(PRESETS)}"
+            )
         params = {k.lower(): v for k, v in params.items()}
         unknown = sorted(set(params) - set(DEFAULTS) - set(OPTION_NAMES))
         if unknown:
+            fields, switches = sorted(k.upper() for k in DEFAULTS), sorted(n.upper() for n in OPTION_NAMES)
             raise ValueError(
-                f"Unknown parameters {unknown}; RunConfig takes "
-                f"{sorted(k.upper() for k in DEFAULTS)} and the training options {sorted(n.upper() for n in OPTION_NAMES)}"
+                f"Unknown parameters {unknown_names([k.upper() for k in unknown], [*fields, *switches])}; RunConfig "
+                f"takes {fields} and the training options {switches}"
             )
         switches = {k: params.pop(k) for k in list(params) if k in OPTION_NAMES}
         if options is not None and any(v is not None for v in switches.values()):

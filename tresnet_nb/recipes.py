@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .hints import did_you_mean
 from .model.archs import check_img_size
 
 
@@ -82,7 +83,7 @@ def default_recipe(pretrained: bool) -> str:
 def get_recipe(name: str) -> Recipe:
     """The :class:`Recipe` called ``name``."""
     if name not in RECIPES:
-        raise ValueError(f"Unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
+        raise ValueError(f"Unknown recipe {name!r}{did_you_mean(name, RECIPES)}; choose one of {sorted(RECIPES)}")
     return RECIPES[name]
 
 

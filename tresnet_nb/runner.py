@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from traitlets import Unicode
 
 from .config import PRESETS
+from .hints import did_you_mean, unknown_names
 from .report.record import summary_line
 from .runtime import ECHO_ENV, ECHO_PREFIX
 
@@ -83,14 +84,16 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
 def check_run(paths: list[Path], preset: str | None, params: dict[str, Any]) -> None:
     """Refuse, before anything runs, missing notebooks, an unknown preset and parameters a notebook lacks."""
     if preset is not None and preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise ValueError(f"Unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; choose one of {sorted(PRESETS)}")
     for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"Notebook {str(path)!r} does not exist")
         known = notebook_parameters(path)
         unknown = sorted(set(params) - set(known))
         if unknown:
-            raise ValueError(f"{path.name} has no parameters {unknown}; its parameters are {sorted(known)}")
+            raise ValueError(
+                f"{path.name} has no parameters {unknown_names(unknown, known)}; its parameters are {sorted(known)}"
+            )
 
 
 @dataclass

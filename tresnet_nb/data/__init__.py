@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..hints import did_you_mean
 from ..paper import PaperResult, transfer
 from .base import Dataset, DatasetError, Split
 
@@ -136,7 +137,7 @@ DATASETS: dict[str, DatasetSpec] = {
 def get_dataset(name: str) -> DatasetSpec:
     """The :class:`DatasetSpec` called ``name``."""
     if name not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+        raise ValueError(f"Unknown dataset {name!r}{did_you_mean(name, DATASETS)}; choose one of {sorted(DATASETS)}")
     return DATASETS[name]
 
 

@@ -17,6 +17,7 @@ from fastcore.basics import noop
 
 from ..config import DEFAULTS, PRESETS, RunConfig
 from ..data import DatasetError, get_dataset
+from ..hints import did_you_mean, unknown_names
 from ..model.load import load_model, save_weights
 from ..options import OPTION_NAMES
 from ..report.record import run_record, summary_line, write_metrics
@@ -39,7 +40,9 @@ def config_from_cli(preset: str | None, params: dict[str, Any], out: str | None)
     seen: dict[str, str] = {}
     for key in params:
         if key.upper() not in names:
-            raise ValueError(f"Unknown parameter {key!r}; train takes {names} (upper or lower case)")
+            raise ValueError(
+                f"Unknown parameter {unknown_names([key], names)}; train takes {names} (upper or lower case)"
+            )
         if key.upper() in seen:
             raise ValueError(f"Parameter {key!r} is given twice (also as {seen[key.upper()]!r}); give it once")
         seen[key.upper()] = key
@@ -54,7 +57,9 @@ def config_from_cli(preset: str | None, params: dict[str, Any], out: str | None)
         values["output_dir"] = out
     preset = "cpu" if preset is None else preset
     if not isinstance(preset, str) or preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise ValueError(
+            f"Unknown preset {preset!r}{did_you_mean(str(preset), PRESETS)}; choose one of {sorted(PRESETS)}"
+        )
     return RunConfig.from_params(JOB_NAME, preset=preset, **values)
 
 
