@@ -10,7 +10,7 @@ import pickle
 import platform
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,6 +25,16 @@ ECHO_PREFIX = "[tresnet-nb] "
 T = TypeVar("T")
 
 REACH_BUDGET_S = 1.5  # a TCP connect to the host must succeed this fast, or callers treat it as offline
+
+
+def progress(items: Iterable[T], show: bool, total: int | None = None, **bar: Any) -> Iterable[T]:
+    """``items`` behind fastprogress's bar when ``show`` (``total`` and ``bar`` passed to it), else as they are:
+    fastprogress's own ``display=False`` still writes a block character and a carriage return to the console."""
+    if not show:
+        return items
+    from fastprogress.fastprogress import progress_bar
+
+    return progress_bar(items, total=total, **bar)
 
 
 def first_hop(url: str) -> tuple[str, int]:

@@ -21,11 +21,10 @@ import numpy as np
 import torch
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
-from fastprogress.fastprogress import progress_bar
 from PIL import Image
 
 from .. import files
-from ..runtime import every_rank, is_main, loader_workers, machine_share, worker_count
+from ..runtime import every_rank, is_main, loader_workers, machine_share, progress, worker_count
 from .arrays import Preprocess, stratified_head
 from .base import Dataset, DatasetError, Split, class_balanced_weights
 from .verify import PROGRESS_FROM, bad_images, screen_images
@@ -139,7 +138,7 @@ def _write_cache(jobs: list[CacheJob], workers: int | None = None, show: bool = 
         workers = workers or min(len(todo), worker_count())
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = pool.map(_cache_one, todo, chunksize=16)
-            for message in progress_bar(results, total=len(todo), display=show and len(todo) >= PROGRESS_FROM):
+            for message in progress(results, show and len(todo) >= PROGRESS_FROM, total=len(todo)):
                 if message:
                     errors.append(message)
     if errors:

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastprogress.fastprogress import progress_bar
 from PIL import Image
 
-from ..runtime import worker_count
+from ..runtime import progress, worker_count
 from . import get_dataset
 from .base import Dataset, DatasetError, Split
 from .folder import IMAGE_SUFFIXES
@@ -63,9 +62,9 @@ def bad_images(
     if workers > 1 and len(todo) > 64:
         with ProcessPoolExecutor(max_workers=min(workers, len(todo) // 32 + 1)) as pool:
             found = pool.map(image_problem, [paths[i] for i in todo], chunksize=32)
-            checked = list(progress_bar(found, total=len(todo), display=show))
+            checked = list(progress(found, show, total=len(todo)))
     else:
-        checked = [image_problem(paths[i]) for i in progress_bar(todo, display=show)]
+        checked = [image_problem(paths[i]) for i in progress(todo, show)]
     results.update(zip(todo, checked, strict=True))
     remember((stamps[i], results[i]) for i in todo if stamps[i] is not None)
     if known:

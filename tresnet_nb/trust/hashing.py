@@ -12,8 +12,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from fastprogress.fastprogress import progress_bar
 from PIL import Image
+
+from ..runtime import progress as show_progress
 
 ImageLike = str | os.PathLike | np.ndarray | Image.Image
 CHUNK = 1 << 20  # bytes read at a time, so that a large file is never held whole
@@ -129,7 +130,7 @@ def signatures(
     _check_size(thumbnail_size, 2, 64, "pixels a side")
     hashes = np.empty(len(items), np.uint64)
     thumbs = np.empty((len(items), thumbnail_size**2), np.float32)
-    for i in progress_bar(range(len(items)), display=progress and len(items) >= IMAGES_PROGRESS_FROM):
+    for i in show_progress(range(len(items)), progress and len(items) >= IMAGES_PROGRESS_FROM):
         grey = _grey(items[i])
         hashes[i], thumbs[i] = _dhash_of_grey(grey, size), _thumbnail_of_grey(grey, thumbnail_size)
     return hashes, thumbs

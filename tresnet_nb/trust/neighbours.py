@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from fastprogress.fastprogress import progress_bar
+
+from ..runtime import progress as show_progress
 
 METHODS = ("auto", "exact", "ann")
 BLOCK_BYTES = 64 << 20  # one block of similarities (queries x items, float32) at most; bounds the exact search's memory
@@ -96,7 +97,7 @@ def exact_neighbours(features, k: int, queries=None, progress: bool = True) -> t
     x_block = max(k + 1, (BLOCK_BYTES // 4) // q_block)
     sims_out, idx_out = np.empty((len(q), k), np.float32), np.empty((len(q), k), np.int64)
     starts = range(0, len(q), q_block)
-    for qs in progress_bar(starts, display=progress and len(q) >= PROGRESS_FROM):
+    for qs in show_progress(starts, progress and len(q) >= PROGRESS_FROM):
         qn = _normalised(q, qinv, slice(qs, qs + q_block))
         rows = torch.arange(qs, qs + len(qn))
         best = (torch.full((len(qn), k), -math.inf), torch.full((len(qn), k), -1, dtype=torch.int64))
@@ -150,7 +151,7 @@ def _project(x, inv, mean, axes, progress: bool) -> np.ndarray:
     out = np.empty((len(x), axes.shape[1]), np.float32)
     step = max(1, (BLOCK_BYTES // 4) // x.shape[1])
     axes_t, mean_t = torch.from_numpy(axes), torch.from_numpy(mean)
-    for s in progress_bar(range(0, len(x), step), display=progress and len(x) >= PROGRESS_FROM):
+    for s in show_progress(range(0, len(x), step), progress and len(x) >= PROGRESS_FROM):
         out[s : s + step] = ((_normalised(x, inv, slice(s, s + step)) - mean_t) @ axes_t).numpy()
     return out
 
@@ -206,7 +207,7 @@ def _candidates(reduced: list, centroids, cell, probe_cell, nprobe: int, want: i
     busy = [c for c in range(len(cent)) if q_bounds[c + 1] > q_bounds[c]]
     with _one_torch_thread(), ThreadPoolExecutor(_threads()) as pool:
         show = progress and n_queries >= PROGRESS_FROM
-        for _ in progress_bar(pool.map(search_cell, busy), total=len(busy), display=show):
+        for _ in show_progress(pool.map(search_cell, busy), show, total=len(busy)):
             pass
     return out
 
