@@ -160,3 +160,21 @@ def test_did_you_mean_names_the_close_choices_in_their_own_spelling_and_nothing_
     assert did_you_mean("lr", ["LR", "EPOCHS"]) == " (did you mean 'LR'?)"  # case ignored, the choice's case given
     assert did_you_mean("imagenet", ["cifar10", "folder"]) == ""
     assert unknown_names(["EPOCS", "ZZZ"], ["EPOCHS", "LR"]) == "'EPOCS' (did you mean 'EPOCHS'?), 'ZZZ'"
+
+
+def test_the_packages_warnings_are_shown_once_each_on_one_line():
+    import uuid
+    import warnings
+
+    from tresnet_nb.hints import TnbWarning, install, short_format, warn
+
+    assert short_format("x", TnbWarning, "f.py", 3, "warn(x)") == "Warning: x\n"  # no file, line or source line
+    assert "f.py:3: UserWarning: x" in short_format("x", UserWarning, "f.py", 3, "warn(x)")  # others as Python's
+    first, second = (f"weights {uuid.uuid4().hex} unavailable" for _ in range(2))
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.resetwarnings()
+        install()
+        assert warnings.formatwarning is short_format
+        for message in (first, first, second, first):
+            warn(message, stacklevel=2)
+    assert [str(w.message) for w in shown] == [first, second]

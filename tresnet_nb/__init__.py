@@ -12,11 +12,15 @@ import importlib
 import warnings
 from typing import Any
 
+from .hints import install as _install_warnings
+
 # fastai decorates a few layers with torch.jit.script at import, which torch 2.10+ flags as deprecated; the
 # warning is about fastai's source, not about anything a user of this package can change.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 # fastai.tabular sets a pandas option that pandas 3 deprecates; likewise nothing for a user to act on.
 warnings.filterwarnings("ignore", message=r"The 'mode\.chained_assignment' option is deprecated")
+
+_install_warnings()  # this package's own warnings: once each, one line (tresnet_nb.hints)
 
 __version__ = "0.1.0"
 

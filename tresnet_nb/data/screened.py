@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import warnings
 from collections.abc import Iterable, Sequence
 from contextlib import closing
 from pathlib import Path
 
 from ..files import cache_dir
+from ..hints import warn
 
 SCREEN_FILE = "screened-v1.sqlite"  # the schema's version in the name: a new schema starts a new file
 CHUNK = 900  # paths per query: under SQLite's oldest limit of 999 parameters
@@ -57,10 +57,10 @@ def _connect(db: Path) -> sqlite3.Connection:
 
 
 def _unusable(db: Path, err: Exception) -> None:
-    warnings.warn(
+    warn(
         f"The screening cache {db} cannot be used ({type(err).__name__}: {err}); every image is checked as if none "
         f"had been before. Fix: make its folder writable, or point TRESNET_NB_CACHE at one that is.",
-        stacklevel=3,
+        stacklevel=4,
     )
 
 

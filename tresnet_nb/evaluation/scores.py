@@ -3,7 +3,6 @@ run record, the plots and the notebooks read."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..hints import warn
 from .metrics import ClassificationReport, as_columns, classify_report, column_aucs, mean_average_precision
 
 METRICS = ("accuracy", "macro_f1", "mean_roc_auc")
@@ -51,10 +51,10 @@ def _auc_scores(probs: torch.Tensor, targets: torch.Tensor, names: tuple[str, ..
         )
     skipped = [n for n in names if n not in aucs]
     if skipped:
-        warnings.warn(
+        warn(
             f"mean ROC-AUC over {len(aucs)} of {len(names)} columns: {skipped} have a single class on the "
             "evaluation split (column_auc in metrics.json lists the columns scored)",
-            stacklevel=3,
+            stacklevel=4,
         )
     return aucs, mean_average_precision(p, t)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from timm.models.tresnet import checkpoint_filter_fn as tresnet_filter
 from torch import nn
 
+from ..hints import warn
 from .archs import arch_spec, check_img_size, split_arch
 from .convert import from_efficientnet_pytorch, is_efficientnet_pytorch
 from .hub import WeightsUnavailableError, fetch_pretrained
@@ -186,7 +186,7 @@ def _tagged_weights(arch: str, name: str, arch_tag: str | None, requested: str):
         if requested != "auto" or arch_tag is not None:
             raise  # a tag the user named: not having it is an error, not a silent random model
         note = f"pretrained weights unavailable, RANDOM initialisation: {err}"
-        warnings.warn(note, stacklevel=3)
+        warn(note, stacklevel=4)
         return None, "random", None, None, note
 
 

@@ -17,12 +17,12 @@ import json
 import os
 import re
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastai.callback.core import Callback
 
+from ..hints import warn
 from ..runtime import is_main
 from .publish import publish_hint
 from .trial import TRIAL_ENV, TrialStopped, report_epoch
@@ -141,10 +141,10 @@ class Tracker:
             self.failure = (
                 f"{type(err).__name__}: {redact(str(err).strip().splitlines()[0] if str(err).strip() else '')}"
             )
-            warnings.warn(
+            warn(
                 f"MLflow tracking at {redact(self.uri)} failed ({self.failure}); the run goes on without it. Its "
                 f"files in {self.cfg.out} and the TensorBoard events are complete; nothing more goes to MLflow.",
-                stacklevel=3,
+                stacklevel=4,
             )
             return None
 
@@ -234,9 +234,7 @@ class Tracker:
             if not path.is_file():
                 continue
             if path.suffix != ".safetensors" and any(s.encode() in path.read_bytes() for s in secrets):
-                warnings.warn(
-                    f"{path.name} holds the value of a secret environment variable: not uploaded", stacklevel=2
-                )
+                warn(f"{path.name} holds the value of a secret environment variable: not uploaded", stacklevel=3)
                 continue
             self.client.log_artifact(self.run_id, str(path))
         self.client.set_terminated(self.run_id, "FINISHED")
