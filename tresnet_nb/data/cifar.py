@@ -68,7 +68,8 @@ LAYOUT = (
     "tarballs; ROOT may also be that folder itself)"
 )
 GET_IT = (
-    "Run tresnet_nb.data.cifar.download(ROOT, variant) (fetches the tarball, checks its md5, unpacks it), or "
+    "Run `python -m tresnet_nb data get cifar10 --root ROOT` (or cifar100; it fetches the tarball, checks its md5 "
+    "and unpacks it; in Python tresnet_nb.data.cifar.download(ROOT, variant)), or "
     "download cifar-10-python.tar.gz / cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
     "and run tar xzf on it inside ROOT."
 )

@@ -32,7 +32,8 @@ LAYOUT = (
     "1 x 8189, classes 1..102), ROOT/setid.mat (variables trnid, valid, tstid: 1-based image numbers)"
 )
 GET_IT = (
-    "Run tresnet_nb.data.flowers102.download(ROOT) (fetches, checks the md5 of and unpacks the three files), or "
+    "Run `python -m tresnet_nb data get flowers102 --root ROOT` (it fetches, checks the md5 of and unpacks the "
+    "three files; in Python tresnet_nb.data.flowers102.download(ROOT)), or "
     f"download 102flowers.tgz, imagelabels.mat and setid.mat from {PAGE} into ROOT and run tar xzf 102flowers.tgz."
 )
 
