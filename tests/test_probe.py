@@ -212,11 +212,14 @@ def report():
 def test_report_table_sits_beside_the_paper(report):
     table = report.table()
     assert list(table.index) == ["tresnet_m", "resnet50"]
-    assert table.loc["tresnet_m", "paper V100: Top Training Speed (img/sec)"] == 730
-    assert table.loc["resnet50", "paper V100: Max Train Batch Size"] == 288
+    assert table.loc["tresnet_m", "paper V100 224 px: Top Training Speed (img/sec)"] == 730
+    assert table.loc["resnet50", "paper V100 224 px: Max Train Batch Size"] == 288
     ours = report.results[0]
     assert table.loc["tresnet_m", probe.TABLE_COLUMNS[0]] == pytest.approx(ours.train.images_per_second, abs=0.05)
-    assert "Max Train Batch Size (estimated, 16 GiB)" in table.columns
+    assert "Max Train Batch Size (estimated at 32 px, 16 GiB)" in table.columns  # not to be read as the paper's
+    # the header says where each side was measured: ours at the probe's size and precision, the paper's at 224 px
+    assert table.columns.name.startswith(f"ours: 32 px, {report.settings.precision}, {report.device}; paper: V100")
+    assert "224 px" in table.columns.name and "ours: 32 px" in table.to_string()
     details = report.details()
     assert details.loc["tresnet_m", "train batch"] == 2 and details.loc["tresnet_m", "GFLOPs/image"] >= 0
     assert report.matmul_peak_flops > 0 and ours.achieved_flops("infer") > 0
@@ -253,11 +256,19 @@ def test_report_json_and_csv_schema(report, tmp_path):
     assert record["pretrained"] is False
 
 
-def test_throughput_plot(report, tmp_path):
-    from tresnet_nb.report.plots import plot_throughput
+def test_throughput_plot(report, tmp_path, monkeypatch):
+    from tresnet_nb.report import plots
 
-    plot_throughput(report, tmp_path / "throughput.png")
+    plots.plot_throughput(report, tmp_path / "throughput.png")
     assert (tmp_path / "throughput.png").stat().st_size > 1000
+    drawn = []
+    monkeypatch.setattr(plots, "finish", lambda fig, path: drawn.append(fig))
+    plots.plot_throughput(report)
+    # ours at 32 px beside the paper's 224 px bars: the figure says so, in the titles and the legends
+    for ax, mode in zip(drawn[0].axes, ("training", "inference"), strict=True):
+        assert ax.get_title() == f"{mode}: ours at 32 px, the paper's at 224 px"
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels[1] == "paper (V100, 224 px, mixed precision)" and "32 px" in labels[0]
 
 
 def test_probe_command(tmp_path, capsys):

@@ -131,7 +131,7 @@ def _unavailable(name: str, tag: str, repo: str, why: str) -> WeightsUnavailable
         f"and copy its cache folder to {constants.HF_HUB_CACHE} here (or point HF_HOME at it); or (b) get "
         f"{endpoint}/{repo}/resolve/main/{HUB_FILES[0]} (or an official Alibaba-MIIL .pth) and pass its path "
         f"as -p WEIGHTS /path/to/file (WEIGHTS in a notebook, weights= in Python). -p WEIGHTS none (WEIGHTS = "
-        f"\"none\" in a notebook) trains from random initialisation on purpose."
+        f'"none" in a notebook) trains from random initialisation on purpose.'
     )
 
 

@@ -17,6 +17,8 @@ from ..paper import PAPER_V100, SPEED_PROTOCOL
 from .settings import TABLE_COLUMNS, ProbeSettings
 from .timing import Timing
 
+PAPER_PREFIX = "paper V100 224 px: "  # the paper's columns in the table: where and at what size they were measured
+
 
 @dataclass
 class ArchResult:
@@ -76,10 +78,15 @@ class ProbeReport:
     seconds: float = 0.0
 
     def table(self) -> pd.DataFrame:
-        """The paper's table layout, ours beside the paper's V100 numbers (224 px, mixed precision)."""
+        """The paper's table layout, ours beside the paper's V100 numbers; the header says where each was measured
+        (ours: this device, size and precision; the paper's: V100, 224 px, mixed precision), and an estimated
+        maximal batch says so, with its size and memory."""
         measured = any(r.max_train_batch is not None for r in self.results)
+        size = self.settings.img_size
         batch_col = (
-            TABLE_COLUMNS[2] if measured else f"{TABLE_COLUMNS[2]} (estimated, {self.budget_bytes / 2**30:g} GiB)"
+            TABLE_COLUMNS[2]
+            if measured
+            else f"{TABLE_COLUMNS[2]} (estimated at {size} px, {self.budget_bytes / 2**30:g} GiB)"
         )
         rows = []
         for r in self.results:
@@ -90,12 +97,14 @@ class ProbeReport:
                     TABLE_COLUMNS[0]: round(r.train.images_per_second, 1) if r.train else None,
                     TABLE_COLUMNS[1]: round(r.infer.images_per_second, 1) if r.infer else None,
                     batch_col: r.shown_max_batch("train") if measured else r.max_train_batch_estimate,
-                    f"paper V100: {TABLE_COLUMNS[0]}": paper.train if paper else None,
-                    f"paper V100: {TABLE_COLUMNS[1]}": paper.infer if paper else None,
-                    f"paper V100: {TABLE_COLUMNS[2]}": paper.max_batch if paper else None,
+                    f"{PAPER_PREFIX}{TABLE_COLUMNS[0]}": paper.train if paper else None,
+                    f"{PAPER_PREFIX}{TABLE_COLUMNS[1]}": paper.infer if paper else None,
+                    f"{PAPER_PREFIX}{TABLE_COLUMNS[2]}": paper.max_batch if paper else None,
                 }
             )
-        return pd.DataFrame(rows).set_index("Model")
+        frame = pd.DataFrame(rows).set_index("Model")
+        frame.columns.name = f"ours: {size} px, {self.settings.precision}, {self.device}; paper: {SPEED_PROTOCOL}"
+        return frame
 
     def details(self) -> pd.DataFrame:
         """Everything measured per architecture: batch, ms/step and spread, memory, FLOPs and their share of the

@@ -115,11 +115,13 @@ def plot_throughput(report: Any, path: Path | str | None = None) -> None:
     for ax, mode, title in zip(axes, ("train", "infer"), ("training", "inference"), strict=True):
         ours = [getattr(r, mode).images_per_second if getattr(r, mode) else np.nan for r in report.results]
         paper = [getattr(PAPER_V100[a.split(".")[0]], mode) if a.split(".")[0] in PAPER_V100 else np.nan for a in archs]
-        bars = ax.bar(x - 0.2, ours, 0.4, label=f"ours ({report.device.split(':', 1)[-1].strip()[:28]})")
-        ax.bar(x + 0.2, paper, 0.4, label="paper (V100, mixed precision)", color="0.7")
+        size, precision = report.settings.img_size, report.settings.precision
+        device = report.device.split(":", 1)[-1].strip()[:28]
+        bars = ax.bar(x - 0.2, ours, 0.4, label=f"ours ({device}, {size} px, {precision})")
+        ax.bar(x + 0.2, paper, 0.4, label="paper (V100, 224 px, mixed precision)", color="0.7")
         ax.bar_label(bars, fmt="%.0f", fontsize=7)
         ax.set(
-            title=f"{title}, {report.settings.img_size} px, {report.settings.precision}",
+            title=f"{title}: ours at {size} px, the paper's at 224 px" if size != 224 else f"{title}, 224 px",
             ylabel="img/s",
             yscale="log",
             xticks=x,
