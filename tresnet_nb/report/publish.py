@@ -149,9 +149,10 @@ def upload(run_dir: Path | str, repo_id: str) -> str:
     with tempfile.TemporaryDirectory(prefix="tresnet_nb-publish-") as tmp:
         folder = write_folder(run_dir, tmp)
         api.create_repo(repo_id, exist_ok=True)
-        api.upload_folder(
-            repo_id=repo_id, folder_path=str(folder), commit_message="Upload TResNet fine-tuned with tresnet-nb"
-        )
+        config = json.loads((folder / "config.json").read_text())
+        how = "fine-tuned" if config["tresnet_nb"]["pretrained"] else "trained from random initialisation"
+        message = f"Upload {config['architecture']} {how} with tresnet-nb"
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message)
     return f"{endpoint}/{repo_id}"
 
 
