@@ -98,16 +98,18 @@ def write_metrics(record: dict[str, Any], path: Path | str, evaluation: Any = No
 
 
 def summary_line(record: dict[str, Any], wall_seconds: float | None = None) -> str:
-    """One line: arch, weights (pretrained or not), dataset, metric and wall time."""
+    """One line of what the run did: arch, weights (pretrained or not), dataset, size, epochs, precision, metric,
+    training time and device, all from its record."""
     pretrained = "pretrained" if record["pretrained"] else "NOT pretrained: random init"
     value = record["metric_value"]
     wall = f", wall {wall_seconds:.0f}s" if wall_seconds is not None else ""
     epochs = f" x{record['epochs']} ep" if record.get("epochs") is not None else ""  # a probe trains no epochs
     dataset = f"{record['dataset']} (FIXTURE data)" if record.get("fixture_data") else record["dataset"]
+    precision = f" {record['precision']}" if record.get("precision") else ""  # what the run computed in
     return (
         f"{record['notebook']}: {record['arch']}, weights={record['weights']} ({pretrained}), {dataset} "
-        f"@{record['img_size']}px{epochs}: {record['metric_name']}={value:.4f} "
-        f"(train {record['train_seconds']:.0f}s{wall})"
+        f"@{record['img_size']}px{epochs}{precision}: {record['metric_name']}={value:.4f} "
+        f"(train {record['train_seconds']:.0f}s{wall} on {record.get('device', 'this machine')})"
     )
 
 
