@@ -343,8 +343,8 @@ def test_train_command_under_torchrun_writes_one_metrics_file(tmp_path):
     ]
     proc = _run(_torchrun(*args), timeout=240)
     assert proc.returncode == 0, proc.stderr[-5000:]
-    assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoint.pth",
+    assert sorted(p.name for p in out.iterdir()) == [  # the checkpoint dropped once the final weights were saved
+        "finished.json",
         "metrics.json",
         "model.safetensors",
         "predictions.npz",
@@ -365,7 +365,7 @@ def test_train_command_under_torchrun_writes_one_metrics_file(tmp_path):
     # run again: every rank reads rank 0's checkpoint and finds the training done
     again = _run(_torchrun(*args), timeout=240)
     assert again.returncode == 0, again.stderr[-5000:]
-    assert again.stdout.count("Training already complete") == WORLD  # each rank read the checkpoint and said so
+    assert again.stdout.count("Training already complete") == WORLD  # each rank read the record and said so
     assert json.loads((out / "metrics.json").read_text())["resumed_from"].startswith("stage 1 epoch 1")
 
 

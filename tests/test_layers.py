@@ -226,9 +226,23 @@ def test_a_unit_in_no_layer_is_named(tmp_path):
     ]
 
 
+def _top_level_imports(path: Path) -> tuple[set[str], set[str]]:
+    """(distributions or standard modules, this package's own modules) that ``path`` imports at module level."""
+    tree = ast.parse(path.read_text())
+    absolute = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+    absolute |= {
+        n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module and not n.level
+    }
+    own = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.level and n.module}
+    return absolute, own
+
+
 @pytest.mark.parametrize("face", ["tresnet_nb/__init__.py"])
 def test_the_face_imports_nothing_at_module_level_but_the_standard_library(face):
-    tree = ast.parse((PACKAGE.parent / face).read_text())
-    imported = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+    # directly, or through a module of its own (tresnet_nb.hints) that itself imports only the standard library
+    imported, own = _top_level_imports(PACKAGE.parent / face)
+    for module in own:
+        theirs, deeper = _top_level_imports(PACKAGE / f"{module.replace('.', '/')}.py")
+        assert not deeper, f"{module} imports {deeper}: the face's own imports stay one module deep"
+        imported |= theirs
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}

@@ -127,8 +127,16 @@ def test_quickstart_smoke_run(tmp_path, closed_hub, capsys):
         "model.torchscript.pt.json",
         "model.onnx",
         "model.onnx.json",
+        "finished.json",
     ):
         assert (run_dir / name).is_file(), name
+    # finished and its weights saved: the resumable checkpoint is gone, and the notebook said so with its size
+    executed_text = (run_dir / "00_quickstart.ipynb").read_text()
+    assert not (run_dir / "checkpoint.pth").exists() and "removed checkpoint.pth (" in executed_text
+    from tresnet_nb.files import file_mode
+
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run_dir.iterdir() if p.is_file()}
+    assert modes == dict.fromkeys(modes, file_mode()), modes  # what the umask gives new files (0o644 under 0o022)
     config = json.loads((run_dir / "run_config.json").read_text())
     assert config["output_dir"] == str(run_dir.resolve()) and config["max_items"] == 64
     committed = checked_outputs(nbformat.read("notebooks/00_quickstart.ipynb", as_version=4))

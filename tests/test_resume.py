@@ -260,3 +260,34 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert len(a) == len(b) == 3
     for x, y in zip(a, b, strict=True):
         assert x == pytest.approx(y, abs=1e-4)
+
+
+def test_a_finished_run_drops_its_checkpoint_and_a_rerun_trains_nothing(tmp_path, capsys):
+    from tresnet_nb import drop_checkpoint, save_weights
+
+    first = run(tmp_path, "miil", 2, False)  # EMA: the final weights are the average
+    assert "kept" in drop_checkpoint(tmp_path) and (tmp_path / CHECKPOINT).is_file()  # final weights not saved yet
+    save_weights(_model_of(first), tmp_path / "model.safetensors")
+    assert "KEEP_CHECKPOINT" in drop_checkpoint(tmp_path, keep=True) and (tmp_path / CHECKPOINT).is_file()
+    said = drop_checkpoint(tmp_path)
+    assert said.startswith(f"removed {CHECKPOINT} (") and not (tmp_path / CHECKPOINT).exists()
+    assert (tmp_path / "finished.json").is_file() and (tmp_path / "model.safetensors").is_file()
+    capsys.readouterr()
+    again = run(tmp_path, "miil", 2, False)  # the record and the weights: nothing is trained
+    assert f"Training already complete in {tmp_path / 'finished.json'}" in capsys.readouterr().out
+    assert again[0].images_per_second == 0 and again[0].resumed_from.startswith("stage 1 epoch 2 of")
+    assert again[0].history == first[0].history and again[0].recipe == "miil" and again[0].epochs == 2
+    for key, value in first[1].items():
+        assert torch.equal(again[1][key], value), key
+    assert not (tmp_path / CHECKPOINT).exists()  # nothing trained, nothing checkpointed
+    with pytest.raises(ValueError, match="finished run of a different configuration"):
+        run(tmp_path, "miil", 3, False)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="final weights .* are missing"):
+        run(tmp_path, "miil", 2, False)
+
+
+def _model_of(result):
+    model = TinyNet(10)
+    model.load_state_dict(result[1])
+    return model

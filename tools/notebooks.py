@@ -137,6 +137,9 @@ NOTEBOOKS = (
 # Tracking (issue 17): the parameter, and the last step of every dataset notebook and the quickstart: where the run
 # is tracked, and the command that publishes it
 TRACKING_PARAM = "TRACKING = None  # an MLflow store: a folder or a server URL (None: MLFLOW_TRACKING_URI, if set)"
+# a finished run drops its resumable checkpoint (about 3x the weights) once its final weights are saved
+KEEP_PARAM = "KEEP_CHECKPOINT = None  # True: keep checkpoint.pth after the run finishes (about 3x the weights)"
+DROP_LINE = "print(tnb.drop_checkpoint(cfg.out, keep=cfg.keep_checkpoint))"
 TRACKING_CELLS = [
     (
         "markdown",
@@ -177,7 +180,7 @@ def config_cell(stem: str, imports: str = "", own: tuple[str, ...] = ()) -> str:
 def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
     switches = {**SWITCHES, **spec.switches}
     params = "\n".join(
-        [base_parameters(DATASET=spec.dataset), TRACKING_PARAM]
+        [base_parameters(DATASET=spec.dataset), TRACKING_PARAM, KEEP_PARAM]
         + [f"{name} = {_lit(value)}" for name, value in switches.items()]
     )
     submission = (
@@ -271,7 +274,9 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
         (
             "markdown",
             "## Artifacts\nThe fine-tuned weights (timm layout), `metrics.json`"
-            + (" and the Kaggle submission." if spec.submission else "."),
+            + (" and the Kaggle submission" if spec.submission else "")
+            + "; then the resumable checkpoint is removed (`KEEP_CHECKPOINT=True` keeps it): `finished.json` and "
+            "the weights are what a rerun needs.",
             [],
         ),
         (
@@ -280,7 +285,8 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
             "record = tnb.run_record(cfg, model, evaluation, result, learn)\n"
             'tnb.write_metrics(record, cfg.out / "metrics.json", evaluation)'
             + submission
-            + "\ntracker.finish(record)\nprint(tnb.summary_line(record))",
+            + "\ntracker.finish(record)\nprint(tnb.summary_line(record))\n"
+            + DROP_LINE,
             [],
         ),
         (

@@ -106,7 +106,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ChannelsLast",
         "EMA",
     ),
-    ".train.checkpoint": ("history",),
+    ".train.checkpoint": (
+        "drop_checkpoint",
+        "history",
+    ),
     ".train.distributed": (
         "DistInfo",
         "distribute",

@@ -36,10 +36,11 @@ DEFAULTS: dict[str, Any] = {
     "precision": "auto",
     "output_dir": None,
     "tracking": None,
+    "keep_checkpoint": False,
 }
-# Where a run is written and logged, not what it computes: left out of its key and of its checkpoint's fingerprint,
-# so that the same configuration resumes and keeps its folder whatever store tracks it.
-LOCATION_FIELDS = ("output_dir", "tracking")
+# Where a run is written and logged and what it keeps, not what it computes: left out of its key and of its
+# checkpoint's fingerprint, so that the same configuration resumes and keeps its folder whatever store tracks it.
+LOCATION_FIELDS = ("output_dir", "tracking", "keep_checkpoint")
 # A preset fills what the call did not set; an explicit parameter always wins (DESIGN.md).
 PRESETS: dict[str, dict[str, Any]] = {
     # CI: a few dozen items, 64 px, one epoch, random weights (no download): seconds on any machine.
@@ -135,6 +136,8 @@ class RunConfig:
     precision: str
     output_dir: str
     tracking: str | None = None  # an MLflow store (folder or server URL); None: MLFLOW_TRACKING_URI, if set
+    # a finished run keeps its resumable checkpoint.pth (optimizer state, EMA: about 3x the weights) only when True
+    keep_checkpoint: bool = False
     options: TrainOptions = field(default_factory=TrainOptions)  # the training switches
     # a notebook's own parameters beyond these (notebook 07's LABEL_SET, SENSES, ...): saved and part of the
     # configuration's key, so that changing one starts another run folder; the library reads none of them
@@ -176,6 +179,8 @@ class RunConfig:
             raise ValueError(
                 f"WEIGHTS must be a string: 'auto', 'none' (random init), a timm tag or a file path, not {self.weights!r}"
             )
+        if not isinstance(self.keep_checkpoint, bool):
+            raise ValueError(f"KEEP_CHECKPOINT must be True or False, not {self.keep_checkpoint!r}")
         if isinstance(self.options, dict):  # from JSON
             object.__setattr__(self, "options", TrainOptions(**self.options))
         if not isinstance(self.options, TrainOptions):

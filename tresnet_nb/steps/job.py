@@ -24,6 +24,7 @@ from ..report.record import run_record, summary_line, write_metrics
 from ..report.tracking import track
 from ..runtime import main_first
 from ..train.callbacks import EpochLog
+from ..train.checkpoint import drop_checkpoint
 from ..train.distributed import DistInfo, check_sync_bn, cleanup, distribute, init_distributed
 from ..train.fit import fit
 from ..train.learner import build_learner, seed_everything
@@ -107,6 +108,7 @@ def train_job(cfg: RunConfig, sync_bn: bool = False) -> dict[str, Any]:
         write_metrics(record, cfg.out / "metrics.json", evaluation)
         tracker.finish(record)
         print(summary_line(record), flush=True)
+        print(drop_checkpoint(cfg.out, keep=cfg.keep_checkpoint), flush=True)
         print(tracker.where(), flush=True)
     return record
 

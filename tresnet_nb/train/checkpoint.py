@@ -1,11 +1,18 @@
 """Resume state: the callback that writes, after every trained epoch, what resuming needs (weights, EMA, optimizer,
 RNG states, history, position in the plan) atomically, and the helpers that read the history and RNG states back.
-Every entry is a tensor or a plain container, so the checkpoint loads with ``torch.load(weights_only=True)``."""
+Every entry is a tensor or a plain container, so the checkpoint loads with ``torch.load(weights_only=True)``.
+
+A finished run's record: ``finished.json`` (the run's fingerprint, history and fit summary), written when the last
+epoch is done. Once the run's final weights are saved (``model.safetensors``), :func:`drop_checkpoint` removes the
+checkpoint, which is about three times their size (optimizer moments, the EMA); a rerun then finds the record and
+the weights and trains nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,7 +20,9 @@ import torch
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 
-from ..files import atomic_write
+from ..config import LOCATION_FIELDS, RunConfig
+from ..files import atomic_write, atomic_write_text
+from ..options import split_extra
 from ..runtime import is_main
 from .callbacks import EMA
 
@@ -135,3 +144,97 @@ class Checkpoint(Callback):
             "history": join_history(self.prefix, current),
         }
         atomic_write(self.path, lambda tmp: torch.save(plain(state), tmp))
+
+
+def same_run(stored: str, expected: str) -> bool:
+    """Whether a checkpoint's fingerprint ``stored`` is the run ``expected`` describes: equal, or written before
+    the training options became :class:`TrainOptions` (its config held them as an ``extra`` dict) and the same
+    once read as they are now."""
+    if stored == expected:
+        return True
+    try:
+        old, new = json.loads(stored), json.loads(expected)
+        config = dict(old["config"])
+        if "extra" not in config:
+            return False
+        config["options"], config["notebook_params"] = split_extra(config.pop("extra"))
+        upgraded = RunConfig(**config, output_dir="", tracking=None).to_dict()
+    except (ValueError, TypeError, KeyError):
+        return False
+    old["config"] = json.loads(json.dumps({k: v for k, v in upgraded.items() if k not in LOCATION_FIELDS}, default=str))
+    return json.dumps(old, sort_keys=True, default=str) == json.dumps(new, sort_keys=True, default=str)
+
+
+def load_checkpoint(path: Path, expected: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` (None when there is none), refused when it is of another run than ``expected``."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not same_run(state.get("fingerprint") or "", expected):
+        raise ValueError(
+            f"{path} holds a checkpoint of a different configuration or plan, so it cannot be resumed. Fix: use "
+            f"another OUTPUT_DIR for this run, or delete {path} to start this one afresh."
+        )
+    return state
+
+
+FINISHED = "finished.json"  # a finished run's record, beside checkpoint.pth and model.safetensors
+WEIGHTS = "model.safetensors"  # the run's final weights, as the notebooks and the train command save them
+
+
+def write_finished(folder: Path, fingerprint: str, summary: dict[str, Any]) -> Path:
+    """Record in ``folder`` that the run of ``fingerprint`` finished, with its fit ``summary`` (recipe, lr, epochs,
+    seconds, images per second, history): what a rerun returns without training."""
+    record = {"fingerprint": fingerprint, **plain(summary)}
+    return atomic_write_text(folder / FINISHED, json.dumps(record, indent=1, default=float) + "\n")
+
+
+def read_finished(folder: Path) -> dict[str, Any] | None:
+    """The finished-run record in ``folder``, or None."""
+    path = folder / FINISHED
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def drop_checkpoint(folder: Path | str, keep: bool = False) -> str:
+    """Remove ``folder``'s checkpoint once the run finished and its final weights are saved (unless ``keep``);
+    returns what was done, for the notebook to print. Rank 0 only; a run that has not finished keeps it."""
+    folder = Path(folder)
+    checkpoint = folder / "checkpoint.pth"
+    if not checkpoint.is_file():
+        return "no checkpoint to remove"
+    if keep:
+        return f"kept {checkpoint} (KEEP_CHECKPOINT): it resumes or extends the finished run with its optimizer state"
+    if read_finished(folder) is None or not (folder / WEIGHTS).is_file():
+        return f"kept {checkpoint}: the run has not finished, or its final weights ({WEIGHTS}) are not saved yet"
+    size = checkpoint.stat().st_size
+    if is_main():
+        checkpoint.unlink()
+    return (
+        f"removed {checkpoint.name} ({size / 2**20:.0f} MiB): the run finished; {WEIGHTS} holds its final weights and "
+        f"{FINISHED} its record, so a rerun trains nothing (KEEP_CHECKPOINT=True keeps the checkpoint)"
+    )
+
+
+def load_finished(model: torch.nn.Module, folder: Path, expected: str) -> dict[str, Any] | None:
+    """A run in ``folder`` that finished and dropped its checkpoint: its final weights put into ``model`` and its
+    record returned (with ``path``, the record's file); None when ``folder`` holds no finished run."""
+    record = read_finished(folder)
+    if record is None:
+        return None
+    if not same_run(record["fingerprint"], expected):
+        raise ValueError(
+            f"{folder / FINISHED} records a finished run of a different configuration or plan. Fix: use another "
+            f"OUTPUT_DIR for this run, or delete {folder} to start this one afresh."
+        )
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"{folder / FINISHED} records a finished run, but its final weights {weights} are missing and its "
+            f"checkpoint was removed, so there is nothing to resume or evaluate. Fix: restore {WEIGHTS}, or delete "
+            f"{folder / FINISHED} to train this run again."
+        )
+    from ..model.weights import read_state_dict
+
+    model.load_state_dict(read_state_dict(weights))
+    print(f"Training already complete in {folder / FINISHED}; the final weights come from {weights}")
+    return {**record, "path": str(folder / FINISHED)}

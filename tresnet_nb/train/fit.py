@@ -17,17 +17,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine_scheds
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 
 from ..config import LOCATION_FIELDS, RunConfig
 from ..data.arrays import augment_of, set_augment
-from ..options import TrainOptions, split_extra
+from ..options import TrainOptions
 from ..recipes import Phase, Recipe, get_recipe
+from ..runtime import is_main
 from .callbacks import EMA
-from .checkpoint import Checkpoint, history, join_history, set_rng_state
+from .checkpoint import (
+    Checkpoint,
+    history,
+    join_history,
+    load_checkpoint,
+    load_finished,
+    set_rng_state,
+    write_finished,
+)
 from .learner import LEARNER_FIELDS, PlannedLearner, TrainingPlan
 from .optim import state_to_params
 
@@ -176,37 +184,6 @@ def learner_plan(learn: Learner, cfg: RunConfig) -> TrainingPlan:
     return plan
 
 
-def same_run(stored: str, expected: str) -> bool:
-    """Whether a checkpoint's fingerprint ``stored`` is the run ``expected`` describes: equal, or written before
-    the training options became :class:`TrainOptions` (its config held them as an ``extra`` dict) and the same
-    once read as they are now."""
-    if stored == expected:
-        return True
-    try:
-        old, new = json.loads(stored), json.loads(expected)
-        config = dict(old["config"])
-        if "extra" not in config:
-            return False
-        config["options"], config["notebook_params"] = split_extra(config.pop("extra"))
-        upgraded = RunConfig(**config, output_dir="", tracking=None).to_dict()
-    except (ValueError, TypeError, KeyError):
-        return False
-    old["config"] = json.loads(json.dumps({k: v for k, v in upgraded.items() if k not in LOCATION_FIELDS}, default=str))
-    return json.dumps(old, sort_keys=True, default=str) == json.dumps(new, sort_keys=True, default=str)
-
-
-def _load_checkpoint(path: Path, expected: str) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not same_run(state.get("fingerprint") or "", expected):
-        raise ValueError(
-            f"{path} holds a checkpoint of a different configuration or plan, so it cannot be resumed. Fix: use "
-            f"another OUTPUT_DIR for this run, or delete {path} to start this one afresh."
-        )
-    return state
-
-
 def _swap_loaders(learn: Learner, key: tuple[int, int], dls_for: DlsFactory) -> None:
     """Give ``learn`` the DataLoaders of ``key`` (size, batch), with the augmentation its current ones apply."""
     policy, erasing, flip = augment_of(learn.dls)
@@ -279,7 +256,10 @@ def fit(
     stages = plan_stages(recipe, cfg.epochs, cfg.lr, plan.pretrained, phases)
     path = Path(checkpoint_dir or cfg.out) / CHECKPOINT
     print_ = fingerprint(cfg, stages, plan.recipe, plan.settings())
-    state = _load_checkpoint(path, print_)
+    state = load_checkpoint(path, print_)
+    if state is None and (done := load_finished(learn.model, path.parent, print_)) is not None:
+        kept = {k: done[k] for k in ("recipe", "lr", "epochs", "history")}
+        return FitResult(**kept, seconds=0.0, images_per_second=0.0, resumed_from=f"{done['last']} of {done['path']}")
     ckpt = Checkpoint(path, print_)
     learn.add_cb(ckpt)
     start_stage, start_epoch, resumed, loaders = 0, 0, None, None
@@ -311,4 +291,9 @@ def fit(
     epochs = sum(p.epochs for p in phases) if phases else cfg.epochs
     rate = images / max(seconds, 1e-9)
     lr = cfg.lr if cfg.lr is not None else recipe.lr
-    return FitResult(plan.recipe, lr, epochs, seconds, rate, history=ckpt.prefix, resumed_from=resumed)
+    result = FitResult(plan.recipe, lr, epochs, seconds, rate, history=ckpt.prefix, resumed_from=resumed)
+    if is_main():
+        write_finished(
+            path.parent, print_, {**asdict(result), "last": f"stage {len(stages)} epoch {stages[-1].epochs}"}
+        )
+    return result
