@@ -122,7 +122,7 @@ def test_the_recipes_flip_only_datasets_whose_classes_survive_a_mirror(tmp_path,
 
 @pytest.mark.parametrize(("augment", "policy"), [(None, "none"), ("flip", "flip")])
 def test_the_scratch_recipe_augments_nothing_unless_asked(tmp_path, augment, policy):
-    # measured (README, bench_vs_fastai.py): two epochs from scratch fit better without flips, even on clothes
+    # measured (docs/benchmarks.md, bench_vs_fastai.py): two epochs from scratch fit better without flips, even on clothes
     splits = load_splits("fashion_mnist", None, 32)
     _, learn = make(tmp_path, model=Tiny(), splits=splits, dataset="fashion_mnist", recipe="scratch", augment=augment)
     aug = preprocess(learn.dls.train).aug

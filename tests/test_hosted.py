@@ -32,6 +32,7 @@ BINDER_EXCLUDED = {
     "pytest-xdist": "runs the test suite's files in parallel processes: the test suite's",
     "ruff": "the linter and formatter: development only",
     "playwright": "drives Chromium in the browser test: the test suite's, not a Binder session's",
+    "mkdocs": "builds the documentation site from docs/: development only",
 }
 # Binder installs the CPU builds of these (local version label +cpu) of the very versions requirements.txt pins.
 CPU_BUILDS = {"torch", "torchvision"}
@@ -40,6 +41,7 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 EXTRAS_NOT_ON_BINDER = {
     "iabn": "InPlace-ABN compiles against CUDA; Binder has neither a GPU nor its toolchain",
     "dev": "test tools, left out as BINDER_EXCLUDED says",
+    "docs": "the documentation site's builder, left out as BINDER_EXCLUDED says",
 }
 # Modules tresnet_nb imports only when an optional feature is asked for, and which Binder does not install.
 OPTIONAL_IMPORTS = {"inplace_abn": "the iabn extra (see EXTRAS_NOT_ON_BINDER), imported only by that conversion"}

@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "tresnet_nb"
 MAX_LINES = 350
 # Bottom first. A unit (a top-level module or subpackage of tresnet_nb) may import its own modules and units of lower
-# ranks only; units of one rank are independent of each other. The README's "Architecture" section draws this.
+# ranks only; units of one rank are independent of each other. docs/architecture.md draws this.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("paper", "files", "runtime", "bundle", "hints"),
     ("data", "model"),
@@ -132,7 +132,9 @@ def layer_problems(edges: dict[str, set[str]], layers: tuple[tuple[str, ...], ..
         if unit(m) == m.split(".")[0]:  # the package itself
             continue
         if unit(m) not in rank:
-            problems.append(f"{m}: unit {unit(m)!r} is in no layer; add it to LAYERS (and the README's diagram)")
+            problems.append(
+                f"{m}: unit {unit(m)!r} is in no layer; add it to LAYERS (and the diagram in docs/architecture.md)"
+            )
             continue
         for t in sorted(edges[m]):
             if unit(t) != unit(m) and unit(t) in rank and rank[unit(t)] >= rank[unit(m)]:
@@ -222,7 +224,7 @@ def test_a_planted_351_line_module_is_caught_and_350_is_not(tmp_path):
 def test_a_unit_in_no_layer_is_named(tmp_path):
     pkg = _package(tmp_path, {"__init__.py": "", "utils.py": "from .paper import X\n", "paper.py": "X = 1\n"})
     assert layer_problems(import_edges(pkg)) == [
-        "tresnet_nb.utils: unit 'utils' is in no layer; add it to LAYERS (and the README's diagram)"
+        "tresnet_nb.utils: unit 'utils' is in no layer; add it to LAYERS (and the diagram in docs/architecture.md)"
     ]
 
 

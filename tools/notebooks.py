@@ -134,7 +134,7 @@ NOTEBOOKS = (
 )
 
 
-# Tracking (issue 17): the parameter, and the last step of every dataset notebook and the quickstart: where the run
+# Tracking: the parameter, and the last step of every dataset notebook and the quickstart: where the run
 # is tracked, and the command that publishes it
 TRACKING_PARAM = "TRACKING = None  # an MLflow store: a folder or a server URL (None: MLFLOW_TRACKING_URI, if set)"
 # a finished run drops its resumable checkpoint (about 3x the weights) once its final weights are saved
@@ -203,7 +203,7 @@ def cells(spec: Spec) -> list[tuple[str, str, list[str]]]:
             "## Parameters\nEvery value left at `None` is filled by the preset (`smoke`, `cpu` or "
             "`paper`); anything you set wins. The switches below `TRACKING` are the training options "
             "(`cfg.options`, a `tnb.TrainOptions`) that `tnb.build_learner`, `tnb.fit` and `tnb.evaluate` "
-            "read (see the README's Training section).\n\n" + spec.data_note,
+            "read (see docs/training.md).\n\n" + spec.data_note,
             [],
         ),
         ("code", params, ["parameters"]),

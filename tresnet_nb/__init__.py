@@ -3,7 +3,7 @@
 ``import tresnet_nb as tnb`` is cheap: it loads neither torch nor fastai. Each public name below is resolved on first
 use (PEP 562 ``__getattr__``) from the module of its concern, which then pays for its own imports; subpackages
 (``tnb.data``, ``tnb.model``, ``tnb.probe``, ...) load the same way. The table is grouped by layer, bottom first
-(README, "Architecture").
+(docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ RECIPES: dict[str, Recipe] = {
     # Random initialisation: one-cycle with fastai's Adam defaults; the peak lr was picked on the embedded
     # Fashion-MNIST (3 epochs at 64 px). No per-image augmentation: in short runs from scratch the flips cost more
     # fit than they give back (benchmarks/bench_vs_fastai.py, Fashion-MNIST 2 epochs, 3 seeds: mean accuracy 0.7920
-    # without flips, 0.7813 with; README "Against plain fastai and timm"). Long runs from scratch: AUGMENT="flip".
+    # without flips, 0.7813 with; docs/benchmarks.md, "What the defaults rest on"). Long runs from scratch: AUGMENT="flip".
     "scratch": Recipe(
         lr=3e-3, weight_decay=0.01, decoupled_wd=True, eps=1e-5, sqr_mom=0.99, schedule="one_cycle", warmup_pct=0.25,
         label_smoothing=0.0, ema_decay=None, freeze_epochs=0, lr_mult=1.0, source="measured here", augment="none",

@@ -106,7 +106,7 @@ def device() -> torch.device:
 # x86 CPUs that compute bfloat16 natively: AVX512-BF16 (Intel Cooper Lake and later, AMD Zen 4 and later) or AMX tiles
 # (Intel Sapphire Rapids and later). Without them oneDNN emulates bf16 and CPU autocast slows training down instead:
 # on an AVX2-only AMD EPYC, tresnet_m at 64 px trained at 1.8 img/s in bf16 against 21.1 in fp32
-# (benchmarks/bench_precision.py), while an AVX512-BF16 EPYC trained 1.85x faster in bf16 (README).
+# (benchmarks/bench_precision.py), while an AVX512-BF16 EPYC trained 1.85x faster in bf16 (docs/benchmarks.md).
 X86_BF16_CHECKS = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
 
 

@@ -1,4 +1,4 @@
-"""InPlace-ABN: BatchNorm + invertible activation that keeps only its output for backward (issue 6).
+"""InPlace-ABN: BatchNorm + invertible activation that keeps only its output for backward.
 
 The original TResNet trains with InPlace-ABN (Rota Bulò et al., "In-Place Activated BatchNorm for
 Memory-Optimized Training of DNNs", CVPR 2018); timm rebuilt it with plain ``BatchNormAct2d`` (BatchNorm2d +

@@ -13,13 +13,14 @@ fastai one every checkpoint written so far holds.
 ``sqr_avg``, ``step``, ``do_wd``), so freezing, discriminative learning rates, schedulers (``lr``, ``mom``),
 ``wd_bn_bias=False`` and checkpoints work as with fastai's optimizer; each step it hands the tensors of each
 parameter group, weight-decay flag and step count to torch's functional ``adam`` (``fused=True`` where torch has
-a fused kernel for the device, dtype and memory layout, foreach otherwise). It used to do that arithmetic itself
-with ``torch._foreach_*`` calls; torch's fused kernel is about 3x faster. Measured with
+a fused kernel for the device, dtype and memory layout, foreach otherwise): torch's fused kernel is about 3x as
+fast as the same arithmetic written with ``torch._foreach_*`` calls. Measured with
 ``.venv/bin/python benchmarks/bench_optimizer.py`` (TResNet-M's 254 tensors, 29.4M parameters, random gradients,
 fp32, 2 CPU threads, torch 2.14.1, median of 20 steps after 3 of warm-up, all in one process), ms per step for
 AdamW / L2 Adam: this ForeachAdam 26.9 / 26.6, the same with ``fused=False`` (torch foreach inside) 83.7 / 92.1,
-torch fused 24.2 / 25.6, torch foreach 80.6 / 88.0, OptimWrapper(torch foreach) 80.6 / 89.0; the ForeachAdam
-before this change, run in the same harness, 88.7 / 94.5 (torch foreach 82.0 / 93.1 in that run). What is left
+torch fused 24.2 / 25.6, torch foreach 80.6 / 88.0, OptimWrapper(torch foreach) 80.6 / 89.0; a hand-written
+``torch._foreach_*`` Adam over the same state, run in the same harness, 88.7 / 94.5 (torch foreach 82.0 / 93.1 in
+that run). What is left
 over torch fused (x1.04-1.18) is fastai's per-parameter bookkeeping, the price of the state fastai needs.
 One difference from fastai's optimizer: ``zero_grad`` frees gradients instead of zeroing them, so tensors frozen
 after training are left alone (fastai's would go on stepping them with a zero gradient: decaying their weights and
