@@ -16,11 +16,12 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(PY) -m tresnet_nb run notebooks/00_quickstart.ipynb --out runs
 
-# Worker processes (pytest-xdist), each test file whole in one of them so that its module fixtures are built once;
-# tests/conftest.py gives each worker its share of the CPU cores as torch threads, so that two workers on two cores
-# do not spin against each other.
+# Worker processes (pytest-xdist), each test file whole in one of them so that its module fixtures are built once:
+# one more than the usable cores (at most 4), because a worker often waits on a kernel, a browser or a server it
+# started; tests/conftest.py gives each worker its share of the cores as torch threads (at least one), so that the
+# workers do not spin against each other.
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+	$(PY) -m pytest -q -n $$(( $$(nproc) + 1 )) --maxprocesses 4 --dist loadfile
 
 # Not in CI (each builds a fresh venv with PyPI's CUDA torch, about 6 GB, from the package registry): every
 # dependency at its floor, then the smoke runs; Colab's GPU image, then the notebooks' install cell and a smoke run.

@@ -30,15 +30,18 @@ def pytest_configure(config):
 # The files that take longest (minutes each on 2 cores: training, kernels, a browser, subprocesses), longest first.
 # Under pytest-xdist they start first, so that no long file begins when the other workers are nearly done.
 LONG_FILES = (
-    "test_resume.py",
-    "test_browser.py",
     "test_benchmarks.py",
     "test_notebook_series.py",
+    "test_browser.py",
+    "test_real_weights.py",
+    "test_trust_notebook.py",
+    "test_gpu_check.py",
     "test_distributed.py",
     "test_tracking.py",
-    "test_real_weights.py",
+    "test_train.py",
+    "test_resume.py",
+    "test_export.py",
     "test_notebooks.py",
-    "test_gpu_check.py",
 )
 
 
