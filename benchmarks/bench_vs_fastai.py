@@ -605,7 +605,7 @@ def goals_line(name: str, sums: dict[str, dict[str, float]]) -> str:
         >= sums["timm"]["train_ips"],
     }
     verdict = "MET" if all(checks.values()) else "NOT MET"
-    return f"goals {name} (issue 18) {verdict}; " + "; ".join(f"{k} {'yes' if v else 'no'}" for k, v in checks.items())
+    return f"goals {name} {verdict}; " + "; ".join(f"{k} {'yes' if v else 'no'}" for k, v in checks.items())
 
 
 # ---------------------------------------------------------------------------------------------------------- main
