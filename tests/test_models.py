@@ -268,7 +268,7 @@ def test_pretrained_tag_offline_fails_fast_with_the_fix(closed_hub, monkeypatch,
     assert time.perf_counter() - start < 2.0
     message = str(err.value)
     assert "timm/tresnet_m.miil_in21k" in message and "model.safetensors" in message and str(closed_hub) in message
-    assert "weights='/path/to/file'" in message
+    assert "-p WEIGHTS /path/to/file" in message and "-p WEIGHTS none" in message
 
 
 def test_auto_falls_back_to_random_and_says_so(closed_hub):

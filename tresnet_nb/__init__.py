@@ -228,6 +228,7 @@ _SUBPACKAGES = (
     "files",
     "gpucheck",
     "heads21k",
+    "hints",
     "hosted",
     "model",
     "options",
