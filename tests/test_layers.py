@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("train",),
     ("report",),
     ("hosted", "steps"),
-    ("heads21k", "trust"),
+    ("heads21k", "trust", "compare"),
     ("commands", "runner", "gpucheck"),
     ("sweep",),
     ("cli",),

@@ -1,5 +1,5 @@
 """Writes the dataset notebooks (02-06, 08) from one template, so they follow the same path and stay in step, and
-the error analysis (09) from the same parts.
+the error analysis (09) and the backbone comparison (10) from the same parts.
 
 Usage: python tools/notebooks.py            (rewrites notebooks/<stem>.ipynb, without outputs)
        python tools/notebooks.py --check    (exit 1 if a committed notebook differs from what this writes)
@@ -395,6 +395,100 @@ def analysis_cells() -> list[tuple[str, str, list[str]]]:
     ]
 
 
+CHOOSE_STEM = "10_choose_backbone"
+# notebook 10's own parameters, after the usual ones (ARCH and the training switches are per candidate: left out)
+CHOOSE_PARAMS = {
+    "CANDIDATES": (None, "None: the paper's set (tresnet_m, resnet50, resnet50d, efficientnet_b1); or a list"),
+    "MINUTES": (None, "training minutes per candidate on this device (instead of EPOCHS), turned into epochs"),
+}
+
+
+def choose_cells() -> list[tuple[str, str, list[str]]]:
+    """Notebook 10: the paper's backbone comparison on the user's data, size and device."""
+    base = base_parameters(DATASET="fashion_mnist").replace("ARCH = None\n", "")
+    params = "\n".join(
+        [base, TRACKING_PARAM, KEEP_PARAM]
+        + [f"{name} = {_lit(value)}  # {why}" for name, (value, why) in CHOOSE_PARAMS.items()]
+    )
+    return [
+        (
+            "markdown",
+            "# 10 · Which backbone for my data: accuracy against speed, measured here\n\n"
+            "The paper's argument is a trade-off measured side by side: TResNet-M against ResNet50, ResNet50-D, "
+            "EfficientNet-B1 and others in training and inference speed and accuracy, on ImageNet and a V100. This "
+            "notebook measures it on your data, at your image size, on this device: each candidate is trained "
+            "once with the library's recipe for its weights (one normal run folder each, resumable), then its "
+            "metric is set against its training and inference speed (the throughput probe's protocol), with the "
+            "Pareto front marked and the paper's V100 ranking beside it.\n\n"
+            "Headless: `python -m tresnet_nb run notebooks/10_choose_backbone.ipynb -p DATASET folder -p DATA_ROOT "
+            "DIR -p CANDIDATES 'tresnet_m,resnet50,tf_efficientnet_lite0=/path/w.pth'`, or the same without "
+            "papermill: `python -m tresnet_nb compare -p DATASET folder -p DATA_ROOT DIR -p CANDIDATES ...`.",
+            [],
+        ),
+        ("markdown", "On Colab or Kaggle the next cell installs the package; anywhere else it does nothing.", []),
+        ("code", SETUP_CELL, []),
+        (
+            "markdown",
+            "## Parameters\nThe data (`DATASET`, `DATA_ROOT`) as in the other notebooks; `IMG_SIZE`, `BATCH_SIZE`, "
+            "`SEED` and `PRECISION` hold for every candidate. `CANDIDATES`: entries `ARCH` (any timm model, "
+            "`WEIGHTS` as below), `ARCH.tag`, or `ARCH=WEIGHTS` (`auto`, `none`, a timm tag or a weights file); "
+            '`"paper"` among them stands for the paper\'s set. `WEIGHTS`: the weights of entries that name none '
+            "(`auto`: the hub's where they can be had, else random initialisation, said in the row). The budget "
+            "per candidate is `EPOCHS` or `MINUTES`, not both.",
+            [],
+        ),
+        ("code", params, ["parameters"]),
+        (
+            "markdown",
+            "## The plan\nEvery candidate is checked now (architecture, weights file, image size), so that a typo "
+            "stops the notebook before anything trains. Each one's run folder is under `OUTPUT_DIR/candidates/`.",
+            [],
+        ),
+        (
+            "code",
+            "import tresnet_nb as tnb\n\n"
+            "plan = tnb.plan_from_notebook(globals())\ncfg = plan.cfg\n"
+            "cfg.save()\ntnb.seed_everything(cfg.seed)\ntnb.hosted_check()\n"
+            "tnb.show(plan.config_table())\ntnb.show(tnb.environment())\ntnb.show(plan.table())",
+            [],
+        ),
+        ("markdown", "## Data\nThe dataset as read from `DATA_ROOT` in its official format.", []),
+        (
+            "code",
+            "ds = tnb.get_dataset(cfg.dataset).read(cfg.data_root)\nprint(ds.summary())\n"
+            "images, labels = tnb.samples(ds)\n"
+            'tnb.plot_samples(images, labels, ds.class_names, cfg.out / "samples.png")',
+            [],
+        ),
+        (
+            "markdown",
+            "## Run every candidate\nFor each: the speed probe at `IMG_SIZE` on this device, then its training run "
+            "(one line per epoch). A finished candidate is read back instead of trained again; a failing one is "
+            "recorded with its error and the next one runs. `comparison.csv` and `comparison.md` are rewritten "
+            "after each candidate.",
+            [],
+        ),
+        ("code", "comparison = tnb.compare_backbones(plan)\ntnb.show(comparison.table())", []),
+        (
+            "markdown",
+            "## The trade-off\nThe metric against time per image in training and at inference (the Pareto front "
+            "in red: no other candidate is both faster and more accurate), the paper's ImageNet / V100 trade-off "
+            "beside them, and the speed ranking here against the paper's. Hollow points trained from random "
+            "initialisation: their metric is not what pretrained weights would give.",
+            [],
+        ),
+        ("code", "record = tnb.finish_comparison(comparison)\ntnb.show(comparison.ranking_table())", []),
+        (
+            "markdown",
+            "## Artifacts\n`comparison.csv` (one row per candidate), `comparison.md`, `comparison.png` and "
+            "`metrics.json` (the most accurate candidate, and every row) in `OUTPUT_DIR`; each candidate's weights, "
+            "metrics and TensorBoard log in its run folder (`run_dir`), ready for `predict --run` and `publish`.",
+            [],
+        ),
+        ("code", "print(tnb.summary_line(record))\nprint(cfg.out)", []),
+    ]
+
+
 def notebook_json(stem: str, cell_list: list[tuple[str, str, list[str]]]) -> dict:
     """An nbformat 4.5 notebook of ``(kind, source, tags)`` cells, without outputs, with ids stable per stem."""
     out = []
@@ -461,6 +555,7 @@ def generate(notebooks: dict[str, dict], tool: str) -> int:
 def main() -> int:
     notebooks = {spec.stem: notebook(spec) for spec in NOTEBOOKS}
     notebooks[ANALYSIS_STEM] = notebook_json(ANALYSIS_STEM, analysis_cells())
+    notebooks[CHOOSE_STEM] = notebook_json(CHOOSE_STEM, choose_cells())
     return generate(notebooks, "tools/notebooks.py")
 
 

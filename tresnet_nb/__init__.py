@@ -213,6 +213,16 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "label_issue_step",
         "suspect_browser",
     ),
+    # compare/: which backbone for my data (notebook 10)
+    ".compare": (
+        "Comparison",
+        "compare_backbones",
+        "finish_comparison",
+        "parse_candidates",
+        "plan_comparison",
+        "plan_from_notebook",
+        "plot_comparison",
+    ),
 }
 # earlier names kept working: the dataset notebooks called the run record run_metrics
 _ALIASES: dict[str, tuple[str, str]] = {
@@ -222,6 +232,7 @@ _SUBPACKAGES = (
     "bundle",
     "cli",
     "commands",
+    "compare",
     "config",
     "data",
     "evaluation",

@@ -16,6 +16,9 @@ python -m tresnet_nb gpu-check [--device cuda|cpu] [--quick] [--out DIR] [--sect
     prove and measure the GPU path on one device: gpu_check.json / gpu_check.md (tresnet_nb.gpucheck)
 python -m tresnet_nb sweep NOTEBOOK --trials N --space 'KEY=kind:args'... [--preset NAME] [-p KEY VALUE]... [--out DIR]
     an Optuna study of the notebook's parameters, one papermill run per trial (tresnet_nb.sweep)
+python -m tresnet_nb compare [--preset NAME] [-p CANDIDATES 'A,B,ARCH=WEIGHTS'] [-p MINUTES M] [-p KEY VALUE]... [--out DIR]
+    which backbone for my data: one run per candidate, its metric beside training and inference speed on this device,
+    comparison.csv / comparison.md / comparison.png (tresnet_nb.compare; notebooks/10_choose_backbone.ipynb)
 python -m tresnet_nb publish RUN_DIR --to DIR|hf-hub:USER/REPO
     the run in the Hugging Face / timm layout: config.json, model.safetensors, a model card (tresnet_nb.report.publish)
 python -m tresnet_nb probe --arch A [A ...] [--img-size N] [--mode infer|train|both] [--precision fp32|bf16|fp16]
@@ -121,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         from .sweep import sweep_command
 
         return sweep_command(args)
+    if args.command == "compare":
+        from .compare import compare_command
+        from .runner import parse_value
+
+        keys = [key.upper() for key, _ in args.parameter]
+        if len(set(keys)) < len(keys):
+            print(f"error: a parameter is given twice in {[key for key, _ in args.parameter]}", file=sys.stderr)
+            return 2
+        return compare_command(args.preset, {k: parse_value(v) for k, v in args.parameter}, args.out)
     if args.command == "publish":
         from .report.publish import publish_command
 

@@ -1,5 +1,5 @@
-"""The command line's parser: one function per command (run, train, probe, predict, gpu-check, sweep, publish,
-data) adds its arguments; :mod:`tresnet_nb.__main__` dispatches them. Imports no torch."""
+"""The command line's parser: one function per command (run, train, probe, predict, gpu-check, sweep, compare,
+publish, data) adds its arguments; :mod:`tresnet_nb.__main__` dispatches them. Imports no torch."""
 
 from __future__ import annotations
 
@@ -150,6 +150,22 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
 
 
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    """The ``compare`` command: notebook 10 headless."""
+    compare = sub.add_parser(
+        "compare", help="which backbone for my data: accuracy against training and inference speed, one run each"
+    )
+    compare.add_argument("--preset", default=None, help="smoke, cpu (default) or paper")
+    _parameter_flag(
+        compare,
+        "CANDIDATES ('tresnet_m,resnet50,ARCH=WEIGHTS' or a JSON list; 'paper' adds the paper's set), MINUTES per "
+        "candidate, or a RunConfig parameter (DATASET, DATA_ROOT, IMG_SIZE, EPOCHS, WEIGHTS, ...)",
+    )
+    compare.add_argument(
+        "--out", default=None, help="OUTPUT_DIR (default: runs/10_choose_backbone/<the configuration's hash>)"
+    )
+
+
 def _add_publish(sub: argparse._SubParsersAction) -> None:
     """The ``publish`` command: publish a run."""
     publish = sub.add_parser("publish", help="a run as config.json + model.safetensors + model card (timm/HF layout)")
@@ -191,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_check(sub)
     _add_sweep(sub)
+    _add_compare(sub)
     _add_publish(sub)
     _add_data(sub)
     return parser

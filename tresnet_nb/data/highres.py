@@ -313,7 +313,7 @@ def prepare_file_dls(
     n = len(ds.class_names)
     splits = {}
     for name in ("train", eval_split):
-        split = cap_items(ds[name], max_items if name == "train" else _eval_cap(max_items, n), n)
+        split = cap_items(ds[name], max_items if name == "train" else eval_cap(max_items, n), n)
         log = Path(out_dir) / f"skipped_images_{name}.txt" if is_main() else None  # rank 0 writes the run's files
         split = screen_images(split, on_bad_image, log=log, label=name, find=shared_bad_images)
         splits[name] = shared_cache_split(split, size, cache_dir, crop=crop, lossless=name != "train")
@@ -322,5 +322,5 @@ def prepare_file_dls(
     )
 
 
-def _eval_cap(max_items: int | None, n_classes: int) -> int | None:
+def eval_cap(max_items: int | None, n_classes: int) -> int | None:
     return None if max_items is None else max(n_classes, max_items // 2)
