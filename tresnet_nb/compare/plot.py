@@ -63,7 +63,7 @@ def plot_comparison(comparison: Comparison, path: Path | str | None = None) -> N
         ax.set(
             title=f"{title} on {comparison.device.split(':', 1)[-1].strip()[:30]}, {cfg.img_size} px",
             xlabel="ms per image (left is faster)",
-            ylabel=f"{comparison.metric} on {cfg.dataset}",
+            ylabel=f"{comparison.metric} on {comparison.data_name}",
         )
     if paper_rows:
         ax = axes[0][2]

@@ -89,6 +89,14 @@ class Comparison:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def data_name(self) -> str:
+        """The data as the plot and the table name it: the dataset, or for your own images their folder's name."""
+        cfg = self.plan.cfg
+        if cfg.dataset in ("folder", "csv") and cfg.data_root:
+            return f"{Path(cfg.data_root).name} ({cfg.dataset})"
+        return cfg.dataset
+
+    @property
     def done(self) -> list[dict[str, Any]]:
         """The candidates that trained and were measured."""
         return [r for r in self.rows if not r.get("error")]
@@ -131,7 +139,9 @@ class Comparison:
         def named(row: dict[str, Any]) -> str:
             return f"{row['candidate']} ({'pretrained' if row['pretrained'] else 'random initialisation'})"
 
-        if infer is best and train is best:
+        if len([r for r in self.done if r["metric_value"] >= best["metric_value"] - ONE_POINT]) == 1:
+            fastest = "no other candidate comes within one point of it"
+        elif infer is best and train is best:
             fastest = "it is also the fastest within one point of it, in training and at inference"
         elif infer is train:
             fastest = (
@@ -192,7 +202,7 @@ class Comparison:
         """comparison.md: the table, the ranking beside the paper's and the sentence."""
         cfg = self.plan.cfg
         head = (
-            f"# Backbone comparison on {cfg.dataset} ({cfg.data_root or 'embedded data'})\n\n"
+            f"# Backbone comparison on {self.data_name} ({cfg.data_root or 'embedded data'})\n\n"
             f"{cfg.img_size} px, {self.plan.budget.text()} per candidate, seed {cfg.seed}; speeds measured on "
             f"{self.device} by the throughput probe's protocol (random tensors, the run's size; a fixed batch off "
             "CUDA, where `max_batch` stays empty). Pareto: no other candidate is both faster and more accurate.\n\n"
