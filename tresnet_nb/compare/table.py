@@ -166,8 +166,8 @@ class Comparison:
             notes.append(f"{failed} failed (see the error column)")
         tail = f" ({'; '.join(notes)})" if notes else ""
         return (
-            f"Most accurate on this data: {named(best)}, {self.metric} {best['metric_value']:.4f}; {fastest}, on "
-            f"{self.device}{tail}."
+            f"Most accurate on this data: {named(best)}, {self.metric} {best['metric_value']:.4f}; {fastest} "
+            f"(speeds on {self.device}){tail}."
         )
 
     def ranking(self) -> list[dict[str, Any]]:
