@@ -396,7 +396,7 @@ def analysis_cells() -> list[tuple[str, str, list[str]]]:
 
 
 CHOOSE_STEM = "10_choose_backbone"
-# notebook 10's own parameters, after the usual ones (ARCH and the training switches are per candidate: left out)
+# notebook 10's own parameters, after the usual ones (no training switches: each candidate has its weights' recipe)
 CHOOSE_PARAMS = {
     "CANDIDATES": (None, "None: the paper's set (tresnet_m, resnet50, resnet50d, efficientnet_b1); or a list"),
     "MINUTES": (None, "training minutes per candidate on this device (instead of EPOCHS), turned into epochs"),
@@ -405,7 +405,9 @@ CHOOSE_PARAMS = {
 
 def choose_cells() -> list[tuple[str, str, list[str]]]:
     """Notebook 10: the paper's backbone comparison on the user's data, size and device."""
-    base = base_parameters(DATASET="fashion_mnist").replace("ARCH = None\n", "")
+    base = base_parameters(DATASET="fashion_mnist").replace(
+        "ARCH = None\n", "ARCH = None  # the contract's parameter; here per candidate: name them in CANDIDATES\n"
+    )
     params = "\n".join(
         [base, TRACKING_PARAM, KEEP_PARAM]
         + [f"{name} = {_lit(value)}  # {why}" for name, (value, why) in CHOOSE_PARAMS.items()]
