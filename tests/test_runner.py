@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -70,3 +71,15 @@ def test_a_failure_is_kept_and_the_batch_goes_on(tmp_path):
     assert any(o.get("ename") == "RuntimeError" for c in executed.cells for o in c.get("outputs", []))
     assert rows[1]["metric_value"] == "0.5"
     assert "| ok | ok | accuracy | 0.5 |" in (out / "summary.md").read_text()
+
+
+def test_each_kernel_has_private_ipc_sockets_removed_after_it():
+    from tresnet_nb.runner import IPCKernelManager
+
+    first, second = IPCKernelManager(), IPCKernelManager()
+    folders = [Path(m.ip).parent for m in (first, second)]
+    assert first.ip != second.ip and all(f.is_dir() and f.stat().st_mode & 0o777 == 0o700 for f in folders)
+    assert not Path(first.ip).is_relative_to(Path.cwd())  # not the shared "kernel-ipc" prefix in the working folder
+    for manager in (first, second):
+        manager.cleanup_ipc_files()
+    assert not any(f.exists() for f in folders)

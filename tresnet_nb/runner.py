@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 
 from jupyter_client.manager import KernelManager
 from tqdm.auto import tqdm
-from traitlets import Unicode
+from traitlets import Unicode, default
 
 from .config import PRESETS
 from .hints import did_you_mean, unknown_names
@@ -33,9 +35,23 @@ SUMMARY_COLUMNS = (
 
 
 class IPCKernelManager(KernelManager):
-    """Kernels talk over local IPC sockets instead of unencrypted TCP ports on 127.0.0.1."""
+    """Kernels talk over local IPC sockets instead of unencrypted TCP ports on 127.0.0.1, each kernel's sockets in a
+    private folder of its own: jupyter_client's default prefix, ``kernel-ipc`` in the working folder, is shared by
+    kernels started at the same moment from the same folder (two runs, two test workers), whose messages then cross
+    ("Invalid Signature")."""
 
     transport = Unicode("ipc")
+
+    @default("ip")
+    def _private_ipc_prefix(self) -> str:
+        self._ipc_folder = tempfile.mkdtemp(prefix="tresnet_nb-kernel-")  # mode 0700
+        return os.path.join(self._ipc_folder, "ipc")
+
+    def cleanup_ipc_files(self) -> None:
+        super().cleanup_ipc_files()
+        folder = getattr(self, "_ipc_folder", None)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 class EchoProgress:
