@@ -339,3 +339,21 @@ def test_ema_state_of_a_checkpoint_written_before_the_swap_resumes(tmp_path):
     sgd_steps(model, 3, lambda: old_ema_update(average, model, decay))
     for key, value in average.state_dict().items():  # and goes on as the old callback would have
         assert torch.equal(ema.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize(("recipe", "norms_train"), [("fine_tune", True), ("fine_tune_head", False)])
+def test_the_frozen_stage_trains_the_bodys_norms_only_where_the_recipe_says(tmp_path, recipe, norms_train):
+    _, learn, _ = make_learner(tmp_path, recipe, epochs=1, model_fn=TinyNet, pretrained=True)  # built frozen
+    body = learn.model.body
+    norms = [m for m in body if isinstance(m, torch.nn.BatchNorm2d)]
+    weights = [m.weight.detach().clone() for m in norms]
+    stats = [m.running_mean.clone() for m in norms]
+    reached = []  # gradients reaching the body's output: the frozen stage's backward runs through the body
+    hook = body.register_full_backward_hook(lambda *_: reached.append(1))
+    learn.fit(1, 1e-2)
+    hook.remove()
+    assert all(m.weight.requires_grad == norms_train for m in norms)
+    assert [not torch.equal(m.weight, w) for m, w in zip(norms, weights, strict=True)] == [norms_train] * len(norms)
+    assert all(not torch.equal(m.running_mean, s) for m, s in zip(norms, stats, strict=True))  # train-mode statistics
+    assert bool(reached) == norms_train
+    assert not body[0].weight.requires_grad  # the convolutions stay frozen either way

@@ -30,6 +30,9 @@ class Recipe:
     source: str
     augment: str = "flip"  # per-image policy, one of tresnet_nb.data.augment.AUGMENTS
     erasing: float = 0.0  # random-erasing probability
+    # the frozen stage trains the body's norm layers too (fastai's train_bn): its backward then runs through the
+    # whole body; False trains the head alone there, and backward stops at the head
+    train_frozen_norms: bool = True
 
 
 # fmt: off
@@ -60,6 +63,13 @@ RECIPES: dict[str, Recipe] = {
         lr=2e-3, weight_decay=0.01, decoupled_wd=True, eps=1e-5, sqr_mom=0.99, schedule="one_cycle", warmup_pct=0.3,
         label_smoothing=0.0, ema_decay=None, freeze_epochs=1, lr_mult=1.0,
         source="fastai fine_tune's schedule; one rate for the whole network, measured here",
+    ),
+    # fine_tune with the head alone in the frozen stage: the body's norm layers keep their weights there (running
+    # statistics still update), so that stage's backward stops at the head.
+    "fine_tune_head": Recipe(
+        lr=2e-3, weight_decay=0.01, decoupled_wd=True, eps=1e-5, sqr_mom=0.99, schedule="one_cycle", warmup_pct=0.3,
+        label_smoothing=0.0, ema_decay=None, freeze_epochs=1, lr_mult=1.0, train_frozen_norms=False,
+        source="fine_tune, the frozen stage training the head alone",
     ),
     # The TResNet authors' transfer recipe (their advice and timm command for CIFAR-100, see FACTS.md): Adam with
     # L2 weight decay 1e-4, lr 2e-4, cosine with 3 of 50 epochs of warm-up, label smoothing 0.1, EMA 0.995,

@@ -44,13 +44,13 @@ def _recipe(cfg: RunConfig, record: dict[str, Any]) -> str:
         f"- architecture: `{cfg.arch}` (timm), image size {record['img_size']} px",
         f"- weights before training: `{record['weights']}` "
         + ("(pretrained)" if record["pretrained"] else "(**random initialisation**: not pretrained)"),
-        f"- recipe `{record.get('recipe', '-')}`, {record['epochs']} epochs, learning rate {record.get('lr', '-')}, "
+        f"- recipe `{record.get('recipe', '-')}`, {record['epochs']} epoch{'' if record['epochs'] == 1 else 's'}, learning rate {record.get('lr', '-')}, "
         f"batch {cfg.batch_size}, precision {record.get('precision', '-')}, seed {cfg.seed}",
     ]
     if options:
         lines.append("- options: " + ", ".join(f"`{k}={v}`" for k, v in sorted(options.items())))
     if record.get("max_items"):
-        lines.append(f"- at most {record['max_items']} items per split (a reduced run)")
+        lines.append(f"- at most {record['max_items']} training items (MAX_ITEMS: a reduced run)")
     lines.append(f"- trained in {record['train_seconds']:.0f} s on {record['device']}; versions {record['versions']}")
     return "\n".join(lines)
 
@@ -153,6 +153,6 @@ or from the command line: `python -m tresnet_nb predict --model PATH/TO/THIS/FOL
 Intended for classifying images like those of `{record["dataset"]}` into its {len(names)} classes, and as a starting
 point for further fine-tuning. It has seen only that dataset's training split: images from another source (camera,
 resolution, framing) or of other classes get confident but meaningless answers, since the softmax always picks one
-of the classes above. The score above is on one evaluation split{" of at most " + str(record["max_items"]) + " items" if record.get("max_items") else ""};
+of the classes above. The score above is on one evaluation split{" of " + str(record["n_eval"]) + " images" if record.get("n_eval") else ""};
 check it on your own data before relying on it, and do not use it for decisions about people.
 """

@@ -224,6 +224,7 @@ def build_learner(cfg: RunConfig, dls: DataLoaders, model: nn.Module, task: str 
         metrics=metrics,
         splitter=head_splitter,
         wd=rec.weight_decay,
+        train_bn=rec.train_frozen_norms,
         cbs=cbs,
         path=cfg.out,
     )
