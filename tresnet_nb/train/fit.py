@@ -234,6 +234,30 @@ def _resume(
     return start_stage, start_epoch, loaders
 
 
+def _run_stages(
+    learn: PlannedLearner,
+    stages: list[Stage],
+    ckpt: Checkpoint,
+    start: tuple[int, int],
+    loaders: tuple[int, int] | None,
+    dls_for: DlsFactory | None,
+) -> int:
+    """Run ``stages`` from ``start`` (stage, epoch), swapping the DataLoaders where a stage's size or batch differs
+    from ``loaders`` (the key of the current ones), and return the number of training images seen."""
+    images = 0
+    for index in range(start[0], len(stages)):
+        stage = stages[index]
+        if stage.loader_key is not None and stage.loader_key != loaders:
+            _swap_loaders(learn, stage.loader_key, dls_for)
+            loaders = stage.loader_key
+        ckpt.stage = index
+        _run_stage(learn, stage, start[1] if index == start[0] else 0)
+        done = history(learn)
+        ckpt.prefix = join_history(ckpt.prefix, done)
+        images += len(done["epochs"]) * len(learn.dls.train) * learn.dls.train.bs
+    return images
+
+
 def fit(
     learn: PlannedLearner,
     cfg: RunConfig,
@@ -268,18 +292,8 @@ def fit(
         resumed = f"stage {state['stage'] + 1} epoch {state['epoch'] + 1} of {path}"
         print(f"Resuming after {resumed}" if start_stage < len(stages) else f"Training already complete in {path}")
     start = time.perf_counter()
-    images = 0
     try:
-        for index in range(start_stage, len(stages)):
-            stage = stages[index]
-            if stage.loader_key is not None and stage.loader_key != loaders:
-                _swap_loaders(learn, stage.loader_key, dls_for)
-                loaders = stage.loader_key
-            ckpt.stage = index
-            _run_stage(learn, stage, start_epoch if index == start_stage else 0)
-            done = history(learn)
-            ckpt.prefix = join_history(ckpt.prefix, done)
-            images += len(done["epochs"]) * len(learn.dls.train) * learn.dls.train.bs
+        images = _run_stages(learn, stages, ckpt, (start_stage, start_epoch), loaders, dls_for)
     finally:
         learn.remove_cb(ckpt)
     ema = _ema(learn)
