@@ -124,15 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         from .sweep import sweep_command
 
         return sweep_command(args)
-    if args.command == "compare":
-        from .compare import compare_command
-        from .runner import parse_value
-
-        keys = [key.upper() for key, _ in args.parameter]
-        if len(set(keys)) < len(keys):
-            print(f"error: a parameter is given twice in {[key for key, _ in args.parameter]}", file=sys.stderr)
-            return 2
-        return compare_command(args.preset, {k: parse_value(v) for k, v in args.parameter}, args.out)
     if args.command == "publish":
         from .report.publish import publish_command
 
@@ -142,12 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     from .runner import parse_value, run_notebooks
 
     params = {key: parse_value(value) for key, value in args.parameter}
-    if args.command == "train":
-        from .steps.job import train_command
-
+    if args.command in ("train", "compare"):
         if len({key.upper() for key, _ in args.parameter}) < len(args.parameter):
             print(f"error: a parameter is given twice in {[key for key, _ in args.parameter]}", file=sys.stderr)
             return 2
+        if args.command == "compare":
+            from .compare import compare_command
+
+            return compare_command(args.preset, params, args.out)
+        from .steps.job import train_command
+
         return train_command(args.preset, params, args.out, args.sync_bn)
     try:
         outcomes = run_notebooks(args.notebooks, args.out, args.preset, params, args.kernel)

@@ -47,11 +47,6 @@ class Candidate:
     weights: str | None = None
 
     @property
-    def entry(self) -> str:
-        """The entry as CANDIDATES takes it."""
-        return self.arch if self.weights is None else f"{self.arch}={self.weights}"
-
-    @property
     def label(self) -> str:
         """The entry as the user wrote it (a file by its name only)."""
         if self.weights is None:
@@ -222,7 +217,11 @@ def plan_comparison(
     data, with EPOCHS or MINUTES per candidate (``epochs``/``minutes`` as the notebook's parameters give them: None
     is 'not set'). Every candidate's configuration is built now, so a bad one (an image size an architecture
     refuses) stops the comparison before anything trains."""
-    plan = ComparisonPlan(cfg, parse_candidates(candidates), budget_from(epochs, minutes, cfg.epochs))
+    return _checked(ComparisonPlan(cfg, parse_candidates(candidates), budget_from(epochs, minutes, cfg.epochs)))
+
+
+def _checked(plan: ComparisonPlan) -> ComparisonPlan:
+    """``plan``, once every candidate's configuration could be built."""
     for c in plan.candidates:
         try:
             plan.candidate_config(c, plan.budget.epochs or 1)
@@ -250,7 +249,7 @@ def comparison_plan(params: dict[str, Any], preset: str | None = None) -> Compar
     cfg = RunConfig.from_params(
         NOTEBOOK, preset=preset, notebook_params={"minutes": minutes}, arch=candidates[0].arch, **upper
     )
-    return plan_comparison(cfg, [c.entry for c in candidates], epochs=upper.get("EPOCHS"), minutes=minutes)
+    return _checked(ComparisonPlan(cfg, candidates, budget_from(upper.get("EPOCHS"), minutes, cfg.epochs)))
 
 
 def plan_from_notebook(namespace: dict[str, Any]) -> ComparisonPlan:

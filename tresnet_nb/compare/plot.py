@@ -57,9 +57,8 @@ def plot_comparison(comparison: Comparison, path: Path | str | None = None) -> N
     cfg = comparison.plan.cfg
     scratch = sum(1 for r in rows if not r["pretrained"])
     for ax, mode, title in zip(axes[0], ("train", "infer"), ("training", "inference"), strict=False):
-        key = f"{mode}_ms_per_img"
-        front = pareto_front([(r[key], r["metric_value"]) for r in rows])
-        _scatter(ax, rows, key, "metric_value", front, pretrained=True)
+        front = [bool(r[f"pareto_{mode}"]) for r in rows]  # marked by Comparison.add
+        _scatter(ax, rows, f"{mode}_ms_per_img", "metric_value", front, pretrained=True)
         ax.set(
             title=f"{title} on {comparison.device.split(':', 1)[-1].strip()[:30]}, {cfg.img_size} px",
             xlabel="ms per image (left is faster)",

@@ -25,6 +25,7 @@ from ..probe.results import ArchResult
 from ..probe.settings import plan as probe_plan
 from ..runtime import device as default_device
 from ..runtime import device_name
+from ..steps.data import dataset_metric
 from ..steps.job import train_job
 from .candidates import Candidate, ComparisonPlan, epochs_for
 from .table import Comparison, paper_columns
@@ -64,16 +65,21 @@ def budget_epochs(plan: ComparisonPlan, candidate: Candidate, speed: dict[str, A
     budget = plan.budget
     if budget.minutes is None:
         return {"epochs": budget.epochs, "budget_minutes": None, "epoch_seconds_estimate": None}
-    path = plan.cfg.out / BUDGET_FILE
-    recorded = json.loads(path.read_text()) if path.is_file() else {}
-    name = plan.run_dir(candidate).name
-    entry = recorded.get(name)
-    if entry is None or entry["budget_minutes"] != budget.minutes:  # measured once per budget, then read back
+    entry, recorded = _budget_entry(plan, candidate)
+    if entry is None:  # measured once per budget, then read back
         epochs, epoch_s = epochs_for(budget.minutes, *sizes, speed["train_img_s"], speed["infer_img_s"])
         entry = {"epochs": epochs, "budget_minutes": budget.minutes, "epoch_seconds_estimate": round(epoch_s, 2)}
-        recorded[name] = entry
-        atomic_write_text(path, json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+        recorded[plan.run_dir(candidate).name] = entry
+        atomic_write_text(plan.cfg.out / BUDGET_FILE, json.dumps(recorded, indent=2, sort_keys=True) + "\n")
     return dict(entry)
+
+
+def _budget_entry(plan: ComparisonPlan, candidate: Candidate) -> tuple[dict | None, dict]:
+    """What budget.json recorded for ``candidate`` under the plan's MINUTES (None if nothing), and the whole record."""
+    path = plan.cfg.out / BUDGET_FILE
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    entry = recorded.get(plan.run_dir(candidate).name)
+    return (entry if entry and entry["budget_minutes"] == plan.budget.minutes else None), recorded
 
 
 def recorded_epochs(plan: ComparisonPlan, candidate: Candidate) -> int | None:
@@ -81,9 +87,8 @@ def recorded_epochs(plan: ComparisonPlan, candidate: Candidate) -> int | None:
     became on an earlier run (budget.json); None when MINUTES has not been turned into epochs yet."""
     if plan.budget.minutes is None:
         return plan.budget.epochs
-    path = plan.cfg.out / BUDGET_FILE
-    entry = (json.loads(path.read_text()) if path.is_file() else {}).get(plan.run_dir(candidate).name)
-    return entry["epochs"] if entry and entry["budget_minutes"] == plan.budget.minutes else None
+    entry, _ = _budget_entry(plan, candidate)
+    return entry["epochs"] if entry else None
 
 
 def finished_row(plan: ComparisonPlan, candidate: Candidate) -> dict[str, Any] | None:
@@ -158,8 +163,7 @@ def compare_backbones(plan: ComparisonPlan, dev: torch.device | None = None) -> 
     cfg = plan.cfg
     spec = get_dataset(cfg.dataset)
     ds = spec.read(cfg.data_root)
-    metric = spec.metric if ds.task == spec.task else {"multi-label": "mean_roc_auc"}.get(ds.task, "accuracy")
-    comparison = Comparison(plan, device_name(dev), metric)
+    comparison = Comparison(plan, device_name(dev), dataset_metric(spec, ds))
     total = len(plan.candidates)
     for i, candidate in enumerate(plan.candidates, 1):
         start = time.perf_counter()

@@ -120,13 +120,14 @@ class Comparison:
         """The most accurate candidate (the first of equals, in the plan's order)."""
         return max(self.done, key=lambda r: r["metric_value"], default=None)
 
+    def near_best(self) -> list[dict[str, Any]]:
+        """The candidates within one point of the best metric (the best among them)."""
+        best = self.best()
+        return [] if best is None else [r for r in self.done if r["metric_value"] >= best["metric_value"] - ONE_POINT]
+
     def fastest_near_best(self, mode: str) -> dict[str, Any] | None:
         """The fastest candidate in ``mode`` ('train' or 'infer') within one point of the best metric."""
-        best = self.best()
-        if best is None:
-            return None
-        near = [r for r in self.done if r["metric_value"] >= best["metric_value"] - ONE_POINT]
-        return max(near, key=lambda r: r[f"{mode}_img_s"])
+        return max(self.near_best(), key=lambda r: r[f"{mode}_img_s"], default=None)
 
     def sentence(self) -> str:
         """One sentence naming the most accurate candidate and the fastest within one point of it (and what the
@@ -139,7 +140,7 @@ class Comparison:
         def named(row: dict[str, Any]) -> str:
             return f"{row['candidate']} ({'pretrained' if row['pretrained'] else 'random initialisation'})"
 
-        if len([r for r in self.done if r["metric_value"] >= best["metric_value"] - ONE_POINT]) == 1:
+        if len(self.near_best()) == 1:
             fastest = "no other candidate comes within one point of it"
         elif infer is best and train is best:
             fastest = "it is also the fastest within one point of it, in training and at inference"

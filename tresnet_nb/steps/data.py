@@ -21,6 +21,12 @@ from ..model.load import data_config
 TASK_METRIC = {"single-label": "accuracy", "multi-label": "mean_roc_auc"}  # when the data's task is not the spec's
 
 
+def dataset_metric(spec: DatasetSpec, ds: Dataset) -> str:
+    """The metric a run on ``ds`` reports: the dataset's, or the task's where the data's task is not the spec's (a
+    folder or CSV with one 0/1 column per label is multi-label)."""
+    return spec.metric if ds.task == spec.task else TASK_METRIC[ds.task]
+
+
 @dataclass
 class Data:
     """A dataset opened for a run: its table entry, the items, and DataLoaders at the run's size."""
@@ -45,7 +51,7 @@ class Data:
 
     @property
     def metric(self) -> str:
-        return self.spec.metric if self.ds.task == self.spec.task else TASK_METRIC[self.ds.task]
+        return dataset_metric(self.spec, self.ds)
 
     def dls_for(self, size: int, batch_size: int) -> DataLoaders:
         """DataLoaders at ``size`` px and ``batch_size``: in memory for image arrays (capped and stratified by
