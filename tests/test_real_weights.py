@@ -154,10 +154,11 @@ def runs(folder, tmp_path_factory):
 
 def test_a_short_fine_tune_from_real_weights_beats_the_same_budget_from_random_init(runs):
     pretrained, random = runs["pretrained"][1], runs["random"][1]
-    assert pretrained["pretrained"] and pretrained["recipe"] == "fine_tune"
+    assert pretrained["pretrained"] and pretrained["recipe"] == "fine_tune_head"
     assert not random["pretrained"] and random["recipe"] == "scratch"
-    # measured at this size (seed 0, 2-core CPU): 0.53 against 0.18 with 500 training photos; 0.15 is the headroom
-    assert pretrained["metric_value"] > random["metric_value"] + 0.15, (
+    # measured at this size (seed 0, 2-core CPU, fine_tune_head): 0.63 against 0.09, a margin of 0.54; 0.3 leaves
+    # 0.24 of headroom
+    assert pretrained["metric_value"] > random["metric_value"] + 0.3, (
         pretrained["metric_value"],
         random["metric_value"],
     )

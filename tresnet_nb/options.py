@@ -25,7 +25,7 @@ class TrainOptions:
     there), validated on creation: what :func:`tresnet_nb.build_learner`, :func:`tresnet_nb.fit` and the evaluation
     read from ``cfg.options``. None means "the recipe's"."""
 
-    recipe: str | None = None  # a RECIPES name; None: 'fine_tune' for pretrained weights, 'scratch' otherwise
+    recipe: str | None = None  # a RECIPES name; None: 'fine_tune_head' for pretrained weights, 'scratch' otherwise
     augment: str | None = None  # a policy of AUGMENTS, or 'as_built' to keep the loaders' own
     erasing: float | None = None  # random-erasing probability
     mixup: float = 0.0  # Beta alpha (0: off)
