@@ -703,7 +703,7 @@ def run_dataset(draw: Draw, args: argparse.Namespace, work: Path) -> dict[str, l
     s = draw.splits
     print(
         f"\n== {draw.name}: {len(s.train_y)} train / {len(s.valid_y)} valid, {draw.note}; {args.size} px, "
-        f"{epochs} epochs{' (+1 frozen: fine_tune)' if args.weights else ''}, batch {args.batch_size}, seeds "
+        f"{epochs} epochs{' (+1 frozen epoch)' if args.weights else ''}, batch {args.batch_size}, seeds "
         f"{args.seeds}, {torch.get_num_threads()} threads, device {tnb.device()}, "
         f"{'weights ' + args.weights if args.weights else 'random init'}"
         + "".join(

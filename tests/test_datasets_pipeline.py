@@ -106,6 +106,17 @@ def test_cache_resizes_once_and_is_reused(tmp_path):
     assert np.abs(np.asarray(Image.open(cached.paths[0]), dtype=float) - direct).mean() < 12
 
 
+def test_progress_in_a_log_is_a_line_per_tenth_not_a_redrawn_bar(capsys):
+    from tresnet_nb.runtime import progress
+
+    assert list(progress(iter(range(40)), True, total=40)) == list(range(40))  # captured stdout: not a terminal
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0].strip() for line in lines] == [f"{4 * k}/40 ({10 * k}%)" for k in range(1, 11)]
+    assert list(progress(iter(range(3)), True)) == [0, 1, 2]  # the total unknown: one line at the end
+    assert capsys.readouterr().out.strip().startswith("3 done")
+    assert list(progress(range(3), False)) == [0, 1, 2] and capsys.readouterr().out == ""
+
+
 def test_cache_crops_to_boxes(tmp_path):
     path = tmp_path / "two_halves.png"
     pixels = np.zeros((100, 200, 3), dtype=np.uint8)

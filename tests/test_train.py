@@ -26,7 +26,7 @@ from tresnet_nb import (
     topk_accuracy,
 )
 from tresnet_nb.runtime import cpu_has_native_bf16
-from tresnet_nb.train.callbacks import resolve_precision
+from tresnet_nb.train.callbacks import EpochLog, resolve_precision
 
 
 class GroupProbe(Callback):
@@ -95,10 +95,13 @@ def test_precision_is_what_the_convolutions_compute_in(tmp_path, precision, dtyp
     assert len(summary["train_losses"]) == len(learn.dls.train) and summary["metric_names"][-1] == "accuracy"
 
 
-def test_the_fastai_recipe_trains_the_groups_and_rates_of_fastai_fine_tune(tmp_path):
+def test_the_fastai_recipe_trains_the_groups_and_rates_of_fastai_fine_tune(tmp_path, capsys):
     ours, theirs = GroupProbe(), GroupProbe()
-    cfg, learn, _ = make_learner(tmp_path / "ours", "fastai", 2, cbs=[ours], model_fn=TinyNet, pretrained=True)
+    cbs = [ours, EpochLog("probe")]
+    cfg, learn, _ = make_learner(tmp_path / "ours", "fastai", 2, cbs=cbs, model_fn=TinyNet, pretrained=True)
     result = fit(learn, cfg)
+    epochs = [line.split(":")[0].split("probe ")[1] for line in capsys.readouterr().out.splitlines() if "probe " in line]
+    assert epochs == ["frozen epoch 1/1", "epoch 1/2", "epoch 2/2"]  # the frozen stage's epoch is named as such
     _, reference, _ = make_learner(tmp_path / "fastai", "fastai", 2, cbs=[theirs], model_fn=TinyNet, pretrained=True)
     reference.fine_tune(2)  # fastai's own: freeze, slice(2e-3) for 1 epoch, unfreeze, slice(1e-5, 1e-3)
     assert result.recipe == "fastai" and len(result.history["epochs"]) == 1 + cfg.epochs  # frozen epoch + epochs

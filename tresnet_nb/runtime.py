@@ -9,7 +9,9 @@ import os
 import pickle
 import platform
 import socket
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,12 +31,44 @@ REACH_BUDGET_S = 1.5  # a TCP connect to the host must succeed this fast, or cal
 
 def progress(items: Iterable[T], show: bool, total: int | None = None, **bar: Any) -> Iterable[T]:
     """``items`` behind fastprogress's bar when ``show`` (``total`` and ``bar`` passed to it), else as they are:
-    fastprogress's own ``display=False`` still writes a block character and a carriage return to the console."""
+    fastprogress's own ``display=False`` still writes a block character and a carriage return to the console.
+    Where the output is neither a notebook nor a terminal (a log file, a pipe), a line at every tenth instead:
+    fastprogress redraws its console bar there with carriage returns, one copy per update, all on one line."""
     if not show:
         return items
-    from fastprogress.fastprogress import progress_bar
+    from fastprogress.fastprogress import IN_NOTEBOOK, progress_bar
 
-    return progress_bar(items, total=total, **bar)
+    if IN_NOTEBOOK or _is_terminal(sys.stdout):
+        return progress_bar(items, total=total, **bar)
+    return _progress_lines(items, total if total is not None else _length(items))
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def _length(items: Iterable[Any]) -> int | None:
+    try:
+        return len(items)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _progress_lines(items: Iterable[T], total: int | None) -> Iterator[T]:
+    """``items``, printing ``done/total (pct), seconds`` each time another tenth is done (and once at the end when
+    the total is unknown)."""
+    start, done, shown = time.perf_counter(), 0, 0
+    for item in items:
+        yield item
+        done += 1
+        if total and done * 10 // total > shown:
+            shown = done * 10 // total
+            print(f"  {done}/{total} ({done / total:.0%}), {time.perf_counter() - start:.0f} s", flush=True)
+    if not total:
+        print(f"  {done} done, {time.perf_counter() - start:.0f} s", flush=True)
 
 
 def first_hop(url: str) -> tuple[str, int]:

@@ -96,7 +96,9 @@ class EpochLog(Callback):
         values = self.recorder.values[-1] if self.recorder.values else []
         shown = ", ".join(f"{n} {v:.4f}" for n, v in zip(names, values, strict=False) if v is not None)
         elapsed = time.perf_counter() - self._start
-        print(f"{ECHO_PREFIX}{self.label} epoch {self.epoch + 1}/{self.n_epoch}: {shown} ({elapsed:.0f}s)", flush=True)
+        # a fine-tuning recipe's frozen stage counts its own epochs: say so, or it reads as a second "epoch 1/N"
+        stage = "frozen epoch" if getattr(self.learn.opt, "frozen_idx", 0) > 0 else "epoch"
+        print(f"{ECHO_PREFIX}{self.label} {stage} {self.epoch + 1}/{self.n_epoch}: {shown} ({elapsed:.0f}s)", flush=True)
 
 
 class NoDecayOnVectors(Callback):

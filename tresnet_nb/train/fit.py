@@ -77,7 +77,7 @@ def plan_stages(
         size, batch = (phase.size, phase.batch_size) if phase.size else (None, None)
         scale = phase.batch_size / phases[0].batch_size if phase.size else 1.0
         if frozen_first and i == 0:  # fastai's fine_tune: fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99)
-            frozen_lr = (None, lr)  # the body's trainable norm layers (train_bn=True) at base_lr / 10, as in fastai
+            frozen_lr = (None, lr)  # the body's norm layers, where the recipe trains them (train_bn), at base_lr / 10
             stages.append(
                 Stage(
                     frozen=True,
