@@ -100,7 +100,9 @@ def test_the_fastai_recipe_trains_the_groups_and_rates_of_fastai_fine_tune(tmp_p
     cbs = [ours, EpochLog("probe")]
     cfg, learn, _ = make_learner(tmp_path / "ours", "fastai", 2, cbs=cbs, model_fn=TinyNet, pretrained=True)
     result = fit(learn, cfg)
-    epochs = [line.split(":")[0].split("probe ")[1] for line in capsys.readouterr().out.splitlines() if "probe " in line]
+    epochs = [
+        line.split(":")[0].split("probe ")[1] for line in capsys.readouterr().out.splitlines() if "probe " in line
+    ]
     assert epochs == ["frozen epoch 1/1", "epoch 1/2", "epoch 2/2"]  # the frozen stage's epoch is named as such
     _, reference, _ = make_learner(tmp_path / "fastai", "fastai", 2, cbs=[theirs], model_fn=TinyNet, pretrained=True)
     reference.fine_tune(2)  # fastai's own: freeze, slice(2e-3) for 1 epoch, unfreeze, slice(1e-5, 1e-3)

@@ -98,7 +98,9 @@ class EpochLog(Callback):
         elapsed = time.perf_counter() - self._start
         # a fine-tuning recipe's frozen stage counts its own epochs: say so, or it reads as a second "epoch 1/N"
         stage = "frozen epoch" if getattr(self.learn.opt, "frozen_idx", 0) > 0 else "epoch"
-        print(f"{ECHO_PREFIX}{self.label} {stage} {self.epoch + 1}/{self.n_epoch}: {shown} ({elapsed:.0f}s)", flush=True)
+        print(
+            f"{ECHO_PREFIX}{self.label} {stage} {self.epoch + 1}/{self.n_epoch}: {shown} ({elapsed:.0f}s)", flush=True
+        )
 
 
 class NoDecayOnVectors(Callback):
