@@ -30,7 +30,7 @@ ARCH = "tf_efficientnet_lite0"
 N_TRAIN, N_VALID, SIZE, EPOCHS = 300, 200, 64, 2
 
 
-def test_converted_lite0_ranks_the_sample_photos_as_imagenet_does():
+def test_converted_lite0_ranks_the_sample_photos_as_imagenet_does(tmp_path, capsys):
     model = tnb.load_model(ARCH, LITE0).eval()
     assert tnb.weights_info(model).pretrained and model.num_classes == 1000
     transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))  # bicubic, 0.875 crop
@@ -40,6 +40,14 @@ def test_converted_lite0_ranks_the_sample_photos_as_imagenet_does():
             probs = model(transform(Image.fromarray(load_sample_image(photo))).unsqueeze(0)).softmax(-1)[0]
             assert names.index_to_description(int(probs.argmax())) == expected, photo
             assert float(probs.max()) > 0.2  # a confident first class, not a near-uniform random head
+    # the command preprocesses untouched pretrained weights as timm evaluates them too (the loaders' squish,
+    # bilinear and uncropped, ranks 'bell cote' first on china.jpg)
+    photos = [tmp_path / name for name in ("china.jpg", "flower.jpg")]
+    for photo in photos:
+        Image.fromarray(load_sample_image(photo.name)).save(photo)
+    assert main(["predict", "--arch", ARCH, "--weights", LITE0, *map(str, photos), "--top", "1"]) == 0
+    firsts = re.findall(r"^\s+[\d.]+\s+n\d+\s+(.*)$", capsys.readouterr().out, flags=re.M)
+    assert [first.split(",")[0] for first in firsts] == ["palace", "daisy"]
 
 
 def test_the_converter_refuses_files_that_do_not_fit():

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..data import Dataset
 from ..model.hub import WeightsUnavailableError
-from ..model.load import data_config, load_model, split_arch, weights_info
+from ..model.load import WeightsInfo, data_config, load_model, split_arch, weights_info
 from ..report.display import finish, show
 from ..steps.data import samples
 from .hierarchy import THRESHOLD, Hierarchy, LevelPick, chain_text, hierarchy_for
@@ -68,9 +68,14 @@ def _pil(image: Path | str | Image.Image | np.ndarray) -> Image.Image:
 
 
 def image_batch(model: nn.Module, images: Sequence, img_size: int | None = None) -> torch.Tensor:
-    """``images`` (paths, PIL images or uint8 arrays) preprocessed as :func:`data_config` records for ``model`` (the
-    loaders' bilinear squish to ``img_size``, timm's crop_mode 'squash' at crop_pct 1.0: no centre crop)."""
+    """``images`` (paths, PIL images or uint8 arrays) preprocessed for ``model``'s ImageNet head: pretrained weights
+    no one has trained further, as timm evaluates them (their pretrained cfg: EfficientNet-Lite's bicubic resize
+    and 0.875 centre crop, say); any other model as :func:`data_config` records (the loaders' bilinear squish,
+    timm's crop_mode 'squash' at crop_pct 1.0: no centre crop). ``img_size`` overrides the input size."""
     cfg = data_config(model, img_size)
+    info = getattr(model, "weights_info", None)
+    if isinstance(info, WeightsInfo) and info.pretrained and info.trained is None:
+        cfg = {**timm.data.resolve_model_data_config(model), "input_size": cfg["input_size"]}
     transform = timm.data.create_transform(**cfg, is_training=False)
     return torch.stack([transform(_pil(image)) for image in images])
 
