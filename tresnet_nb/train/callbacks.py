@@ -13,6 +13,7 @@ import time
 import torch
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
+from fastai.learner import Learner
 from timm.utils import ModelEmaV3
 from torch import nn
 
@@ -75,6 +76,11 @@ class ChannelsLast(Callback):
         self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x for x in self.xb)
 
 
+def is_frozen(learn: Learner) -> bool:
+    """Whether ``learn`` holds its body frozen (fastai's ``freeze``: the optimizer's ``frozen_idx`` above 0)."""
+    return learn.opt is not None and getattr(learn.opt, "frozen_idx", 0) > 0
+
+
 class EpochLog(Callback):
     """Print one line per epoch (losses, metrics, time) so a headless run shows live progress."""
 
@@ -97,7 +103,7 @@ class EpochLog(Callback):
         shown = ", ".join(f"{n} {v:.4f}" for n, v in zip(names, values, strict=False) if v is not None)
         elapsed = time.perf_counter() - self._start
         # a fine-tuning recipe's frozen stage counts its own epochs: say so, or it reads as a second "epoch 1/N"
-        stage = "frozen epoch" if getattr(self.learn.opt, "frozen_idx", 0) > 0 else "epoch"
+        stage = "frozen epoch" if is_frozen(self.learn) else "epoch"
         print(
             f"{ECHO_PREFIX}{self.label} {stage} {self.epoch + 1}/{self.n_epoch}: {shown} ({elapsed:.0f}s)", flush=True
         )

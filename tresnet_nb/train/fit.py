@@ -26,7 +26,7 @@ from ..data.arrays import augment_of, set_augment
 from ..options import TrainOptions
 from ..recipes import Phase, Recipe, get_recipe
 from ..runtime import is_main
-from .callbacks import EMA
+from .callbacks import EMA, is_frozen
 from .checkpoint import (
     Checkpoint,
     history,
@@ -123,8 +123,7 @@ def plan_stages(
 
 def _run_stage(learn: Learner, stage: Stage, start_epoch: int) -> None:
     if start_epoch == 0:  # fastai's freeze/unfreeze also clear the optimizer state: not when resuming mid-stage
-        frozen_now = learn.opt is not None and getattr(learn.opt, "frozen_idx", 0) > 0
-        if stage.frozen != frozen_now or learn.opt is None:
+        if stage.frozen != is_frozen(learn) or learn.opt is None:
             learn.freeze() if stage.frozen else learn.unfreeze()
     lr = slice(*stage.lr) if isinstance(stage.lr, tuple) else stage.lr
     if stage.schedule == "one_cycle":
